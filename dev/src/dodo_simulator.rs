@@ -1,0 +1,631 @@
+//! A local stand-in for Dodo Payments: the endpoints the paywall uses, with Dodo's shapes
+//! and error bodies, a hosted checkout page, and signed webhook deliveries.
+//!
+//! - `POST /checkouts`, `GET /checkouts/{id}`, `GET /payments/{id}`, `GET /products/{id}`
+//!   answer as Dodo does (`{"code","message"}` errors, bearer auth when a key is set).
+//! - `GET /checkout/{session}` is the hosted page: Pay or Decline. A form `POST` to the
+//!   same URL with `outcome=succeeded|failed` does what the buttons do: it creates the
+//!   payment, redirects to `return_url?payment_id=…&status=…`, and delivers a signed
+//!   `payment.succeeded` / `payment.failed` to the webhook URL, retrying non-2xx answers on
+//!   Dodo's schedule compressed in time.
+//! - Tests can inject faults (an error status, a delay) and payments of any shape.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use paywall::time::Timestamp;
+use paywall::webhook_signature::WebhookSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Dodo's retry schedule after the first attempt: +5 s, +5 min, +30 min, +2 h, +5 h,
+/// +10 h, +10 h (8 attempts in all).
+pub const DODO_RETRY_SCHEDULE: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+
+/// The price every simulated product has: $19.00, the original router's price.
+pub const DEFAULT_PRICE_MINOR: i64 = 1900;
+
+/// Where and how the simulator delivers webhooks.
+#[derive(Clone)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: Arc<WebhookSecret>,
+    /// Dodo's schedule is divided by this (60: hours become minutes).
+    pub time_compression: u32,
+}
+
+/// An injected failure for the API routes (not the checkout page).
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer this status with Dodo's error body.
+    Error {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// Wait this long before answering normally.
+    Delay(Duration),
+}
+
+/// One webhook delivery attempt, as the simulator saw it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub event_type: String,
+    pub webhook_id: String,
+    pub attempt: u32,
+    /// The HTTP status, or 0 when the connection failed.
+    pub status: u16,
+}
+
+struct Checkout {
+    request: Value,
+    payment_id: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    checkouts: HashMap<String, Checkout>,
+    payments: HashMap<String, Value>,
+    fault: Option<Fault>,
+    deliveries: Vec<Delivery>,
+    api_calls: Vec<String>,
+}
+
+struct Shared {
+    public_url: String,
+    api_key: Option<String>,
+    webhook: Mutex<Option<WebhookTarget>>,
+    inner: Mutex<Inner>,
+    http: reqwest::Client,
+}
+
+/// The simulator's state, cheap to clone; mount [`DodoSimulator::router`] anywhere.
+#[derive(Clone)]
+pub struct DodoSimulator {
+    shared: Arc<Shared>,
+}
+
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(Timestamp::now().unix_seconds());
+    let b = RandomState::new().hash_one(a);
+    format!("{a:016x}{b:08x}").chars().take(20).collect()
+}
+
+fn dodo_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"code": code, "message": message})),
+    )
+        .into_response()
+}
+
+impl DodoSimulator {
+    /// `public_url` is where the simulator is reachable (it builds `checkout_url`s from
+    /// it); `api_key`, when set, is the only bearer token accepted.
+    pub fn new(public_url: impl Into<String>, api_key: Option<String>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                public_url: public_url.into().trim_end_matches('/').to_owned(),
+                api_key,
+                webhook: Mutex::new(None),
+                inner: Mutex::new(Inner::default()),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(15)) // Dodo's own delivery timeout
+                    .build()
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Serves a new simulator alone on a loopback port (for tests).
+    pub async fn start(api_key: Option<String>) -> std::io::Result<RunningSimulator> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let simulator = Self::new(url.clone(), api_key);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = simulator.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(RunningSimulator {
+            simulator,
+            url,
+            _stop: stop,
+        })
+    }
+
+    pub fn set_webhook(&self, target: Option<WebhookTarget>) {
+        if let Ok(mut webhook) = self.shared.webhook.lock() {
+            *webhook = target;
+        }
+    }
+
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.with(|inner| inner.fault = fault);
+    }
+
+    /// Stores a payment exactly as given (any fields, any status), served by
+    /// `GET /payments/{payment_id}`.
+    pub fn put_payment(&self, payment: Value) {
+        if let Some(id) = payment.get("payment_id").and_then(Value::as_str) {
+            let id = id.to_owned();
+            self.with(|inner| inner.payments.insert(id, payment));
+        }
+    }
+
+    pub fn payment(&self, id: &str) -> Option<Value> {
+        self.with(|inner| inner.payments.get(id).cloned())
+    }
+
+    /// The bodies of every `POST /checkouts`, in no particular order.
+    pub fn checkout_requests(&self) -> Vec<Value> {
+        self.with(|inner| {
+            inner
+                .checkouts
+                .values()
+                .map(|c| c.request.clone())
+                .collect()
+        })
+    }
+
+    /// The body sent for one session.
+    pub fn checkout_request(&self, session_id: &str) -> Option<Value> {
+        self.with(|inner| inner.checkouts.get(session_id).map(|c| c.request.clone()))
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.with(|inner| inner.deliveries.clone())
+    }
+
+    /// `METHOD /path` of every API call received.
+    pub fn api_calls(&self) -> Vec<String> {
+        self.with(|inner| inner.api_calls.clone())
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut guard = match self.shared.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/checkouts", axum::routing::post(create_checkout))
+            .route("/checkouts/{id}", get(get_checkout))
+            .route("/payments/{id}", get(get_payment))
+            .route("/products/{id}", get(get_product))
+            .route(
+                "/checkout/{session}",
+                get(checkout_page).post(complete_checkout),
+            )
+            .with_state(self.clone())
+    }
+
+    /// Checks the bearer key and applies an injected fault. `Err` is the answer to send.
+    async fn gate(&self, headers: &HeaderMap, call: String) -> Result<(), Response> {
+        let fault = self.with(|inner| {
+            inner.api_calls.push(call);
+            inner.fault.clone()
+        });
+        if let Some(expected) = &self.shared.api_key {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(expected.as_str()) {
+                return Err(dodo_error(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "Invalid API key",
+                ));
+            }
+        }
+        match fault {
+            None => Ok(()),
+            Some(Fault::Delay(pause)) => {
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+            Some(Fault::Error {
+                status,
+                code,
+                message,
+            }) => Err(dodo_error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &code,
+                &message,
+            )),
+        }
+    }
+
+    /// Creates the payment for a session and sends it where Dodo would.
+    fn complete(&self, session_id: &str, succeeded: bool) -> Result<(String, String), Response> {
+        let now = Timestamp::now();
+        let (payment, return_url) = self.with(|inner| {
+            let checkout = inner.checkouts.get_mut(session_id).ok_or_else(|| {
+                dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout session not found")
+            })?;
+            if let Some(paid) = &checkout.payment_id {
+                if inner.payments.get(paid).and_then(|p| p.get("status")).and_then(Value::as_str)
+                    == Some("succeeded")
+                {
+                    return Err(dodo_error(
+                        StatusCode::CONFLICT,
+                        "CHECKOUT_ALREADY_COMPLETED",
+                        "This checkout session has already been paid",
+                    ));
+                }
+            }
+            let request = &checkout.request;
+            let email = request
+                .pointer("/customer/email")
+                .and_then(Value::as_str)
+                .unwrap_or("buyer@example.com")
+                .to_owned();
+            let name = request
+                .pointer("/customer/name")
+                .and_then(Value::as_str)
+                .unwrap_or("Buyer")
+                .to_owned();
+            let payment_id = format!("pay_{}", random_suffix());
+            let product_cart = request.get("product_cart").cloned().unwrap_or(json!([]));
+            let quantity: i64 = product_cart
+                .as_array()
+                .map(|lines| lines.iter().filter_map(|l| l.get("quantity")?.as_i64()).sum())
+                .unwrap_or(1);
+            let status = if succeeded { "succeeded" } else { "failed" };
+            let payment = json!({
+                "payment_id": payment_id,
+                "business_id": "bus_simulator",
+                "brand_id": "bus_simulator",
+                "created_at": now.to_rfc3339(),
+                "updated_at": now.to_rfc3339(),
+                "status": status,
+                "total_amount": DEFAULT_PRICE_MINOR * quantity.max(1),
+                "currency": "USD",
+                "settlement_amount": DEFAULT_PRICE_MINOR * quantity.max(1),
+                "settlement_currency": "USD",
+                "customer": {"customer_id": format!("cus_{}", random_suffix()), "email": email, "name": name},
+                "billing": {"country": "US"},
+                "metadata": request.get("metadata").cloned().unwrap_or(json!({})),
+                "checkout_session_id": session_id,
+                "subscription_id": null,
+                "subscription_ids": [],
+                "product_cart": product_cart,
+                "disputes": [],
+                "refunds": [],
+                "payment_method": "card",
+                "payment_provider": "dodo",
+                "digital_products_delivered": false,
+                "is_multi_subscription": false,
+                "is_update_payment_method": false,
+                "retry_attempt": 0,
+                "error_code": if succeeded { Value::Null } else { json!("CARD_DECLINED") },
+            });
+            checkout.payment_id = Some(payment_id.clone());
+            inner.payments.insert(payment_id, payment.clone());
+            let return_url = request
+                .get("return_url")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            Ok((payment, return_url))
+        })?;
+
+        let payment_id = payment["payment_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let status = payment["status"].as_str().unwrap_or_default().to_owned();
+        let event_type = if succeeded {
+            "payment.succeeded"
+        } else {
+            "payment.failed"
+        };
+        self.deliver(event_type, payment);
+        let redirect = return_url.map(|url| {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}payment_id={payment_id}&status={status}")
+        });
+        Ok((payment_id, redirect.unwrap_or_default()))
+    }
+
+    /// Sends one event to the webhook URL in the background, Standard-Webhooks signed,
+    /// retrying non-2xx answers on Dodo's (compressed) schedule.
+    pub fn deliver(&self, event_type: &str, data: Value) {
+        let Some(target) = self.shared.webhook.lock().ok().and_then(|w| w.clone()) else {
+            return;
+        };
+        let mut data = data;
+        if let Some(object) = data.as_object_mut() {
+            object.insert("payload_type".into(), json!("Payment"));
+        }
+        let body = json!({
+            "business_id": "bus_simulator",
+            "type": event_type,
+            "timestamp": Timestamp::now().to_rfc3339(),
+            "data": data,
+        })
+        .to_string();
+        let webhook_id = format!("msg_{}", random_suffix());
+        let simulator = self.clone();
+        let event_type = event_type.to_owned();
+        tokio::spawn(async move {
+            let compression = target.time_compression.max(1);
+            let pauses = std::iter::once(Duration::ZERO)
+                .chain(DODO_RETRY_SCHEDULE.iter().map(|d| *d / compression));
+            for (attempt, pause) in pauses.enumerate() {
+                tokio::time::sleep(pause).await;
+                let timestamp = Timestamp::now().unix_seconds();
+                let signature = target.secret.sign(&webhook_id, timestamp, body.as_bytes());
+                let status = simulator
+                    .shared
+                    .http
+                    .post(&target.url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &webhook_id)
+                    .header("webhook-timestamp", timestamp.to_string())
+                    .header("webhook-signature", signature)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                simulator.with(|inner| {
+                    inner.deliveries.push(Delivery {
+                        event_type: event_type.clone(),
+                        webhook_id: webhook_id.clone(),
+                        attempt: attempt as u32 + 1,
+                        status,
+                    })
+                });
+                if (200..300).contains(&status) {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A simulator serving on its own loopback port; stops when dropped.
+pub struct RunningSimulator {
+    pub simulator: DodoSimulator,
+    pub url: String,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Metadata values must be strings in the API version Dodo documents (1.53.2).
+fn validate_checkout(body: &Value) -> Result<(), String> {
+    let lines = body
+        .get("product_cart")
+        .and_then(Value::as_array)
+        .filter(|lines| !lines.is_empty())
+        .ok_or("product_cart must be a non-empty array")?;
+    for line in lines {
+        if line.get("product_id").and_then(Value::as_str).is_none() {
+            return Err("product_cart[].product_id is required".into());
+        }
+        if !line
+            .get("quantity")
+            .and_then(Value::as_u64)
+            .is_some_and(|q| q >= 1)
+        {
+            return Err("product_cart[].quantity must be a positive integer".into());
+        }
+    }
+    if let Some(metadata) = body.get("metadata") {
+        let strings_only = metadata
+            .as_object()
+            .is_some_and(|m| m.values().all(Value::is_string));
+        if !strings_only {
+            return Err("metadata must map to string values".into());
+        }
+    }
+    if let Some(url) = body.get("return_url")
+        && !url.is_string()
+    {
+        return Err("return_url must be a string".into());
+    }
+    Ok(())
+}
+
+async fn create_checkout(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, "POST /checkouts".into()).await {
+        return answer;
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST_BODY",
+            "Request body is not valid JSON",
+        );
+    };
+    if let Err(message) = validate_checkout(&request) {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST_BODY",
+            &message,
+        );
+    }
+    let session_id = format!("cks_{}", random_suffix());
+    let checkout_url = format!("{}/checkout/{session_id}", sim.shared.public_url);
+    sim.with(|inner| {
+        inner.checkouts.insert(
+            session_id.clone(),
+            Checkout {
+                request,
+                payment_id: None,
+            },
+        )
+    });
+    axum::Json(json!({"session_id": session_id, "checkout_url": checkout_url})).into_response()
+}
+
+async fn get_checkout(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, format!("GET /checkouts/{id}")).await {
+        return answer;
+    }
+    let found = sim.with(|inner| {
+        let checkout = inner.checkouts.get(&id)?;
+        let payment = checkout
+            .payment_id
+            .as_ref()
+            .and_then(|p| inner.payments.get(p));
+        Some(json!({
+            "id": id,
+            "created_at": Timestamp::now().to_rfc3339(),
+            "customer_email": checkout.request.pointer("/customer/email"),
+            "payment_id": checkout.payment_id,
+            "payment_status": payment.and_then(|p| p.get("status")),
+        }))
+    });
+    match found {
+        Some(session) => axum::Json(session).into_response(),
+        None => dodo_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "Checkout session not found",
+        ),
+    }
+}
+
+async fn get_payment(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, format!("GET /payments/{id}")).await {
+        return answer;
+    }
+    match sim.payment(&id) {
+        Some(payment) => axum::Json(payment).into_response(),
+        None => dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Payment not found"),
+    }
+}
+
+async fn get_product(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, format!("GET /products/{id}")).await {
+        return answer;
+    }
+    axum::Json(json!({
+        "product_id": id,
+        "business_id": "bus_simulator",
+        "name": "Paywall access",
+        "is_recurring": false,
+        "price": {"type": "one_time_price", "price": DEFAULT_PRICE_MINOR, "currency": "USD", "discount": 0, "purchasing_power_parity": false},
+        "tax_category": "saas",
+    }))
+    .into_response()
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn checkout_page(State(sim): State<DodoSimulator>, Path(session): Path<String>) -> Response {
+    let Some(request) = sim.checkout_request(&session) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>Checkout session not found</h1>".to_owned()),
+        )
+            .into_response();
+    };
+    let email = request
+        .pointer("/customer/email")
+        .and_then(Value::as_str)
+        .unwrap_or("(Dodo would ask for it here)");
+    let product = request
+        .pointer("/product_cart/0/product_id")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Checkout (Dodo simulator)</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body {{ font-family: system-ui, sans-serif; max-width: 28rem; margin: 4rem auto; padding: 0 1rem; color: #1b1b1f; }}
+ .card {{ border: 1px solid #ddd; border-radius: 12px; padding: 1.5rem; }}
+ .note {{ color: #666; font-size: .85rem; }}
+ button {{ font-size: 1rem; padding: .6rem 1.2rem; border-radius: 8px; border: 1px solid #888; cursor: pointer; margin-right: .5rem; }}
+ #pay {{ background: #1b1b1f; color: white; border-color: #1b1b1f; }}
+</style></head>
+<body><div class="card">
+<p class="note">Dodo Payments simulator: no money moves.</p>
+<h1>Checkout</h1>
+<p>Product <code>{product}</code>: <strong>$19.00</strong></p>
+<p>Customer: <span id="customer-email">{email}</span></p>
+<form method="post">
+<button id="pay" name="outcome" value="succeeded">Pay $19.00</button>
+<button id="decline" name="outcome" value="failed">Decline</button>
+</form></div></body></html>"#,
+        product = escape_html(product),
+        email = escape_html(email),
+    ))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct Outcome {
+    outcome: String,
+}
+
+async fn complete_checkout(
+    State(sim): State<DodoSimulator>,
+    Path(session): Path<String>,
+    Form(form): Form<Outcome>,
+) -> Response {
+    let succeeded = match form.outcome.as_str() {
+        "succeeded" => true,
+        "failed" => false,
+        _ => {
+            return dodo_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_REQUEST_BODY",
+                "outcome must be `succeeded` or `failed`",
+            );
+        }
+    };
+    match sim.complete(&session, succeeded) {
+        Ok((payment_id, redirect)) if redirect.is_empty() => {
+            axum::Json(json!({"payment_id": payment_id})).into_response()
+        }
+        Ok((_, redirect)) => Redirect::to(&redirect).into_response(),
+        Err(answer) => answer,
+    }
+}

@@ -1,0 +1,2 @@
+pub mod dodo_simulator;
+pub mod local_dynamodb;

@@ -1,0 +1,232 @@
+//! Typed configuration, read once at cold start. A missing or malformed variable fails
+//! the start with a message that names it, instead of failing some request later.
+
+use secrecy::SecretString;
+
+use crate::webhook_signature::WebhookSecret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+/// Where variables come from: the process environment in production, a map in tests.
+pub struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl<'a> Vars<'a> {
+    pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self { lookup }
+    }
+
+    pub fn process() -> Vars<'static> {
+        Vars {
+            lookup: &process_env,
+        }
+    }
+
+    /// A set, non-blank value, trimmed.
+    pub fn optional(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// `TABLE_NAME`: the one DynamoDB table defined in `template.yaml`.
+#[derive(Clone, Debug)]
+pub struct TableConfig {
+    pub table_name: String,
+}
+
+impl TableConfig {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table_name: vars.required("TABLE_NAME")?,
+        })
+    }
+}
+
+pub const TEST_MODE_BASE_URL: &str = "https://test.dodopayments.com";
+pub const LIVE_MODE_BASE_URL: &str = "https://live.dodopayments.com";
+
+/// How to reach Dodo: the API key, and the base URL chosen by `ENV`
+/// (`development` -> test mode, `production` -> live mode) unless
+/// `DODO_PAYMENTS_BASE_URL` overrides it, as Dodo's own SDKs allow.
+#[derive(Clone, Debug)]
+pub struct DodoConfig {
+    pub api_key: SecretString,
+    pub base_url: String,
+}
+
+impl DodoConfig {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let api_key = SecretString::from(vars.required("DODO_PAYMENTS_API_KEY")?);
+        let mode_url = match vars.optional("ENV").as_deref() {
+            None | Some("development") => TEST_MODE_BASE_URL,
+            Some("production") => LIVE_MODE_BASE_URL,
+            Some(other) => {
+                return Err(invalid(
+                    "ENV",
+                    format!("expected `development` or `production`, got `{other}`"),
+                ));
+            }
+        };
+        let base_url = match vars.optional("DODO_PAYMENTS_BASE_URL") {
+            Some(url) => {
+                parse_http_url(&url).map_err(|reason| invalid("DODO_PAYMENTS_BASE_URL", reason))?
+            }
+            None => mode_url.to_owned(),
+        };
+        Ok(Self {
+            api_key,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// `DODO_SUCCESS_URL`: where Dodo sends the buyer back after the hosted checkout.
+#[derive(Clone, Debug)]
+pub struct CheckoutConfig {
+    pub success_url: String,
+}
+
+impl CheckoutConfig {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let url = vars.required("DODO_SUCCESS_URL")?;
+        let success_url =
+            parse_http_url(&url).map_err(|reason| invalid("DODO_SUCCESS_URL", reason))?;
+        Ok(Self { success_url })
+    }
+}
+
+/// `DODO_PAYMENTS_WEBHOOK_SECRET`: `whsec_` + base64, never empty.
+pub struct WebhookConfig {
+    pub secret: WebhookSecret,
+}
+
+impl WebhookConfig {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let raw = vars.required("DODO_PAYMENTS_WEBHOOK_SECRET")?;
+        let secret = WebhookSecret::parse(&raw)
+            .map_err(|e| invalid("DODO_PAYMENTS_WEBHOOK_SECRET", e.to_string()))?;
+        Ok(Self { secret })
+    }
+}
+
+fn parse_http_url(raw: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("expected an absolute http(s) URL".to_owned());
+    }
+    Ok(raw.to_owned())
+}
+
+/// Parses a positive whole number of days.
+pub(crate) fn parse_days(var: &'static str, raw: &str) -> Result<u32, ConfigError> {
+    match raw.parse::<u32>() {
+        Ok(days) if (1..=3660).contains(&days) => Ok(days),
+        _ => Err(invalid(
+            var,
+            format!("expected whole days from 1 to 3660, got `{raw}`"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn vars_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn dodo_mode_follows_env() {
+        let lookup = vars_of(&[("DODO_PAYMENTS_API_KEY", "sk"), ("ENV", "production")]);
+        let config = DodoConfig::from_vars(&Vars::new(&lookup)).expect("valid");
+        assert_eq!(config.base_url, LIVE_MODE_BASE_URL);
+        assert_eq!(config.api_key.expose_secret(), "sk");
+
+        let lookup = vars_of(&[("DODO_PAYMENTS_API_KEY", "sk")]);
+        let config = DodoConfig::from_vars(&Vars::new(&lookup)).expect("valid");
+        assert_eq!(config.base_url, TEST_MODE_BASE_URL);
+    }
+
+    #[test]
+    fn base_url_override_wins_and_is_validated() {
+        let lookup = vars_of(&[
+            ("DODO_PAYMENTS_API_KEY", "sk"),
+            ("DODO_PAYMENTS_BASE_URL", "http://127.0.0.1:9999/"),
+        ]);
+        let config = DodoConfig::from_vars(&Vars::new(&lookup)).expect("valid");
+        assert_eq!(config.base_url, "http://127.0.0.1:9999");
+
+        let lookup = vars_of(&[
+            ("DODO_PAYMENTS_API_KEY", "sk"),
+            ("DODO_PAYMENTS_BASE_URL", "not a url"),
+        ]);
+        let err = DodoConfig::from_vars(&Vars::new(&lookup)).expect_err("invalid");
+        assert!(err.to_string().contains("DODO_PAYMENTS_BASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let lookup = vars_of(&[("ENV", "staging"), ("DODO_PAYMENTS_API_KEY", "sk")]);
+        let err = DodoConfig::from_vars(&Vars::new(&lookup)).expect_err("invalid");
+        assert!(err.to_string().contains("ENV"), "{err}");
+
+        let lookup = vars_of(&[("TABLE_NAME", "  ")]);
+        let err = TableConfig::from_vars(&Vars::new(&lookup)).expect_err("blank");
+        assert_eq!(
+            err.to_string(),
+            "environment variable TABLE_NAME is not set"
+        );
+
+        let lookup = vars_of(&[("DODO_PAYMENTS_WEBHOOK_SECRET", "whsec_")]);
+        let err = WebhookConfig::from_vars(&Vars::new(&lookup))
+            .err()
+            .expect("empty secret refused");
+        assert!(
+            err.to_string().contains("DODO_PAYMENTS_WEBHOOK_SECRET"),
+            "{err}"
+        );
+
+        let lookup = vars_of(&[("DODO_SUCCESS_URL", "/relative")]);
+        let err = CheckoutConfig::from_vars(&Vars::new(&lookup)).expect_err("relative");
+        assert!(err.to_string().contains("DODO_SUCCESS_URL"), "{err}");
+    }
+
+    #[test]
+    fn days_are_bounded() {
+        assert_eq!(parse_days("PLAN_DURATION_DAYS", "30").ok(), Some(30));
+        assert!(parse_days("PLAN_DURATION_DAYS", "0").is_err());
+        assert!(parse_days("PLAN_DURATION_DAYS", "-1").is_err());
+        assert!(parse_days("PLAN_DURATION_DAYS", "thirty").is_err());
+    }
+}

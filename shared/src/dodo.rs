@@ -1,0 +1,476 @@
+//! A small client for the Dodo Payments endpoints the paywall uses.
+//!
+//! Bounded in time so that a call can never outlast API Gateway's 29 s: a short connect
+//! and request timeout, and at most one retry, only where a retry is safe (a read, or a
+//! write whose connection never opened). Responses are read leniently: only the fields
+//! we use, unknown fields and enum values accepted, because Dodo adds them often.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::DodoConfig;
+use crate::ids::{PaymentId, ProductId};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// One attempt, from sending the request to the end of the body.
+    pub request: Duration,
+    /// The pause before the single retry.
+    pub retry_backoff: Duration,
+}
+
+impl Default for Timeouts {
+    /// Worst case for a read: 6 s + 0.3 s + 6 s, well inside API Gateway's 29 s with room
+    /// left for the DynamoDB write that follows.
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(6),
+            retry_backoff: Duration::from_millis(300),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DodoError {
+    #[error("Dodo did not answer in time")]
+    Timeout,
+    #[error("Dodo is unreachable or failing ({0})")]
+    Unavailable(String),
+    /// Dodo answered with an error status and (usually) its `{code, message}` body.
+    #[error("Dodo answered {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from Dodo: {0}")]
+    Decode(String),
+}
+
+impl DodoError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Api { status: 404, .. })
+    }
+}
+
+#[derive(Clone)]
+pub struct DodoClient {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: SecretString,
+    timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for DodoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DodoClient")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `POST /checkouts` needs from us.
+#[derive(Debug, Serialize)]
+pub struct CheckoutRequest<'a> {
+    pub product_cart: Vec<CartLine<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CheckoutCustomer<'a>>,
+    pub return_url: &'a str,
+    /// String values only: the oldest API version Dodo documents accepts nothing else.
+    pub metadata: BTreeMap<&'static str, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CartLine<'a> {
+    pub product_id: &'a str,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckoutCustomer<'a> {
+    pub email: &'a str,
+    pub name: &'a str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckoutSession {
+    pub session_id: String,
+    pub checkout_url: String,
+}
+
+/// A payment's state as Dodo reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// `processing`, `requires_*`, `partially_captured*`: may still succeed.
+    InProgress(String),
+    /// A value this version does not know. Never grants.
+    Unknown(String),
+    /// Dodo sent no status.
+    Missing,
+}
+
+impl PaymentStatus {
+    pub fn parse(raw: Option<&str>) -> Self {
+        match raw {
+            None => Self::Missing,
+            Some("succeeded") => Self::Succeeded,
+            Some("failed") => Self::Failed,
+            Some("cancelled") => Self::Cancelled,
+            Some(s)
+                if s == "processing"
+                    || s.starts_with("requires_")
+                    || s.starts_with("partially_captured") =>
+            {
+                Self::InProgress(s.to_owned())
+            }
+            Some(other) => Self::Unknown(other.to_owned()),
+        }
+    }
+}
+
+/// The parts of Dodo's Payment object (from `GET /payments/{id}` or a `payment.*`
+/// webhook) that decide who gets access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    pub payment_id: String,
+    pub status: PaymentStatus,
+    /// Our own metadata, echoed by Dodo; non-string values are shown as text.
+    pub metadata: BTreeMap<String, String>,
+    pub customer_email: Option<String>,
+    pub customer_id: Option<String>,
+    pub checkout_session_id: Option<String>,
+    pub subscription_id: Option<String>,
+    /// The products bought; empty when Dodo did not say.
+    pub product_ids: Vec<String>,
+}
+
+fn str_field<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+impl Payment {
+    /// Reads a Payment object leniently: only `payment_id` is required.
+    pub fn from_json(value: &Value) -> Result<Self, DodoError> {
+        let payment_id = str_field(value, "payment_id")
+            .ok_or_else(|| DodoError::Decode("payment without payment_id".to_owned()))?
+            .to_owned();
+        let metadata = value
+            .get("metadata")
+            .and_then(Value::as_object)
+            .map(|map| {
+                map.iter()
+                    .filter_map(|(k, v)| {
+                        let text = match v {
+                            Value::String(s) => s.clone(),
+                            Value::Number(n) => n.to_string(),
+                            Value::Bool(b) => b.to_string(),
+                            _ => return None,
+                        };
+                        Some((k.clone(), text))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let customer = value.get("customer").unwrap_or(&Value::Null);
+        let product_ids = value
+            .get("product_cart")
+            .and_then(Value::as_array)
+            .map(|lines| {
+                lines
+                    .iter()
+                    .filter_map(|line| str_field(line, "product_id").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            payment_id,
+            status: PaymentStatus::parse(str_field(value, "status")),
+            metadata,
+            customer_email: str_field(customer, "email").map(str::to_owned),
+            customer_id: str_field(customer, "customer_id").map(str::to_owned),
+            checkout_session_id: str_field(value, "checkout_session_id").map(str::to_owned),
+            subscription_id: str_field(value, "subscription_id").map(str::to_owned),
+            product_ids,
+        })
+    }
+}
+
+/// A product's display price, e.g. `$19.00`, when Dodo's product has a fixed price.
+pub fn display_price(product: &Value) -> Option<String> {
+    let price = product.get("price")?;
+    let minor = price.get("price")?.as_i64()?;
+    let currency = price.get("currency")?.as_str()?.to_uppercase();
+    // Dodo amounts are in the currency's smallest unit.
+    let decimals = match currency.as_str() {
+        "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "XAF" | "XOF" | "PYG" | "RWF" => 0,
+        "BHD" | "JOD" | "KWD" | "OMR" | "TND" => 3,
+        _ => 2,
+    };
+    let divisor = 10_i64.pow(decimals);
+    let amount = if decimals == 0 {
+        minor.to_string()
+    } else {
+        format!(
+            "{}.{:0width$}",
+            minor / divisor,
+            (minor % divisor).abs(),
+            width = decimals as usize
+        )
+    };
+    Some(match currency.as_str() {
+        "USD" => format!("${amount}"),
+        "EUR" => format!("€{amount}"),
+        "GBP" => format!("£{amount}"),
+        "INR" => format!("₹{amount}"),
+        _ => format!("{amount} {currency}"),
+    })
+}
+
+enum Retry {
+    /// Reads: retried once on a timeout, a failed connection, 429 or 5xx.
+    Safe,
+    /// Writes without an idempotency key: retried only when the connection never opened,
+    /// so the request cannot have reached Dodo.
+    OnlyIfNotSent,
+}
+
+impl DodoClient {
+    pub fn new(config: &DodoConfig) -> Result<Self, DodoError> {
+        Self::with_timeouts(config, Timeouts::default())
+    }
+
+    pub fn with_timeouts(config: &DodoConfig, timeouts: Timeouts) -> Result<Self, DodoError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
+            .user_agent(concat!("dodo-paywall/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DodoError::Unavailable(format!("HTTP client setup failed: {e}")))?;
+        Ok(Self {
+            http,
+            base_url: config.base_url.clone(),
+            api_key: config.api_key.clone(),
+            timeouts,
+        })
+    }
+
+    /// `POST /checkouts`: a hosted checkout session.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_checkout(
+        &self,
+        request: &CheckoutRequest<'_>,
+    ) -> Result<CheckoutSession, DodoError> {
+        let body = serde_json::to_value(request).map_err(|e| DodoError::Decode(e.to_string()))?;
+        let answer = self
+            .call(
+                Method::POST,
+                "/checkouts",
+                Some(&body),
+                Retry::OnlyIfNotSent,
+            )
+            .await?;
+        let session_id = str_field(&answer, "session_id");
+        let checkout_url = str_field(&answer, "checkout_url");
+        match (session_id, checkout_url) {
+            (Some(session_id), Some(checkout_url)) => Ok(CheckoutSession {
+                session_id: session_id.to_owned(),
+                checkout_url: checkout_url.to_owned(),
+            }),
+            _ => Err(DodoError::Decode(
+                "checkout session without session_id or checkout_url".to_owned(),
+            )),
+        }
+    }
+
+    /// `GET /payments/{id}`.
+    #[tracing::instrument(skip_all, fields(payment_id = %id))]
+    pub async fn get_payment(&self, id: &PaymentId) -> Result<Payment, DodoError> {
+        let answer = self
+            .call(Method::GET, &format!("/payments/{id}"), None, Retry::Safe)
+            .await?;
+        Payment::from_json(&answer)
+    }
+
+    /// `GET /products/{id}`, as Dodo's JSON.
+    #[tracing::instrument(skip_all, fields(product_id = %id))]
+    pub async fn get_product(&self, id: &ProductId) -> Result<Value, DodoError> {
+        self.call(Method::GET, &format!("/products/{id}"), None, Retry::Safe)
+            .await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        retry: Retry,
+    ) -> Result<Value, DodoError> {
+        let first = self.attempt(method.clone(), path, body).await;
+        let retryable = match (&first, &retry) {
+            (Ok(_), _) => false,
+            (Err(Attempt::NotSent(_)), _) => true,
+            (Err(Attempt::Failed(err)), Retry::Safe) => match err {
+                DodoError::Timeout | DodoError::Unavailable(_) => true,
+                DodoError::Api { status, .. } => *status == 429 || *status >= 500,
+                DodoError::Decode(_) => false,
+            },
+            (Err(Attempt::Failed(_)), Retry::OnlyIfNotSent) => false,
+        };
+        let outcome = if retryable {
+            tokio::time::sleep(self.timeouts.retry_backoff).await;
+            self.attempt(method, path, body).await
+        } else {
+            first
+        };
+        outcome.map_err(Attempt::into_error)
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Attempt> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(self.api_key.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(classify)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(classify)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Attempt::Failed(DodoError::Decode(format!("body is not JSON: {e}"))));
+        }
+        Err(Attempt::Failed(api_error(status, &bytes)))
+    }
+}
+
+enum Attempt {
+    /// The connection never opened: the request did not reach Dodo.
+    NotSent(DodoError),
+    Failed(DodoError),
+}
+
+impl Attempt {
+    fn into_error(self) -> DodoError {
+        match self {
+            Self::NotSent(e) | Self::Failed(e) => e,
+        }
+    }
+}
+
+fn classify(err: reqwest::Error) -> Attempt {
+    if err.is_connect() {
+        // A connect timeout is also a connection that never opened.
+        Attempt::NotSent(if err.is_timeout() {
+            DodoError::Timeout
+        } else {
+            DodoError::Unavailable("connection failed".to_owned())
+        })
+    } else if err.is_timeout() {
+        Attempt::Failed(DodoError::Timeout)
+    } else {
+        Attempt::Failed(DodoError::Unavailable(
+            "the connection failed during the request".to_owned(),
+        ))
+    }
+}
+
+/// Dodo's errors are `{"code": "...", "message": "..."}`; anything else is summarised by
+/// its status. The body is never logged whole.
+fn api_error(status: StatusCode, bytes: &[u8]) -> DodoError {
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let field = |key| {
+        parsed
+            .as_ref()
+            .and_then(|v| str_field(v, key))
+            .map(|s| s.chars().take(300).collect::<String>())
+    };
+    DodoError::Api {
+        status: status.as_u16(),
+        code: field("code").unwrap_or_else(|| format!("HTTP_{}", status.as_u16())),
+        message: field("message")
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_a_payment_leniently() {
+        let payment = Payment::from_json(&json!({
+            "payment_id": "pay_1",
+            "status": "succeeded",
+            "metadata": {"user_id": "u1", "count": 3, "flag": true, "nested": {"a": 1}},
+            "customer": {"customer_id": "cus_1", "email": "a@example.com", "new_field": 1},
+            "checkout_session_id": "cks_1",
+            "subscription_id": null,
+            "product_cart": [{"product_id": "pdt_a", "quantity": 1}],
+            "total_amount": "not even a number",
+            "brand_new_field": {"x": [1, 2]}
+        }))
+        .expect("valid");
+        assert_eq!(payment.status, PaymentStatus::Succeeded);
+        assert_eq!(
+            payment.metadata.get("user_id").map(String::as_str),
+            Some("u1")
+        );
+        assert_eq!(payment.metadata.get("count").map(String::as_str), Some("3"));
+        assert!(!payment.metadata.contains_key("nested"));
+        assert_eq!(payment.customer_email.as_deref(), Some("a@example.com"));
+        assert_eq!(payment.checkout_session_id.as_deref(), Some("cks_1"));
+        assert_eq!(payment.subscription_id, None);
+        assert_eq!(payment.product_ids, vec!["pdt_a".to_owned()]);
+    }
+
+    #[test]
+    fn unknown_statuses_are_kept_apart() {
+        assert_eq!(
+            PaymentStatus::parse(Some("requires_customer_action")),
+            PaymentStatus::InProgress("requires_customer_action".into())
+        );
+        assert_eq!(
+            PaymentStatus::parse(Some("teleported")),
+            PaymentStatus::Unknown("teleported".into())
+        );
+        assert_eq!(PaymentStatus::parse(None), PaymentStatus::Missing);
+        assert!(Payment::from_json(&json!({"status": "succeeded"})).is_err());
+    }
+
+    #[test]
+    fn formats_prices_in_minor_units() {
+        let price = |amount: i64, currency: &str| {
+            display_price(&json!({"price": {"price": amount, "currency": currency}}))
+        };
+        assert_eq!(price(1900, "USD").as_deref(), Some("$19.00"));
+        assert_eq!(price(1905, "EUR").as_deref(), Some("€19.05"));
+        assert_eq!(price(1900, "JPY").as_deref(), Some("1900 JPY"));
+        assert_eq!(price(12_345, "chf").as_deref(), Some("123.45 CHF"));
+        assert_eq!(
+            display_price(&json!({"price": {"pay_what_you_want": true}})),
+            None
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET /payment/status`: the caller's access, derived at read time from the expiry.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+
+use super::StartError;
+use crate::access::AccessView;
+use crate::api::{ApiError, caller, json_response};
+use crate::config::{TableConfig, Vars};
+use crate::runtime::Handler;
+use crate::store::Store;
+use crate::time::Timestamp;
+
+pub struct StatusHandler {
+    store: Store,
+}
+
+impl StatusHandler {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub async fn from_env() -> Result<Self, StartError> {
+        let table = TableConfig::from_vars(&Vars::process())?;
+        Ok(Self::new(Store::connect(&table).await))
+    }
+
+    pub async fn respond(
+        &self,
+        request: &Request,
+        now: Timestamp,
+    ) -> Result<Response<Body>, ApiError> {
+        let caller = caller(request)?;
+        // An unknown user has simply not paid: `none`, not an error.
+        let record = self.store.get_user(&caller.user_id).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &AccessView::of(record.as_ref(), now),
+        ))
+    }
+}
+
+impl Handler for StatusHandler {
+    async fn handle(&self, request: Request) -> Response<Body> {
+        self.respond(&request, Timestamp::now())
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    }
+}

@@ -1,0 +1,170 @@
+//! `POST /payment/success`, body `{payment_id}`: called by the frontend when Dodo sends the
+//! buyer back. The redirect proves nothing, so we ask Dodo, and grant only a succeeded
+//! payment that belongs to the caller.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::StartError;
+use crate::access::AccessView;
+use crate::api::{ApiError, caller, json_body, json_response};
+use crate::config::{DodoConfig, TableConfig, Vars};
+use crate::dodo::{DodoClient, PaymentStatus};
+use crate::ids::PaymentId;
+use crate::plan::Catalog;
+use crate::purchase::{Linking, owner_of, plan_for};
+use crate::runtime::Handler;
+use crate::store::{Grant, GrantOutcome, GrantSource, Store};
+use crate::time::Timestamp;
+
+#[derive(Debug, Default, Deserialize)]
+struct SuccessInput {
+    payment_id: Option<String>,
+    /// The original router's spelling, still accepted.
+    #[serde(rename = "paymentId")]
+    payment_id_camel: Option<String>,
+}
+
+pub struct SuccessHandler {
+    store: Store,
+    dodo: DodoClient,
+    catalog: Catalog,
+}
+
+impl SuccessHandler {
+    pub fn new(store: Store, dodo: DodoClient, catalog: Catalog) -> Self {
+        Self {
+            store,
+            dodo,
+            catalog,
+        }
+    }
+
+    pub async fn from_env() -> Result<Self, StartError> {
+        let vars = Vars::process();
+        let table = TableConfig::from_vars(&vars)?;
+        let dodo = DodoClient::new(&DodoConfig::from_vars(&vars)?)?;
+        let catalog = Catalog::from_vars(&vars)?;
+        Ok(Self::new(Store::connect(&table).await, dodo, catalog))
+    }
+
+    pub async fn respond(
+        &self,
+        request: &Request,
+        now: Timestamp,
+    ) -> Result<Response<Body>, ApiError> {
+        let caller = caller(request)?;
+        let input: SuccessInput = json_body(request)?;
+        let raw_id = input
+            .payment_id
+            .or(input.payment_id_camel)
+            .ok_or_else(|| ApiError::bad_request("payment_id is required"))?;
+        let payment_id =
+            PaymentId::parse(&raw_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+
+        let payment = self.dodo.get_payment(&payment_id).await.map_err(|err| {
+            if err.is_not_found() {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "payment_not_found",
+                    "Dodo Payments knows no payment with this id",
+                )
+            } else {
+                err.into()
+            }
+        })?;
+        if payment.payment_id != payment_id.as_str() {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "dodo_bad_response",
+                "Dodo Payments answered with another payment",
+            ));
+        }
+
+        // Ownership first: another user's payment reveals nothing, not even its status.
+        let owner = owner_of(&self.store, &payment, Linking::Strict).await?;
+        if owner.as_ref() != Some(&caller.user_id) {
+            tracing::warn!(user_id = %caller.user_id, payment_id = %payment_id, "caller claimed a payment that is not theirs");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "payment_not_yours",
+                "this payment does not belong to the signed-in user",
+            ));
+        }
+
+        match &payment.status {
+            PaymentStatus::Succeeded => {}
+            PaymentStatus::Failed => {
+                return Err(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_failed",
+                    "the payment failed; no access was granted",
+                ));
+            }
+            PaymentStatus::Cancelled => {
+                return Err(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_cancelled",
+                    "the payment was cancelled; no access was granted",
+                ));
+            }
+            PaymentStatus::InProgress(_) | PaymentStatus::Unknown(_) | PaymentStatus::Missing => {
+                return Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({
+                        "status": "pending",
+                        "message": "the payment is still being processed; ask again shortly",
+                    }),
+                ));
+            }
+        }
+
+        let plan = plan_for(&self.catalog, &payment).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "payment_not_for_this_product",
+                "this payment bought a product this paywall does not sell",
+            )
+        })?;
+        let grant = Grant {
+            user_id: caller.user_id.clone(),
+            payment_id: payment.payment_id.clone(),
+            plan: plan.name.clone(),
+            days: plan.days,
+            source: GrantSource::SuccessCall,
+        };
+        let record = match self.store.apply_grant(&grant, now).await? {
+            GrantOutcome::Applied(record) => {
+                tracing::info!(user_id = %caller.user_id, payment_id = %payment_id, "payment granted by the success call");
+                Some(record)
+            }
+            // Granted before (by the webhook or an earlier call): answer as a success.
+            GrantOutcome::AlreadyApplied { owner } if owner == caller.user_id => {
+                self.store.get_user(&caller.user_id).await?
+            }
+            GrantOutcome::AlreadyApplied { .. } => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "payment_not_yours",
+                    "this payment does not belong to the signed-in user",
+                ));
+            }
+        };
+
+        let mut body = serde_json::to_value(AccessView::of(record.as_ref(), now))
+            .unwrap_or_else(|_| json!({}));
+        body["status"] = json!("success");
+        body["message"] = json!("payment confirmed");
+        Ok(json_response(StatusCode::OK, &body))
+    }
+}
+
+impl Handler for SuccessHandler {
+    async fn handle(&self, request: Request) -> Response<Body> {
+        self.respond(&request, Timestamp::now())
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    }
+}

@@ -1,0 +1,16 @@
+//! The paywall's common crate. Every Lambda binary is a thin `main` over one of the
+//! handlers in [`handlers`]; everything they share lives here, one module per concept.
+
+pub mod access;
+pub mod api;
+pub mod config;
+pub mod dodo;
+pub mod events;
+pub mod handlers;
+pub mod ids;
+pub mod plan;
+pub mod purchase;
+pub mod runtime;
+pub mod store;
+pub mod time;
+pub mod webhook_signature;
