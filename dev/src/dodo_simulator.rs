@@ -107,6 +107,19 @@ fn random_suffix() -> String {
     format!("{a:016x}{b:08x}").chars().take(20).collect()
 }
 
+/// Dodo's error answer, kept small until it is turned into a response.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        dodo_error(self.status, self.code, self.message)
+    }
+}
+
 fn dodo_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -261,22 +274,27 @@ impl DodoSimulator {
     }
 
     /// Creates the payment for a session and sends it where Dodo would.
-    fn complete(&self, session_id: &str, succeeded: bool) -> Result<(String, String), Response> {
+    fn complete(&self, session_id: &str, succeeded: bool) -> Result<(String, String), Refusal> {
         let now = Timestamp::now();
         let (payment, return_url) = self.with(|inner| {
-            let checkout = inner.checkouts.get_mut(session_id).ok_or_else(|| {
-                dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout session not found")
+            let checkout = inner.checkouts.get_mut(session_id).ok_or(Refusal {
+                status: StatusCode::NOT_FOUND,
+                code: "NOT_FOUND",
+                message: "Checkout session not found",
             })?;
-            if let Some(paid) = &checkout.payment_id {
-                if inner.payments.get(paid).and_then(|p| p.get("status")).and_then(Value::as_str)
-                    == Some("succeeded")
-                {
-                    return Err(dodo_error(
-                        StatusCode::CONFLICT,
-                        "CHECKOUT_ALREADY_COMPLETED",
-                        "This checkout session has already been paid",
-                    ));
-                }
+            let already_paid = checkout
+                .payment_id
+                .as_ref()
+                .and_then(|paid| inner.payments.get(paid))
+                .and_then(|p| p.get("status"))
+                .and_then(Value::as_str)
+                == Some("succeeded");
+            if already_paid {
+                return Err(Refusal {
+                    status: StatusCode::CONFLICT,
+                    code: "CHECKOUT_ALREADY_COMPLETED",
+                    message: "This checkout session has already been paid",
+                });
             }
             let request = &checkout.request;
             let email = request
@@ -426,11 +444,7 @@ fn validate_checkout(body: &Value) -> Result<(), String> {
         if line.get("product_id").and_then(Value::as_str).is_none() {
             return Err("product_cart[].product_id is required".into());
         }
-        if !line
-            .get("quantity")
-            .and_then(Value::as_u64)
-            .is_some_and(|q| q >= 1)
-        {
+        if line.get("quantity").and_then(Value::as_u64).unwrap_or(0) < 1 {
             return Err("product_cart[].quantity must be a positive integer".into());
         }
     }
@@ -626,6 +640,6 @@ async fn complete_checkout(
             axum::Json(json!({"payment_id": payment_id})).into_response()
         }
         Ok((_, redirect)) => Redirect::to(&redirect).into_response(),
-        Err(answer) => answer,
+        Err(refusal) => refusal.into_response(),
     }
 }
