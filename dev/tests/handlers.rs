@@ -769,9 +769,7 @@ async fn a_store_outage_is_503_then_the_retry_grants_once() {
 #[tokio::test]
 async fn a_non_post_webhook_is_405() {
     let world = World::new().await;
-    let mut event: Value =
-        serde_json::from_str(include_str!("fixtures/function-url.json")).expect("fixture");
-    event["requestContext"]["http"]["method"] = json!("GET");
+    let event = dev::fixtures::function_url_method("GET");
     let request = lambda_http::request::from_str(&event.to_string()).expect("event");
     let (status, _) = read(world.webhook().handle(request).await).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);

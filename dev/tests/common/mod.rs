@@ -168,61 +168,20 @@ pub fn secret() -> WebhookSecret {
     WebhookSecret::parse(WEBHOOK_SECRET).expect("valid")
 }
 
-/// An API Gateway v2 event from the fixture, for `method path`, with the JWT claims of
-/// `(sub, email)` (or none at all) and a body.
+/// An API Gateway v2 event (from the fixture) as lambda_http hands it to a handler.
 pub fn api_event(
     method: &str,
     path: &str,
     claims: Option<(&str, Option<&str>)>,
     body: Option<&str>,
 ) -> Request {
-    let mut event: Value =
-        serde_json::from_str(include_str!("../fixtures/apigw-v2-jwt.json")).expect("fixture");
-    event["routeKey"] = json!(format!("{method} {path}"));
-    event["rawPath"] = json!(path);
-    event["requestContext"]["routeKey"] = json!(format!("{method} {path}"));
-    event["requestContext"]["http"]["method"] = json!(method);
-    event["requestContext"]["http"]["path"] = json!(path);
-    match claims {
-        None => {
-            event["requestContext"]
-                .as_object_mut()
-                .expect("object")
-                .remove("authorizer");
-        }
-        Some((sub, email)) => {
-            let claims = &mut event["requestContext"]["authorizer"]["jwt"]["claims"];
-            claims["sub"] = json!(sub);
-            match email {
-                Some(email) => claims["email"] = json!(email),
-                None => {
-                    claims.as_object_mut().expect("object").remove("email");
-                }
-            }
-        }
-    }
-    if let Some(body) = body {
-        event["body"] = json!(body);
-        event["headers"]["content-type"] = json!("application/json");
-    }
+    let event = dev::fixtures::api_gateway_event(method, path, claims, body);
     lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway v2 event")
 }
 
-/// A Function URL event carrying `body` (base64-encoded when asked, as Lambda does for
-/// binary or compressed bodies) and the given headers.
+/// A Function URL event (from the fixture) as lambda_http hands it to a handler.
 pub fn function_url_event(body: &[u8], headers: &[(&str, String)], base64: bool) -> Request {
-    use base64::Engine;
-    let mut event: Value =
-        serde_json::from_str(include_str!("../fixtures/function-url.json")).expect("fixture");
-    if base64 {
-        event["body"] = json!(base64::engine::general_purpose::STANDARD.encode(body));
-        event["isBase64Encoded"] = json!(true);
-    } else {
-        event["body"] = json!(String::from_utf8(body.to_vec()).expect("utf-8 body"));
-    }
-    for (name, value) in headers {
-        event["headers"][*name] = json!(value);
-    }
+    let event = dev::fixtures::function_url_event(body, headers, base64);
     lambda_http::request::from_str(&event.to_string()).expect("a valid Function URL event")
 }
 

@@ -1,0 +1,241 @@
+//! The four built binaries, run as Lambda runs them (a local Runtime API, Lambda's
+//! environment, API Gateway v2 and Function URL events), against dynoxide over loopback
+//! and the Dodo stand-in over HTTP. `make test` builds the binaries first.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use dev::dodo_simulator::DodoSimulator;
+use dev::fixtures::{api_gateway_event, function_url_event};
+use dev::lambda_harness::{RunningFunction, binary_dir};
+use dev::local_dynamodb::LocalDynamo;
+use paywall::time::Timestamp;
+use serde_json::{Value, json};
+
+fn binary(name: &str) -> PathBuf {
+    let path = binary_dir("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`, which `make test` runs)",
+        path.display()
+    );
+    path
+}
+
+fn config(dynamo: &LocalDynamo, dodo_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("TABLE_NAME", TABLE.to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamo.endpoint().to_owned()),
+        ("DODO_PAYMENTS_API_KEY", API_KEY.to_owned()),
+        ("DODO_PAYMENTS_BASE_URL", dodo_url.to_owned()),
+        ("DODO_PAYMENTS_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+        ("DODO_PRODUCT_ID", PRODUCT.to_owned()),
+        ("DODO_SUCCESS_URL", SUCCESS_URL.to_owned()),
+        ("ENV", "development".to_owned()),
+    ]
+}
+
+/// `(statusCode, parsed body)` of an API Gateway v2 / Function URL response.
+fn answer(response: Value) -> (u64, Value) {
+    let status = response["statusCode"].as_u64().unwrap_or_default();
+    let body = response["body"]
+        .as_str()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_end_to_end_through_the_binaries() {
+    let dynamo = LocalDynamo::in_memory().await.expect("dynoxide");
+    let _store = store_on(&dynamo).await;
+    let dodo = DodoSimulator::start(Some(API_KEY.into()))
+        .await
+        .expect("sim");
+    let env = config(&dynamo, &dodo.url);
+
+    let status = RunningFunction::spawn(&binary("status"), &env)
+        .await
+        .expect("status");
+    let checkout = RunningFunction::spawn(&binary("create-checkout"), &env)
+        .await
+        .expect("checkout");
+    let success = RunningFunction::spawn(&binary("success"), &env)
+        .await
+        .expect("success");
+    let webhook = RunningFunction::spawn(&binary("webhook"), &env)
+        .await
+        .expect("webhook");
+
+    let alice = Some(("user-alice", Some("alice@example.com")));
+    let (code, body) = answer(
+        status
+            .invoke(api_gateway_event("GET", "/payment/status", alice, None))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        (code, body["has_paid"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+
+    let (code, body) = answer(
+        checkout
+            .invoke(api_gateway_event(
+                "POST",
+                "/payment/create-checkout-session",
+                alice,
+                Some(r#"{"plan":"monthly"}"#),
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let checkout_url = body["checkout_url"].as_str().expect("url").to_owned();
+    let session_id = body["session_id"].as_str().expect("session").to_owned();
+
+    // The buyer pays on the hosted page (a form POST, as the Pay button sends).
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(&checkout_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("outcome=succeeded")
+        .send()
+        .await
+        .expect("paid");
+    assert_eq!(redirect.status(), 303);
+    let location = redirect.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(location.starts_with(SUCCESS_URL), "{location}");
+    let payment_id = location
+        .split("payment_id=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .expect("payment_id in the return URL")
+        .to_owned();
+    let payment = dodo.simulator.payment(&payment_id).expect("payment");
+    assert_eq!(payment["checkout_session_id"], session_id.as_str());
+
+    // Dodo's webhook reaches the Function URL.
+    let event = payment_event("payment.succeeded", &payment);
+    let now = Timestamp::now().unix_seconds();
+    let headers = [
+        ("webhook-id", "msg_e2e".to_owned()),
+        ("webhook-timestamp", now.to_string()),
+        (
+            "webhook-signature",
+            secret().sign("msg_e2e", now, event.as_bytes()),
+        ),
+    ];
+    let (code, body) = answer(
+        webhook
+            .invoke(function_url_event(event.as_bytes(), &headers, false))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        (code, body["outcome"].clone()),
+        (200, json!("granted")),
+        "{body}"
+    );
+
+    // The frontend confirms after the redirect: already granted, answered as success.
+    let (code, body) = answer(
+        success
+            .invoke(api_gateway_event(
+                "POST",
+                "/payment/success",
+                alice,
+                Some(&json!({"payment_id": payment_id}).to_string()),
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        (code, body["status"].clone()),
+        (200, json!("success")),
+        "{body}"
+    );
+
+    let (code, body) = answer(
+        status
+            .invoke(api_gateway_event("GET", "/payment/status", alice, None))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(body["has_paid"], true, "{body}");
+    assert_eq!(body["subscription_plan"], "monthly");
+
+    // Bob can neither see nor claim Alice's payment.
+    let bob = Some(("user-bob", None));
+    let (code, _) = answer(
+        success
+            .invoke(api_gateway_event(
+                "POST",
+                "/payment/success",
+                bob,
+                Some(&json!({"payment_id": payment_id}).to_string()),
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(code, 403);
+
+    // No claims at all: 401 from every API function.
+    for function in [&status, &checkout, &success] {
+        let (code, body) = answer(
+            function
+                .invoke(api_gateway_event(
+                    "POST",
+                    "/payment/anything",
+                    None,
+                    Some("{}"),
+                ))
+                .await
+                .expect("invoked"),
+        );
+        assert_eq!(code, 401, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_or_malformed_variable_stops_the_start_and_names_it() {
+    let dynamo = LocalDynamo::in_memory().await.expect("dynoxide");
+    let full = config(&dynamo, "http://127.0.0.1:9");
+    let cases = [
+        ("status", "TABLE_NAME", None),
+        ("create-checkout", "DODO_SUCCESS_URL", None),
+        ("create-checkout", "DODO_PRODUCT_ID", None),
+        ("success", "DODO_PAYMENTS_API_KEY", None),
+        ("webhook", "DODO_PAYMENTS_WEBHOOK_SECRET", None),
+        ("webhook", "DODO_PAYMENTS_WEBHOOK_SECRET", Some("whsec_")),
+        ("success", "ENV", Some("staging")),
+        ("create-checkout", "PLAN_DURATION_DAYS", Some("thirty")),
+    ];
+    for (name, variable, value) in cases {
+        let env: Vec<_> = full
+            .iter()
+            .filter(|(key, _)| *key != variable)
+            .cloned()
+            .chain(value.map(|v| (variable, v.to_owned())))
+            .collect();
+        let function = RunningFunction::spawn(&binary(name), &env)
+            .await
+            .expect("spawned");
+        let (code, stderr) = function
+            .exit(Duration::from_secs(10))
+            .await
+            .expect("the start fails instead of serving");
+        assert_eq!(code, 1, "{name} without {variable}: {stderr}");
+        assert!(stderr.contains(variable), "{name}: {stderr}");
+    }
+}
