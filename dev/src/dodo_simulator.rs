@@ -274,7 +274,11 @@ impl DodoSimulator {
     }
 
     /// Creates the payment for a session and sends it where Dodo would.
-    fn complete(&self, session_id: &str, succeeded: bool) -> Result<(String, String), Refusal> {
+    async fn complete(
+        &self,
+        session_id: &str,
+        succeeded: bool,
+    ) -> Result<(String, String), Refusal> {
         let now = Timestamp::now();
         let (payment, return_url) = self.with(|inner| {
             let checkout = inner.checkouts.get_mut(session_id).ok_or(Refusal {
@@ -361,7 +365,7 @@ impl DodoSimulator {
         } else {
             "payment.failed"
         };
-        self.deliver(event_type, payment);
+        self.deliver(event_type, payment).await;
         let redirect = return_url.map(|url| {
             let separator = if url.contains('?') { '&' } else { '?' };
             format!("{url}{separator}payment_id={payment_id}&status={status}")
@@ -369,9 +373,11 @@ impl DodoSimulator {
         Ok((payment_id, redirect.unwrap_or_default()))
     }
 
-    /// Sends one event to the webhook URL in the background, Standard-Webhooks signed,
-    /// retrying non-2xx answers on Dodo's (compressed) schedule.
-    pub fn deliver(&self, event_type: &str, data: Value) {
+    /// Sends one event to the webhook URL, Standard-Webhooks signed. The first attempt is
+    /// made before returning, so that a local flow is deterministic (the redirect follows
+    /// the delivery); non-2xx answers are retried in the background on Dodo's schedule,
+    /// compressed in time.
+    pub async fn deliver(&self, event_type: &str, data: Value) {
         let Some(target) = self.shared.webhook.lock().ok().and_then(|w| w.clone()) else {
             return;
         };
@@ -386,43 +392,69 @@ impl DodoSimulator {
             "data": data,
         })
         .to_string();
-        let webhook_id = format!("msg_{}", random_suffix());
-        let simulator = self.clone();
-        let event_type = event_type.to_owned();
+        let delivery = Pending {
+            simulator: self.clone(),
+            target,
+            event_type: event_type.to_owned(),
+            webhook_id: format!("msg_{}", random_suffix()),
+            body,
+        };
+        if delivery.attempt(1).await {
+            return;
+        }
         tokio::spawn(async move {
-            let compression = target.time_compression.max(1);
-            let pauses = std::iter::once(Duration::ZERO)
-                .chain(DODO_RETRY_SCHEDULE.iter().map(|d| *d / compression));
-            for (attempt, pause) in pauses.enumerate() {
-                tokio::time::sleep(pause).await;
-                let timestamp = Timestamp::now().unix_seconds();
-                let signature = target.secret.sign(&webhook_id, timestamp, body.as_bytes());
-                let status = simulator
-                    .shared
-                    .http
-                    .post(&target.url)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &webhook_id)
-                    .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", signature)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                simulator.with(|inner| {
-                    inner.deliveries.push(Delivery {
-                        event_type: event_type.clone(),
-                        webhook_id: webhook_id.clone(),
-                        attempt: attempt as u32 + 1,
-                        status,
-                    })
-                });
-                if (200..300).contains(&status) {
+            let compression = delivery.target.time_compression.max(1);
+            for (retry, pause) in DODO_RETRY_SCHEDULE.iter().enumerate() {
+                tokio::time::sleep(*pause / compression).await;
+                if delivery.attempt(retry as u32 + 2).await {
                     return;
                 }
             }
         });
+    }
+}
+
+/// One event on its way to the webhook, across its attempts (same `webhook-id`, a fresh
+/// timestamp and signature each time, as Standard Webhooks senders do).
+struct Pending {
+    simulator: DodoSimulator,
+    target: WebhookTarget,
+    event_type: String,
+    webhook_id: String,
+    body: String,
+}
+
+impl Pending {
+    /// Returns whether the endpoint answered 2xx.
+    async fn attempt(&self, attempt: u32) -> bool {
+        let timestamp = Timestamp::now().unix_seconds();
+        let signature = self
+            .target
+            .secret
+            .sign(&self.webhook_id, timestamp, self.body.as_bytes());
+        let status = self
+            .simulator
+            .shared
+            .http
+            .post(&self.target.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &self.webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(self.body.clone())
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        self.simulator.with(|inner| {
+            inner.deliveries.push(Delivery {
+                event_type: self.event_type.clone(),
+                webhook_id: self.webhook_id.clone(),
+                attempt,
+                status,
+            })
+        });
+        (200..300).contains(&status)
     }
 }
 
@@ -635,7 +667,7 @@ async fn complete_checkout(
             );
         }
     };
-    match sim.complete(&session, succeeded) {
+    match sim.complete(&session, succeeded).await {
         Ok((payment_id, redirect)) if redirect.is_empty() => {
             axum::Json(json!({"payment_id": payment_id})).into_response()
         }

@@ -1,0 +1,39 @@
+# The two commands a founder needs: `make dev` (run it all locally) and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# No test or local run may reach AWS: a fixed region, dummy credentials, and no probing of
+# the instance metadata address.
+export AWS_REGION ?= us-east-1
+export AWS_ACCESS_KEY_ID ?= local
+export AWS_SECRET_ACCESS_KEY ?= local
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: help dev test test-rust test-browser lint bench validate
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator
+	cargo run --locked -p dev -- serve
+
+test: test-rust test-browser ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server) and the browser test
+
+test-rust: ## Build the binaries, then run the Rust tests
+	cargo build --locked --bins
+	cargo test --locked --workspace
+
+test-browser: ## Buy access through the demo page in headless Chromium (needs Node.js and /usr/bin/chromium or CHROMIUM_PATH)
+	cargo build --locked -p dev --bin dev
+	cd dev/e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; } && node --test
+
+lint: ## Formatting and clippy, as CI runs them
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+bench: ## Release binaries: size, init time, warm latency and peak memory
+	cargo build --locked --release -p status -p create-checkout -p success -p webhook
+	cargo run --locked -p dev --bin lambda-bench -- --bin-dir target/release
+
+validate: ## Check template.yaml offline
+	cfn-lint template.yaml

@@ -1,0 +1,87 @@
+//! `cargo run -p dev -- [serve]`: the local server (`make dev`).
+//! `cargo run -p dev -- trigger <event type> …`: a signed test event to any webhook URL.
+
+use dev::local_server::{self, Started};
+use dev::trigger::{Trigger, USAGE};
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    eprintln!("\nstopping…");
+}
+
+fn announce(started: &Started) {
+    let base = &started.base_url;
+    println!("Dodo paywall, running locally");
+    println!();
+    println!("  demo page        {base}/");
+    println!("  API              {base}/payment/status");
+    println!("                   {base}/payment/create-checkout-session");
+    println!("                   {base}/payment/success");
+    println!("  webhook          {base}/payment/webhook");
+    println!("  dev tokens       {base}/dev/token?sub=<user id>&email=<email>");
+    if started.simulator {
+        println!(
+            "  Dodo simulator   {base}/dodo  (no DODO_PAYMENTS_API_KEY: nothing leaves this machine)"
+        );
+    } else {
+        println!(
+            "  Dodo             the real API (DODO_PAYMENTS_API_KEY is set; ENV picks test or live mode)"
+        );
+    }
+    if started.jwt_secret_is_default {
+        println!(
+            "  JWT secret       {} (the default; set DEV_JWT_SECRET to change it)",
+            local_server::DEFAULT_JWT_SECRET
+        );
+    }
+    println!();
+    println!("Ready. Ctrl-C stops it; state is kept in .local/ (PAYWALL_STATE_DIR).");
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        None | Some("serve") => local_server::run(shutdown_signal(), announce)
+            .await
+            .map_err(|e| e.to_string()),
+        Some("trigger") => match Trigger::parse(&args[1..]) {
+            Err(message) => Err(format!("{message}\n\n{USAGE}")),
+            Ok(trigger) => match trigger.send().await {
+                Ok((status, body)) => {
+                    println!("{} answered {status}: {body}", trigger.url);
+                    if (200..300).contains(&status) {
+                        Ok(())
+                    } else {
+                        Err(format!("the webhook refused the event ({status})"))
+                    }
+                }
+                Err(message) => Err(message),
+            },
+        },
+        Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),
+    };
+    if let Err(message) = outcome {
+        eprintln!("{message}");
+        std::process::exit(1);
+    }
+}
