@@ -181,6 +181,40 @@ async fn a_purchase_over_http_then_a_restart_then_ctrl_c() {
     assert_eq!(view["has_paid"], false, "{view}");
     assert_eq!(view["subscription_plan"], "pending_monthly");
 
+    // A signed event from the trigger command, as it would be sent to a deployed URL.
+    let triggered = Command::new(env!("CARGO_BIN_EXE_dev"))
+        .args([
+            "trigger",
+            "payment.succeeded",
+            "--user-id",
+            "http-triggered",
+        ])
+        .args(["--url", &format!("{}/payment/webhook", server.base)])
+        .env_remove("DODO_PAYMENTS_WEBHOOK_SECRET")
+        .env_remove("DODO_PRODUCT_ID")
+        .output()
+        .await
+        .expect("trigger runs");
+    assert!(
+        triggered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&triggered.stderr)
+    );
+    assert!(String::from_utf8_lossy(&triggered.stdout).contains("answered 200"));
+    let triggered_user = token(&server, "http-triggered").await;
+    assert_eq!(status(&server, &triggered_user).await["has_paid"], true);
+
+    // The same event signed with another secret is refused.
+    let forged = Command::new(env!("CARGO_BIN_EXE_dev"))
+        .args(["trigger", "payment.succeeded", "--user-id", "http-forger"])
+        .args(["--url", &format!("{}/payment/webhook", server.base)])
+        .args(["--secret", "whsec_b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA=="])
+        .output()
+        .await
+        .expect("trigger runs");
+    assert!(!forged.status.success());
+    assert!(String::from_utf8_lossy(&forged.stdout).contains("answered 401"));
+
     assert_eq!(server.interrupt().await, 0, "Ctrl-C is a clean stop");
 
     let server = start(port, &state).await;

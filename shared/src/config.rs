@@ -52,16 +52,56 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// `TABLE_NAME`: the one DynamoDB table defined in `template.yaml`.
-#[derive(Clone, Debug)]
-pub struct TableConfig {
+/// How to reach the table: `TABLE_NAME` (the one table defined in `template.yaml`) and
+/// the AWS settings Lambda puts in every function's environment.
+///
+/// The SDK client is configured from these directly rather than through `aws-config`'s
+/// provider chain: Lambda always provides the region and the execution role's
+/// credentials as variables, and skipping the chain (profiles, SSO, STS, IMDS) keeps the
+/// binaries small and the cold start short. `AWS_ENDPOINT_URL_DYNAMODB` (or
+/// `AWS_ENDPOINT_URL`) points the client at a local engine, as the SDKs' own convention.
+#[derive(Clone)]
+pub struct StoreConfig {
     pub table_name: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub session_token: Option<SecretString>,
+    pub endpoint_url: Option<String>,
 }
 
-impl TableConfig {
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("table_name", &self.table_name)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreConfig {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let endpoint_url = match vars
+            .optional("AWS_ENDPOINT_URL_DYNAMODB")
+            .map(|url| ("AWS_ENDPOINT_URL_DYNAMODB", url))
+            .or_else(|| {
+                vars.optional("AWS_ENDPOINT_URL")
+                    .map(|url| ("AWS_ENDPOINT_URL", url))
+            }) {
+            Some((var, url)) => Some(parse_http_url(&url).map_err(|reason| invalid(var, reason))?),
+            None => None,
+        };
         Ok(Self {
             table_name: vars.required("TABLE_NAME")?,
+            region: vars
+                .optional("AWS_REGION")
+                .or_else(|| vars.optional("AWS_DEFAULT_REGION"))
+                .ok_or(ConfigError::Missing("AWS_REGION"))?,
+            access_key_id: vars.required("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: SecretString::from(vars.required("AWS_SECRET_ACCESS_KEY")?),
+            session_token: vars.optional("AWS_SESSION_TOKEN").map(SecretString::from),
+            endpoint_url,
         })
     }
 }
@@ -202,11 +242,19 @@ mod tests {
         assert!(err.to_string().contains("ENV"), "{err}");
 
         let lookup = vars_of(&[("TABLE_NAME", "  ")]);
-        let err = TableConfig::from_vars(&Vars::new(&lookup)).expect_err("blank");
+        let err = StoreConfig::from_vars(&Vars::new(&lookup)).expect_err("blank");
         assert_eq!(
             err.to_string(),
             "environment variable TABLE_NAME is not set"
         );
+
+        let lookup = vars_of(&[
+            ("TABLE_NAME", "t"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
+        let err = StoreConfig::from_vars(&Vars::new(&lookup)).expect_err("no region");
+        assert!(err.to_string().contains("AWS_REGION"), "{err}");
 
         let lookup = vars_of(&[("DODO_PAYMENTS_WEBHOOK_SECRET", "whsec_")]);
         let err = WebhookConfig::from_vars(&Vars::new(&lookup))
@@ -220,6 +268,38 @@ mod tests {
         let lookup = vars_of(&[("DODO_SUCCESS_URL", "/relative")]);
         let err = CheckoutConfig::from_vars(&Vars::new(&lookup)).expect_err("relative");
         assert!(err.to_string().contains("DODO_SUCCESS_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_store_reads_lambdas_aws_variables() {
+        let lookup = vars_of(&[
+            ("TABLE_NAME", "payments"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:8000"),
+        ]);
+        let config = StoreConfig::from_vars(&Vars::new(&lookup)).expect("valid");
+        assert_eq!(config.region, "eu-west-1");
+        assert_eq!(
+            config.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:8000")
+        );
+        assert!(config.session_token.is_none());
+        assert!(!format!("{config:?}").contains("secret"));
+
+        let lookup = vars_of(&[
+            ("TABLE_NAME", "payments"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "localhost:8000"),
+        ]);
+        let err = StoreConfig::from_vars(&Vars::new(&lookup)).expect_err("not a URL");
+        assert!(
+            err.to_string().contains("AWS_ENDPOINT_URL_DYNAMODB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
-use crate::config::TableConfig;
+use crate::config::StoreConfig;
 use crate::ids::{Email, UserId};
 use crate::time::{SECONDS_PER_DAY, Timestamp};
 
@@ -233,12 +233,26 @@ impl Store {
         }
     }
 
-    /// Builds the client from the environment (region, credentials, and
-    /// `AWS_ENDPOINT_URL_DYNAMODB` for a local engine). Nothing is sent until first use.
-    pub async fn connect(config: &TableConfig) -> Self {
-        use aws_config::retry::RetryConfig;
-        use aws_config::timeout::TimeoutConfig;
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// Builds the client from Lambda's environment. Nothing is sent until first use.
+    pub fn connect(config: &StoreConfig) -> Self {
+        use aws_sdk_dynamodb::config::retry::RetryConfig;
+        use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+        use secrecy::ExposeSecret;
+        let credentials = Credentials::new(
+            &config.access_key_id,
+            config.secret_access_key.expose_secret(),
+            config
+                .session_token
+                .as_ref()
+                .map(|token| token.expose_secret().to_owned()),
+            None,
+            "lambda-environment",
+        );
+        let mut sdk = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .credentials_provider(credentials)
             // Short, so that an outage answers 503 long before API Gateway's 29 s and
             // before Dodo's 15 s webhook timeout.
             .timeout_config(
@@ -248,10 +262,11 @@ impl Store {
                     .operation_timeout(Duration::from_secs(5))
                     .build(),
             )
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .load()
-            .await;
-        Self::new(Client::new(&sdk), &config.table_name)
+            .retry_config(RetryConfig::standard().with_max_attempts(3));
+        if let Some(endpoint) = &config.endpoint_url {
+            sdk = sdk.endpoint_url(endpoint);
+        }
+        Self::new(Client::from_conf(sdk.build()), &config.table_name)
     }
 
     pub fn table_name(&self) -> &str {

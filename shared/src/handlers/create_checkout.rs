@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StartError;
 use crate::api::{ApiError, caller, json_body, json_response};
-use crate::config::{CheckoutConfig, DodoConfig, TableConfig, Vars};
+use crate::config::{CheckoutConfig, DodoConfig, StoreConfig, Vars};
 use crate::dodo::{CartLine, CheckoutCustomer, CheckoutRequest, DodoClient, display_price};
 use crate::plan::{Catalog, Plan};
 use crate::purchase::{DATAFAST_VISITOR_KEY, PLAN_KEY, USER_ID_KEY};
@@ -59,16 +59,11 @@ impl CreateCheckoutHandler {
 
     pub async fn from_env() -> Result<Self, StartError> {
         let vars = Vars::process();
-        let table = TableConfig::from_vars(&vars)?;
+        let table = StoreConfig::from_vars(&vars)?;
         let dodo = DodoClient::new(&DodoConfig::from_vars(&vars)?)?;
         let catalog = Catalog::from_vars(&vars)?;
         let checkout = CheckoutConfig::from_vars(&vars)?;
-        Ok(Self::new(
-            Store::connect(&table).await,
-            dodo,
-            catalog,
-            checkout,
-        ))
+        Ok(Self::new(Store::connect(&table), dodo, catalog, checkout))
     }
 
     pub async fn respond(

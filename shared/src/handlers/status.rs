@@ -6,7 +6,7 @@ use lambda_http::{Body, Request, Response};
 use super::StartError;
 use crate::access::AccessView;
 use crate::api::{ApiError, caller, json_response};
-use crate::config::{TableConfig, Vars};
+use crate::config::{StoreConfig, Vars};
 use crate::runtime::Handler;
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -21,8 +21,8 @@ impl StatusHandler {
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
-        let table = TableConfig::from_vars(&Vars::process())?;
-        Ok(Self::new(Store::connect(&table).await))
+        let table = StoreConfig::from_vars(&Vars::process())?;
+        Ok(Self::new(Store::connect(&table)))
     }
 
     pub async fn respond(

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::StartError;
 use crate::access::AccessView;
 use crate::api::{ApiError, caller, json_body, json_response};
-use crate::config::{DodoConfig, TableConfig, Vars};
+use crate::config::{DodoConfig, StoreConfig, Vars};
 use crate::dodo::{DodoClient, PaymentStatus};
 use crate::ids::PaymentId;
 use crate::plan::Catalog;
@@ -44,10 +44,10 @@ impl SuccessHandler {
 
     pub async fn from_env() -> Result<Self, StartError> {
         let vars = Vars::process();
-        let table = TableConfig::from_vars(&vars)?;
+        let table = StoreConfig::from_vars(&vars)?;
         let dodo = DodoClient::new(&DodoConfig::from_vars(&vars)?)?;
         let catalog = Catalog::from_vars(&vars)?;
-        Ok(Self::new(Store::connect(&table).await, dodo, catalog))
+        Ok(Self::new(Store::connect(&table), dodo, catalog))
     }
 
     pub async fn respond(

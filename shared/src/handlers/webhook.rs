@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::StartError;
 use crate::api::{ApiError, json_response};
-use crate::config::{TableConfig, Vars, WebhookConfig};
+use crate::config::{StoreConfig, Vars, WebhookConfig};
 use crate::dodo::{Payment, PaymentStatus};
 use crate::events::{self, Event};
 use crate::plan::Catalog;
@@ -35,14 +35,10 @@ impl WebhookHandler {
 
     pub async fn from_env() -> Result<Self, StartError> {
         let vars = Vars::process();
-        let table = TableConfig::from_vars(&vars)?;
+        let table = StoreConfig::from_vars(&vars)?;
         let webhook = WebhookConfig::from_vars(&vars)?;
         let catalog = Catalog::from_vars(&vars)?;
-        Ok(Self::new(
-            Store::connect(&table).await,
-            webhook.secret,
-            catalog,
-        ))
+        Ok(Self::new(Store::connect(&table), webhook.secret, catalog))
     }
 
     pub async fn respond(
