@@ -13,10 +13,28 @@ pub trait Handler: Sync {
     fn handle(&self, request: Request) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// Structured logs: JSON when the function's log format is JSON (as `template.yaml` sets),
-/// level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+/// Structured logs on stdout: JSON when the function's log format is JSON (as
+/// `template.yaml` sets), level from `AWS_LAMBDA_LOG_LEVEL` (or `RUST_LOG`), INFO by
+/// default. Lambda stamps each line with the time and request id itself.
 pub fn init_logging() {
-    lambda_http::tracing::init_default_subscriber();
+    use tracing_subscriber::filter::LevelFilter;
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|raw| raw.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let logs = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .with_ansi(false);
+    // Another subscriber already installed (a test harness) is not an error.
+    let _ = if json {
+        logs.json().try_init()
+    } else {
+        logs.try_init()
+    };
 }
 
 /// A Lambda binary's whole `main`: logging, the handler built once from the environment,
