@@ -1,0 +1,273 @@
+//! What the handlers answer conforms to `openapi.yaml`, route by route and status by
+//! status, so the document cannot drift from the code.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dev::dodo_simulator::Fault;
+use lambda_http::{Body, Request, Response};
+use paywall::runtime::Handler;
+use paywall::time::Timestamp;
+use serde_json::{Value, json};
+
+struct Spec(Value);
+
+impl Spec {
+    fn load() -> Self {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml"))
+            .expect("openapi.yaml");
+        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+        Self(serde_json::to_value(yaml).expect("JSON-compatible"))
+    }
+
+    fn resolve<'a>(&'a self, mut node: &'a Value) -> &'a Value {
+        while let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+            let pointer = reference.trim_start_matches('#');
+            node = self
+                .0
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("dangling {reference}"));
+        }
+        node
+    }
+
+    /// Asserts that `body`, answered with `status` by `method path`, is documented and
+    /// valid against the documented schema.
+    fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
+        let operation = &self.0["paths"][path][method];
+        assert!(
+            operation.is_object(),
+            "{method} {path} is not in openapi.yaml"
+        );
+        let response = operation["responses"]
+            .get(status.to_string())
+            .map(|r| self.resolve(r))
+            .unwrap_or_else(|| {
+                panic!("{method} {path} answered {status}, which openapi.yaml does not document")
+            });
+        let mut schema = response["content"]["application/json"]["schema"].clone();
+        assert!(
+            !schema.is_null(),
+            "{method} {path} {status} has no JSON schema"
+        );
+        // Let `#/components/...` references resolve inside the schema.
+        schema["components"] = self.0["components"].clone();
+        let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status}: {body}\n{errors:#?}"
+        );
+    }
+}
+
+async fn answer(response: Response<Body>) -> (u16, Value) {
+    let (status, body) = read(response).await;
+    (status.as_u16(), body)
+}
+
+async fn api<H: Handler>(
+    handler: &H,
+    method: &str,
+    path: &str,
+    user: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let claims = user.map(|u| (u, Some("buyer@example.com")));
+    answer(handler.handle(api_event(method, path, claims, body)).await).await
+}
+
+#[tokio::test]
+async fn every_answer_conforms_to_openapi_yaml() {
+    let spec = Spec::load();
+    let world = World::new().await;
+    let mut seen = Vec::new();
+    let mut check = |method: &str, path: &str, (status, body): (u16, Value)| {
+        spec.check(method, path, status, &body);
+        seen.push(format!("{method} {path} {status}"));
+    };
+
+    // status
+    let status = world.status();
+    check(
+        "get",
+        "/payment/status",
+        api(&status, "GET", "/payment/status", Some("u1"), None).await,
+    );
+    check(
+        "get",
+        "/payment/status",
+        api(&status, "GET", "/payment/status", None, None).await,
+    );
+
+    // create-checkout
+    let checkout = world.create_checkout();
+    let path = "/payment/create-checkout-session";
+    check(
+        "post",
+        path,
+        api(
+            &checkout,
+            "POST",
+            path,
+            Some("u1"),
+            Some(r#"{"plan":"monthly"}"#),
+        )
+        .await,
+    );
+    check(
+        "post",
+        path,
+        api(
+            &checkout,
+            "POST",
+            path,
+            Some("u1"),
+            Some(r#"{"plan":"gold"}"#),
+        )
+        .await,
+    );
+    check("post", path, api(&checkout, "POST", path, None, None).await);
+    world.sim().set_fault(Some(Fault::Error {
+        status: 422,
+        code: "INVALID_REQUEST_BODY".into(),
+        message: "bad".into(),
+    }));
+    check(
+        "post",
+        path,
+        api(&checkout, "POST", path, Some("u1"), None).await,
+    );
+    world
+        .sim()
+        .set_fault(Some(Fault::Delay(Duration::from_secs(3))));
+    check(
+        "post",
+        path,
+        api(&checkout, "POST", path, Some("u1"), None).await,
+    );
+    world.sim().set_fault(None);
+
+    // success
+    let success = world.success();
+    let path = "/payment/success";
+    world.dodo_payment("pay_ok", "succeeded", Some("u1"), None);
+    world.dodo_payment("pay_proc", "processing", Some("u1"), None);
+    world.dodo_payment("pay_fail", "failed", Some("u1"), None);
+    let mut other = world.dodo_payment("pay_other", "succeeded", Some("u1"), None);
+    other["product_cart"] = json!([{"product_id": "pdt_ebook", "quantity": 1}]);
+    world.sim().put_payment(other);
+    for (user, body) in [
+        (Some("u1"), r#"{"payment_id":"pay_ok"}"#),
+        (Some("u1"), r#"{"payment_id":"pay_proc"}"#),
+        (Some("u1"), r#"{"payment_id":"pay_fail"}"#),
+        (Some("u2"), r#"{"payment_id":"pay_ok"}"#),
+        (Some("u1"), r#"{"payment_id":"pay_missing"}"#),
+        (Some("u1"), r#"{"payment_id":"pay_other"}"#),
+        (Some("u1"), r#"{}"#),
+        (None, r#"{"payment_id":"pay_ok"}"#),
+    ] {
+        check(
+            "post",
+            path,
+            api(&success, "POST", path, user, Some(body)).await,
+        );
+    }
+    world.sim().set_fault(Some(Fault::Error {
+        status: 500,
+        code: "INTERNAL_SERVER_ERROR".into(),
+        message: "x".into(),
+    }));
+    check(
+        "post",
+        path,
+        api(
+            &success,
+            "POST",
+            path,
+            Some("u1"),
+            Some(r#"{"payment_id":"pay_ok"}"#),
+        )
+        .await,
+    );
+    world
+        .sim()
+        .set_fault(Some(Fault::Delay(Duration::from_secs(3))));
+    check(
+        "post",
+        path,
+        api(
+            &success,
+            "POST",
+            path,
+            Some("u1"),
+            Some(r#"{"payment_id":"pay_ok"}"#),
+        )
+        .await,
+    );
+    world.sim().set_fault(None);
+
+    // webhook
+    let webhook = world.webhook();
+    let payment = world.dodo_payment("pay_hook", "succeeded", Some("u3"), None);
+    let event = payment_event("payment.succeeded", &payment);
+    let now = Timestamp::now().unix_seconds();
+    let deliver = |body: &str, id: &str| -> Request { signed_webhook(body, id, now) };
+    check(
+        "post",
+        "/webhook",
+        answer(webhook.handle(deliver(&event, "msg_1")).await).await,
+    );
+    check(
+        "post",
+        "/webhook",
+        answer(webhook.handle(deliver(&event, "msg_1")).await).await,
+    );
+    check(
+        "post",
+        "/webhook",
+        answer(webhook.handle(deliver("{}", "msg_2")).await).await,
+    );
+    check(
+        "post",
+        "/webhook",
+        answer(
+            webhook
+                .handle(function_url_event(event.as_bytes(), &[], false))
+                .await,
+        )
+        .await,
+    );
+    let get =
+        lambda_http::request::from_str(&dev::fixtures::function_url_method("GET").to_string())
+            .expect("event");
+    check("post", "/webhook", answer(webhook.handle(get).await).await);
+
+    for expected in [
+        "get /payment/status 200",
+        "get /payment/status 401",
+        "post /payment/create-checkout-session 200",
+        "post /payment/create-checkout-session 400",
+        "post /payment/create-checkout-session 502",
+        "post /payment/create-checkout-session 504",
+        "post /payment/success 200",
+        "post /payment/success 202",
+        "post /payment/success 402",
+        "post /payment/success 403",
+        "post /payment/success 404",
+        "post /payment/success 422",
+        "post /webhook 200",
+        "post /webhook 400",
+        "post /webhook 401",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == expected),
+            "{expected} was not exercised: {seen:#?}"
+        );
+    }
+}
