@@ -9,7 +9,11 @@ export AWS_ACCESS_KEY_ID ?= local
 export AWS_SECRET_ACCESS_KEY ?= local
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help dev test test-rust test-browser lint bench validate
+.PHONY: help dev test test-rust test-browser lint bench build sam-build validate
+
+# The CPU architecture to build for: arm64 (the template's default) or x86_64.
+ARCH ?= arm64
+FUNCTIONS := -p status -p create-checkout -p success -p webhook
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,8 +36,15 @@ lint: ## Formatting and clippy, as CI runs them
 	cargo clippy --locked --all-targets -- -D warnings
 
 bench: ## Release binaries: size, init time, warm latency and peak memory
-	cargo build --locked --release -p status -p create-checkout -p success -p webhook
+	cargo build --locked --release $(FUNCTIONS)
 	cargo run --locked -p dev --bin lambda-bench -- --bin-dir target/release
 
-validate: ## Check template.yaml offline
+build: ## Lambda bootstraps with cargo lambda for ARCH (arm64 | x86_64): target/lambda/<function>/bootstrap
+	cargo lambda build --release --locked $(if $(filter x86_64,$(ARCH)),--x86-64,--arm64) $(FUNCTIONS)
+
+sam-build: ## sam build for ARCH: .aws-sam/build/<Function>/bootstrap, ready for sam deploy
+	sam build --beta-features --parameter-overrides Architecture=$(ARCH)
+
+validate: ## Check template.yaml offline: cfn-lint and sam validate --lint
 	cfn-lint template.yaml
+	sam validate --lint --region $(AWS_REGION)
