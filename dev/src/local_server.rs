@@ -27,8 +27,7 @@ use lambda_http::{Body as LambdaBody, RequestExt};
 use paywall::config::{CheckoutConfig, DodoConfig, Vars};
 use paywall::dodo::DodoClient;
 use paywall::handlers::{CreateCheckoutHandler, StatusHandler, SuccessHandler, WebhookHandler};
-use paywall::ids::ProductId;
-use paywall::plan::{Catalog, Plan};
+use paywall::plan::Catalog;
 use paywall::runtime::Handler;
 use paywall::store::Store;
 use paywall::time::Timestamp;
@@ -124,23 +123,17 @@ pub async fn run(
                 secret: Arc::new(WebhookSecret::parse(&webhook_secret_text)?),
                 time_compression: 60,
             }));
-            let product = env("DODO_PRODUCT_ID").unwrap_or_else(|| SIMULATOR_PRODUCT.to_owned());
-            let days = match env("PLAN_DURATION_DAYS") {
-                Some(raw) => raw
-                    .parse()
-                    .map_err(|_| format!("PLAN_DURATION_DAYS is not a number: {raw}"))?,
-                None => paywall::plan::DEFAULT_DURATION_DAYS,
+            // The simulator sells any product: without one configured, a demo product.
+            let with_demo_product = |name: &str| match name {
+                "DODO_PRODUCT_ID" => env(name).or_else(|| Some(SIMULATOR_PRODUCT.to_owned())),
+                _ => env(name),
             };
             (
                 DodoConfig {
                     api_key: SecretString::from(SIMULATOR_API_KEY),
                     base_url: format!("{base_url}/dodo"),
                 },
-                Catalog::single(Plan {
-                    name: paywall::plan::DEFAULT_PLAN.to_owned(),
-                    product_id: ProductId::parse(&product)?,
-                    days,
-                }),
+                Catalog::from_vars(&Vars::new(&with_demo_product))?,
             )
         }
     };

@@ -1,56 +1,112 @@
-//! What the frontend sees: a user's access, derived at read time from the stored expiry.
+//! What the frontend sees: a user's access, derived at read time from the stored pass
+//! expiry and subscription states, never stored as a flag that could go stale.
 
 use serde::Serialize;
 
-use crate::store::UserRecord;
+use crate::store::{Account, SubscriptionRecord};
+use crate::subscription::SubscriptionStatus;
 use crate::time::Timestamp;
 
 /// The body of `GET /payment/status`; also the fields `POST /payment/success` returns.
-/// Field names and values are the original router's, plus `status`, `plan` and
-/// `dodo_payment_id`.
+/// The original router's fields and values, plus `status`, `plan`,
+/// `cancel_at_period_end`, `subscription_id` and `dodo_payment_id`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct AccessView {
     pub has_paid: bool,
     pub payment_date: Option<Timestamp>,
-    /// `none` -> `pending_monthly` (checkout opened) -> `monthly` (paid).
+    /// `none` -> `pending_monthly` (checkout opened) -> `monthly` (paid): the plan's name.
     pub subscription_plan: String,
     pub plan_expires_at: Option<Timestamp>,
-    /// `none`, `pending`, `active` or `expired`.
+    /// `none`, `pending`, `active`, `past_due`, `on_hold`, `cancelled`, `expired` or
+    /// `refunded`.
     pub status: &'static str,
     pub plan: Option<String>,
+    /// The subscription ends at `plan_expires_at` instead of renewing.
+    pub cancel_at_period_end: bool,
+    pub subscription_id: Option<String>,
     pub dodo_payment_id: Option<String>,
 }
 
+/// The subscription that speaks for the user: one that gives access now (the longest),
+/// else the one changed most recently.
+fn current_subscription(
+    subscriptions: &[SubscriptionRecord],
+    now: Timestamp,
+) -> Option<&SubscriptionRecord> {
+    subscriptions
+        .iter()
+        .filter(|s| s.grants_access(now))
+        .max_by_key(|s| s.access_until())
+        .or_else(|| subscriptions.iter().max_by_key(|s| s.event_at))
+}
+
 impl AccessView {
-    pub fn of(record: Option<&UserRecord>, now: Timestamp) -> Self {
-        let Some(record) = record else {
-            return Self {
-                has_paid: false,
-                payment_date: None,
-                subscription_plan: "none".to_owned(),
-                plan_expires_at: None,
-                status: "none",
-                plan: None,
-                dodo_payment_id: None,
-            };
+    pub fn of(account: &Account, now: Timestamp) -> Self {
+        let profile = account.profile.as_ref();
+        let pass_until = profile.and_then(|p| p.paid_until);
+        let pass_active = pass_until.is_some_and(|until| until > now);
+        let subscription = current_subscription(&account.subscriptions, now);
+        let subscription_active = subscription.is_some_and(|s| s.grants_access(now));
+        let pass_plan = profile.and_then(|p| p.plan.clone());
+        let pending = profile.and_then(|p| p.pending_checkout.as_ref());
+        let refunded = profile.is_some_and(|p| p.refunded);
+
+        let (status, plan, expires) = match (subscription, subscription_active, pass_active) {
+            (Some(sub), true, _) => {
+                let status = match sub.status {
+                    SubscriptionStatus::PastDue => "past_due",
+                    SubscriptionStatus::Cancelled => "cancelled",
+                    _ => "active",
+                };
+                let expires = sub
+                    .access_until()
+                    .max(if pass_active { pass_until } else { None });
+                (status, Some(sub.plan.clone()), expires)
+            }
+            (_, false, true) => ("active", pass_plan.clone(), pass_until),
+            (Some(sub), false, false) if pending.is_none() => {
+                let status = match sub.status {
+                    SubscriptionStatus::OnHold | SubscriptionStatus::Paused => "on_hold",
+                    SubscriptionStatus::Cancelled => "cancelled",
+                    SubscriptionStatus::Pending => "pending",
+                    _ => "expired",
+                };
+                (
+                    status,
+                    Some(sub.plan.clone()),
+                    sub.access_until().or(pass_until),
+                )
+            }
+            _ => {
+                let status = if pending.is_some() {
+                    "pending"
+                } else if refunded {
+                    "refunded"
+                } else if pass_plan.is_some() {
+                    "expired"
+                } else {
+                    "none"
+                };
+                (status, pass_plan.clone(), pass_until)
+            }
         };
-        let has_paid = record.paid_until.is_some_and(|until| until > now);
-        let pending = record.pending_checkout.as_ref();
-        let (status, subscription_plan) = match (has_paid, &record.plan, pending) {
-            (true, Some(plan), _) => ("active", plan.clone()),
-            (true, None, _) => ("active", crate::plan::DEFAULT_PLAN.to_owned()),
-            (false, _, Some(checkout)) => ("pending", format!("pending_{}", checkout.plan)),
-            (false, Some(plan), None) => ("expired", plan.clone()),
-            (false, None, None) => ("none", "none".to_owned()),
+        let has_paid = pass_active || subscription_active;
+        let subscription_plan = match (&plan, pending) {
+            (Some(plan), _) if has_paid => plan.clone(),
+            (_, Some(checkout)) => format!("pending_{}", checkout.plan),
+            (Some(plan), None) => plan.clone(),
+            (None, None) => "none".to_owned(),
         };
         Self {
             has_paid,
-            payment_date: record.payment_date,
+            payment_date: profile.and_then(|p| p.payment_date),
             subscription_plan,
-            plan_expires_at: record.paid_until,
+            plan_expires_at: expires,
             status,
-            plan: record.plan.clone(),
-            dodo_payment_id: record.last_payment_id.clone(),
+            plan,
+            cancel_at_period_end: subscription.is_some_and(|s| s.cancel_at_next_billing_date),
+            subscription_id: subscription.map(|s| s.subscription_id.clone()),
+            dodo_payment_id: profile.and_then(|p| p.last_payment_id.clone()),
         }
     }
 }
@@ -59,7 +115,7 @@ impl AccessView {
 mod tests {
     use super::*;
     use crate::ids::UserId;
-    use crate::store::PendingCheckout;
+    use crate::store::{PendingCheckout, UserRecord};
 
     fn record() -> UserRecord {
         UserRecord {
@@ -70,49 +126,118 @@ mod tests {
             payment_date: None,
             last_payment_id: None,
             pending_checkout: None,
+            customer_id: None,
+            refunded: false,
             version: 0,
+        }
+    }
+
+    fn account(profile: UserRecord) -> Account {
+        Account {
+            profile: Some(profile),
+            subscriptions: vec![],
+        }
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_seconds(seconds)
+    }
+
+    fn subscription(status: SubscriptionStatus, until: i64) -> SubscriptionRecord {
+        SubscriptionRecord {
+            subscription_id: "sub_1".into(),
+            status,
+            plan: "pro".into(),
+            next_billing_date: Some(at(until)),
+            past_due_ends_at: Some(at(until + 200)),
+            cancel_at_next_billing_date: false,
+            event_at: 1,
         }
     }
 
     #[test]
     fn unknown_user_has_not_paid() {
-        let view = AccessView::of(None, Timestamp::now());
+        let view = AccessView::of(&Account::default(), Timestamp::now());
         assert!(!view.has_paid);
         assert_eq!(view.subscription_plan, "none");
         assert_eq!(view.status, "none");
+        assert!(!view.cancel_at_period_end);
     }
 
     #[test]
     fn access_ends_at_the_expiry() {
-        let until = Timestamp::from_unix_seconds(1_000);
-        let paid = UserRecord {
+        let paid = account(UserRecord {
             plan: Some("monthly".into()),
-            paid_until: Some(until),
+            paid_until: Some(at(1_000)),
             ..record()
-        };
-        let before = AccessView::of(Some(&paid), Timestamp::from_unix_seconds(999));
+        });
+        let before = AccessView::of(&paid, at(999));
         assert!(before.has_paid);
         assert_eq!(before.subscription_plan, "monthly");
         assert_eq!(before.status, "active");
-        let at = AccessView::of(Some(&paid), until);
-        assert!(!at.has_paid);
-        assert_eq!(at.status, "expired");
-        assert_eq!(at.subscription_plan, "monthly");
+        let after = AccessView::of(&paid, at(1_000));
+        assert!(!after.has_paid);
+        assert_eq!(after.status, "expired");
+        assert_eq!(after.subscription_plan, "monthly");
     }
 
     #[test]
     fn an_open_checkout_is_pending_until_paid() {
-        let pending = UserRecord {
+        let pending = account(UserRecord {
             pending_checkout: Some(PendingCheckout {
                 session_id: "cks_1".into(),
                 plan: "monthly".into(),
-                created_at: Timestamp::from_unix_seconds(5),
+                created_at: at(5),
             }),
             ..record()
-        };
-        let view = AccessView::of(Some(&pending), Timestamp::from_unix_seconds(10));
+        });
+        let view = AccessView::of(&pending, at(10));
         assert!(!view.has_paid);
         assert_eq!(view.subscription_plan, "pending_monthly");
         assert_eq!(view.status, "pending");
+    }
+
+    #[test]
+    fn a_refunded_pass_says_so() {
+        let refunded = account(UserRecord {
+            plan: Some("monthly".into()),
+            paid_until: Some(at(10)),
+            refunded: true,
+            ..record()
+        });
+        let view = AccessView::of(&refunded, at(20));
+        assert_eq!((view.has_paid, view.status), (false, "refunded"));
+    }
+
+    #[test]
+    fn subscriptions_speak_for_their_state() {
+        let now = at(500);
+        let cases = [
+            (SubscriptionStatus::Active, 1_000, true, "active"),
+            (SubscriptionStatus::PastDue, 400, true, "past_due"),
+            (SubscriptionStatus::Cancelled, 1_000, true, "cancelled"),
+            (SubscriptionStatus::Cancelled, 100, false, "cancelled"),
+            (SubscriptionStatus::OnHold, 1_000, false, "on_hold"),
+            (SubscriptionStatus::Paused, 1_000, false, "on_hold"),
+            (SubscriptionStatus::Expired, 1_000, false, "expired"),
+            (SubscriptionStatus::Failed, 1_000, false, "expired"),
+            (SubscriptionStatus::Active, 100, false, "expired"),
+        ];
+        for (status, until, has_paid, shown) in cases {
+            let view = AccessView::of(
+                &Account {
+                    profile: Some(record()),
+                    subscriptions: vec![subscription(status.clone(), until)],
+                },
+                now,
+            );
+            assert_eq!(
+                (view.has_paid, view.status),
+                (has_paid, shown),
+                "{status:?} until {until}"
+            );
+            assert_eq!(view.subscription_id.as_deref(), Some("sub_1"));
+            assert_eq!(view.plan.as_deref(), Some("pro"));
+        }
     }
 }

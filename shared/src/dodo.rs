@@ -167,23 +167,7 @@ impl Payment {
         let payment_id = str_field(value, "payment_id")
             .ok_or_else(|| DodoError::Decode("payment without payment_id".to_owned()))?
             .to_owned();
-        let metadata = value
-            .get("metadata")
-            .and_then(Value::as_object)
-            .map(|map| {
-                map.iter()
-                    .filter_map(|(k, v)| {
-                        let text = match v {
-                            Value::String(s) => s.clone(),
-                            Value::Number(n) => n.to_string(),
-                            Value::Bool(b) => b.to_string(),
-                            _ => return None,
-                        };
-                        Some((k.clone(), text))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let metadata = metadata_of(value);
         let customer = value.get("customer").unwrap_or(&Value::Null);
         let product_ids = value
             .get("product_cart")
@@ -206,6 +190,27 @@ impl Payment {
             product_ids,
         })
     }
+}
+
+/// An object's `metadata`, with non-string values shown as text and nested ones dropped.
+pub fn metadata_of(value: &Value) -> BTreeMap<String, String> {
+    value
+        .get("metadata")
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => return None,
+                    };
+                    Some((k.clone(), text))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A product's display price, e.g. `$19.00`, when Dodo's product has a fixed price.
@@ -302,6 +307,25 @@ impl DodoClient {
             .call(Method::GET, &format!("/payments/{id}"), None, Retry::Safe)
             .await?;
         Payment::from_json(&answer)
+    }
+
+    /// `GET /subscriptions/{id}`.
+    #[tracing::instrument(skip_all, fields(subscription_id = %id))]
+    pub async fn get_subscription(
+        &self,
+        id: &str,
+    ) -> Result<crate::subscription::Subscription, DodoError> {
+        // Ids come from Dodo's own payment objects; refuse anything that is not a token.
+        let id = crate::ids::PaymentId::parse(id).map_err(|e| DodoError::Decode(e.to_string()))?;
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("/subscriptions/{id}"),
+                None,
+                Retry::Safe,
+            )
+            .await?;
+        crate::subscription::Subscription::from_json(&answer).map_err(DodoError::Decode)
     }
 
     /// `GET /products/{id}`, as Dodo's JSON.

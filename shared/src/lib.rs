@@ -12,5 +12,6 @@ pub mod plan;
 pub mod purchase;
 pub mod runtime;
 pub mod store;
+pub mod subscription;
 pub mod time;
 pub mod webhook_signature;

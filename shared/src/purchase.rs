@@ -5,6 +5,7 @@ use crate::dodo::Payment;
 use crate::ids::{Email, UserId};
 use crate::plan::{Catalog, Plan};
 use crate::store::{Store, StoreError};
+use crate::subscription::Subscription;
 
 /// The metadata key our checkout sets to the buyer's user id (server-side, from the JWT).
 pub const USER_ID_KEY: &str = "user_id";
@@ -37,6 +38,84 @@ pub fn plan_for<'c>(catalog: &'c Catalog, payment: &Payment) -> Option<&'c Plan>
         .product_ids
         .iter()
         .find_map(|id| catalog.by_product(id))
+}
+
+/// The subscription plan a subscription belongs to: the plan named in our metadata, else
+/// the plan selling its product, else (when Dodo did not say) the only subscription plan.
+pub fn subscription_plan_for<'c>(
+    catalog: &'c Catalog,
+    subscription: &Subscription,
+) -> Option<&'c Plan> {
+    let named = subscription
+        .metadata
+        .get(PLAN_KEY)
+        .and_then(|name| catalog.get(name))
+        .filter(|plan| plan.is_subscription());
+    let by_product = subscription
+        .product_id
+        .as_deref()
+        .and_then(|id| catalog.by_product(id))
+        .filter(|plan| plan.is_subscription());
+    match (named, by_product, &subscription.product_id) {
+        (Some(plan), _, None) => Some(plan),
+        (Some(plan), Some(_), Some(product)) if plan.product_id.as_str() == product => Some(plan),
+        (_, Some(plan), Some(_)) => Some(plan),
+        (None, None, None) => {
+            let mut subscriptions = catalog.plans().iter().filter(|p| p.is_subscription());
+            match (subscriptions.next(), subscriptions.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Who a subscription belongs to: our metadata, then the user it was linked to (by an
+/// earlier event or its payment), then the user of its Dodo customer, then (webhooks
+/// only) the one user with its customer e-mail.
+pub async fn subscription_owner_of(
+    store: &Store,
+    subscription: &Subscription,
+    linking: Linking,
+) -> Result<Option<UserId>, StoreError> {
+    if let Some(user) = subscription
+        .metadata
+        .get(USER_ID_KEY)
+        .and_then(|raw| UserId::parse(raw).ok())
+    {
+        return Ok(Some(user));
+    }
+    if let Some(user) = store
+        .subscription_owner(&subscription.subscription_id)
+        .await?
+    {
+        return Ok(Some(user));
+    }
+    if let Some(customer) = &subscription.customer_id
+        && let Some(user) = store.customer_owner(customer).await?
+    {
+        return Ok(Some(user));
+    }
+    unique_user_by_email(store, subscription.customer_email.as_deref(), linking).await
+}
+
+async fn unique_user_by_email(
+    store: &Store,
+    email: Option<&str>,
+    linking: Linking,
+) -> Result<Option<UserId>, StoreError> {
+    if linking != Linking::AllowEmail {
+        return Ok(None);
+    }
+    let Some(email) = email.and_then(|raw| Email::parse(raw).ok()) else {
+        return Ok(None);
+    };
+    let users = store.users_by_email(&email).await?;
+    Ok(match users.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    })
 }
 
 /// How far to look for a payment's owner.
@@ -73,18 +152,12 @@ pub async fn owner_of(
     if let Some(grant) = store.payment_grant(&payment.payment_id).await? {
         return Ok(Some(grant.user_id));
     }
-    if linking == Linking::AllowEmail
-        && let Some(email) = payment
-            .customer_email
-            .as_deref()
-            .and_then(|raw| Email::parse(raw).ok())
+    if let Some(subscription) = &payment.subscription_id
+        && let Some(user) = store.subscription_owner(subscription).await?
     {
-        let users = store.users_by_email(&email).await?;
-        if let [only] = users.as_slice() {
-            return Ok(Some(only.clone()));
-        }
+        return Ok(Some(user));
     }
-    Ok(None)
+    unique_user_by_email(store, payment.customer_email.as_deref(), linking).await
 }
 
 #[cfg(test)]
@@ -95,11 +168,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn catalog() -> Catalog {
-        Catalog::single(Plan {
-            name: "monthly".into(),
-            product_id: ProductId::parse("pdt_ours").expect("valid"),
-            days: 30,
-        })
+        Catalog::single(Plan::pass(
+            "monthly",
+            ProductId::parse("pdt_ours").expect("valid"),
+            30,
+        ))
     }
 
     fn payment(products: &[&str], metadata: &[(&str, &str)]) -> Payment {

@@ -8,9 +8,17 @@
 //! - `PAYMENT#{payment_id}` / `GRANT`: the mark that a payment's access was granted. It is
 //!   written in the same transaction as the grant, on the condition that it does not exist,
 //!   so a payment grants exactly once whichever path brings it first. Kept forever.
+//! - `PAYMENT#{payment_id}` / `CLAIMS`: refunds and disputes of the payment; a grant and a
+//!   change of claims that revokes or restores it are written in one transaction.
 //! - `CHECKOUT#{session_id}` / `SESSION`: which user opened a checkout session.
 //! - `PAYMENT#{payment_id}` / `UNMATCHED`: a succeeded payment that nothing linked to a
 //!   user, kept for support instead of being dropped.
+//!
+//! - `USER#{sub}` / `SUB#{subscription_id}`: a subscription's state as of the most recent
+//!   event applied (`event_at`, ms), written only if no newer event was applied before,
+//!   so deliveries in any order end in the same state.
+//! - `SUBSCRIPTION#{id}` / `OWNER` and `CUSTOMER#{id}` / `OWNER`: which user a Dodo
+//!   subscription or customer belongs to, for events that carry no metadata of ours.
 //!
 //! `expires_at` (unix seconds) is the table's TTL attribute.
 
@@ -20,10 +28,11 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 
 use crate::config::StoreConfig;
 use crate::ids::{Email, UserId};
+use crate::subscription::{Subscription, SubscriptionStatus};
 use crate::time::{SECONDS_PER_DAY, Timestamp};
 
 pub const EMAIL_INDEX: &str = "email-index";
@@ -31,6 +40,11 @@ const PROFILE: &str = "PROFILE";
 const GRANT: &str = "GRANT";
 const SESSION: &str = "SESSION";
 const UNMATCHED: &str = "UNMATCHED";
+const CLAIMS: &str = "CLAIMS";
+const OWNER: &str = "OWNER";
+/// Sort keys of a user's own items: `PROFILE`, then `SUB#{id}` (both sort at or after
+/// `PROFILE`, so one query reads a user's whole access).
+const SUBSCRIPTION_PREFIX: &str = "SUB#";
 
 /// How long the session -> user link outlives the checkout (Dodo retries a webhook for
 /// about a day; a buyer may pay a session hours after opening it).
@@ -79,6 +93,10 @@ pub struct UserRecord {
     pub payment_date: Option<Timestamp>,
     pub last_payment_id: Option<String>,
     pub pending_checkout: Option<PendingCheckout>,
+    /// Dodo's customer id, once a subscription told us.
+    pub customer_id: Option<String>,
+    /// The last pass payment was refunded or lost in a dispute.
+    pub refunded: bool,
     pub version: u64,
 }
 
@@ -92,9 +110,65 @@ impl UserRecord {
             payment_date: None,
             last_payment_id: None,
             pending_checkout: None,
+            customer_id: None,
+            refunded: false,
             version: 0,
         }
     }
+}
+
+/// A subscription of the user's, as its most recent event left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub subscription_id: String,
+    pub status: SubscriptionStatus,
+    pub plan: String,
+    pub next_billing_date: Option<Timestamp>,
+    pub past_due_ends_at: Option<Timestamp>,
+    pub cancel_at_next_billing_date: bool,
+    /// When the event that set this state occurred (ms).
+    pub event_at: i64,
+}
+
+impl SubscriptionRecord {
+    pub fn from_subscription(subscription: &Subscription, plan: &str, event_at: i64) -> Self {
+        Self {
+            subscription_id: subscription.subscription_id.clone(),
+            status: subscription.status.clone(),
+            plan: plan.to_owned(),
+            next_billing_date: subscription.next_billing_date,
+            past_due_ends_at: subscription.past_due_ends_at,
+            cancel_at_next_billing_date: subscription.cancel_at_next_billing_date,
+            event_at,
+        }
+    }
+
+    /// Until when this state gives access (see [`crate::subscription::access_until`]).
+    pub fn access_until(&self) -> Option<Timestamp> {
+        crate::subscription::access_until(
+            &self.status,
+            self.next_billing_date,
+            self.past_due_ends_at,
+        )
+    }
+
+    pub fn grants_access(&self, now: Timestamp) -> bool {
+        self.access_until().is_some_and(|until| until > now)
+    }
+}
+
+/// Everything that decides one user's access.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    pub profile: Option<UserRecord>,
+    pub subscriptions: Vec<SubscriptionRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriptionOutcome {
+    Applied,
+    /// A newer event had already been applied: nothing changed.
+    Stale,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +202,9 @@ pub enum GrantOutcome {
     Applied(UserRecord),
     /// The payment had been granted before, to `owner`. Nothing changed.
     AlreadyApplied { owner: UserId },
+    /// The payment was refunded or lost in a dispute before it could be granted: it is
+    /// recorded as granted and revoked, and gives no access.
+    Revoked,
 }
 
 /// The stored mark of a granted payment.
@@ -135,7 +212,55 @@ pub enum GrantOutcome {
 pub struct GrantRecord {
     pub user_id: UserId,
     pub plan: String,
+    pub days: u32,
     pub granted_until: Timestamp,
+    /// Taken back by a full refund or a lost dispute (and given back if it is won).
+    pub revoked: bool,
+}
+
+/// What Dodo said about a payment after it was made: refunds and disputes. Kept per
+/// payment, so that a refund or a dispute that arrives before the payment itself is still
+/// applied when the payment arrives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claims {
+    pub fully_refunded: bool,
+    pub dispute_status: Option<String>,
+    /// When the dispute state applied occurred (ms); older dispute events are ignored.
+    pub dispute_event_at: i64,
+    version: i64,
+}
+
+impl Claims {
+    /// Whether the payment's access is taken back: refunded in full, or a dispute lost or
+    /// accepted (money returned to the buyer).
+    pub fn revokes(&self) -> bool {
+        self.fully_refunded
+            || matches!(
+                self.dispute_status.as_deref(),
+                Some("dispute_lost" | "dispute_accepted")
+            )
+    }
+}
+
+/// One refund or dispute event about a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// `refund.succeeded`: a partial refund changes nothing.
+    Refund { full: bool },
+    /// `dispute.*`: the dispute's latest status, as of `event_at` (ms).
+    Dispute { status: String, event_at: i64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The payment's access was taken back.
+    Revoked,
+    /// The payment's access was given back (a dispute won).
+    Restored,
+    /// Recorded; the payment's access did not change (not granted yet, or no change).
+    Recorded,
+    /// A duplicate or an older event: nothing changed.
+    Unchanged,
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +291,10 @@ fn grant_key(payment_id: &str) -> Item {
     key(format!("PAYMENT#{payment_id}"), GRANT)
 }
 
+fn claims_key(payment_id: &str) -> Item {
+    key(format!("PAYMENT#{payment_id}"), CLAIMS)
+}
+
 fn checkout_key(session_id: &str) -> Item {
     key(format!("CHECKOUT#{session_id}"), SESSION)
 }
@@ -186,6 +315,13 @@ fn get_n(item: &Item, name: &str) -> Result<Option<i64>, StoreError> {
             .map(Some)
             .ok_or_else(|| StoreError::Corrupt(format!("{name} is not a number"))),
     }
+}
+
+fn get_bool(item: &Item, name: &str) -> bool {
+    item.get(name)
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
 }
 
 fn get_time(item: &Item, name: &str) -> Result<Option<Timestamp>, StoreError> {
@@ -217,7 +353,23 @@ fn user_from_item(item: &Item) -> Result<UserRecord, StoreError> {
         payment_date: get_time(item, "payment_date")?,
         last_payment_id: get_s(item, "last_payment_id").map(str::to_owned),
         pending_checkout,
+        customer_id: get_s(item, "customer_id").map(str::to_owned),
+        refunded: get_bool(item, "refunded"),
         version: get_n(item, "version")?.unwrap_or(0).max(0) as u64,
+    })
+}
+
+fn subscription_from_item(item: &Item) -> Result<SubscriptionRecord, StoreError> {
+    Ok(SubscriptionRecord {
+        subscription_id: get_s(item, "subscription_id")
+            .ok_or_else(|| StoreError::Corrupt("subscription without id".into()))?
+            .to_owned(),
+        status: SubscriptionStatus::parse(get_s(item, "status").unwrap_or_default()),
+        plan: get_s(item, "plan").unwrap_or_default().to_owned(),
+        next_billing_date: get_time(item, "next_billing_date")?,
+        past_due_ends_at: get_time(item, "past_due_ends_at")?,
+        cancel_at_next_billing_date: get_bool(item, "cancel_at_next_billing_date"),
+        event_at: get_n(item, "event_at")?.unwrap_or(0),
     })
 }
 
@@ -293,6 +445,172 @@ impl Store {
             .transpose()
     }
 
+    /// A user's profile and subscriptions, in one strongly consistent query.
+    pub async fn get_account(&self, user: &UserId) -> Result<Account, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk >= :profile")
+            .expression_attribute_values(":pk", s(format!("USER#{user}")))
+            .expression_attribute_values(":profile", s(PROFILE))
+            .consistent_read(true)
+            .send()
+            .await?;
+        let mut account = Account::default();
+        for item in output.items() {
+            match get_s(item, "sk") {
+                Some(PROFILE) => account.profile = Some(user_from_item(item)?),
+                Some(sk) if sk.starts_with(SUBSCRIPTION_PREFIX) => {
+                    account.subscriptions.push(subscription_from_item(item)?)
+                }
+                _ => {}
+            }
+        }
+        Ok(account)
+    }
+
+    /// Which user a Dodo subscription belongs to, once linked.
+    pub async fn subscription_owner(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        self.get(key(format!("SUBSCRIPTION#{subscription_id}"), OWNER))
+            .await?
+            .as_ref()
+            .map(get_user_id)
+            .transpose()
+    }
+
+    /// Which user a Dodo customer belongs to, once linked.
+    pub async fn customer_owner(&self, customer_id: &str) -> Result<Option<UserId>, StoreError> {
+        self.get(key(format!("CUSTOMER#{customer_id}"), OWNER))
+            .await?
+            .as_ref()
+            .map(get_user_id)
+            .transpose()
+    }
+
+    /// Links a subscription to its user without changing any state (a subscription's
+    /// payment may arrive before any subscription event).
+    pub async fn link_subscription(
+        &self,
+        user: &UserId,
+        subscription_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut item = key(format!("SUBSCRIPTION#{subscription_id}"), OWNER);
+        item.insert("user_id".to_owned(), s(user.as_str()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a subscription's state for `user` unless a newer event was applied before.
+    /// The state, the subscription and customer links, and the profile's customer id are
+    /// written in one transaction.
+    pub async fn apply_subscription(
+        &self,
+        user: &UserId,
+        subscription: &Subscription,
+        plan: &str,
+        event_at: i64,
+    ) -> Result<SubscriptionOutcome, StoreError> {
+        let build_error =
+            |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
+        let record = SubscriptionRecord::from_subscription(subscription, plan, event_at);
+        let state_key = key(
+            format!("USER#{user}"),
+            &format!("{SUBSCRIPTION_PREFIX}{}", record.subscription_id),
+        );
+        for attempt in 0..MAX_GRANT_ATTEMPTS {
+            let mut item = state_key.clone();
+            item.extend(values([
+                ("user_id", s(user.as_str())),
+                ("subscription_id", s(&record.subscription_id)),
+                ("status", s(record.status.as_str())),
+                ("plan", s(&record.plan)),
+                (
+                    "cancel_at_next_billing_date",
+                    AttributeValue::Bool(record.cancel_at_next_billing_date),
+                ),
+                ("event_at", n(event_at)),
+            ]));
+            if let Some(date) = record.next_billing_date {
+                item.insert("next_billing_date".to_owned(), n(date.unix_seconds()));
+            }
+            if let Some(date) = record.past_due_ends_at {
+                item.insert("past_due_ends_at".to_owned(), n(date.unix_seconds()));
+            }
+            // Only a newer (or equally recent) event may replace the stored state.
+            let state = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR event_at <= :event_at")
+                .expression_attribute_values(":event_at", n(event_at))
+                .build()
+                .map_err(build_error)?;
+            let mut link = key(format!("SUBSCRIPTION#{}", record.subscription_id), OWNER);
+            link.insert("user_id".to_owned(), s(user.as_str()));
+            let link = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(link))
+                .build()
+                .map_err(build_error)?;
+            let mut request = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(state).build())
+                .transact_items(TransactWriteItem::builder().put(link).build());
+            if let Some(customer) = &subscription.customer_id {
+                let mut owner = key(format!("CUSTOMER#{customer}"), OWNER);
+                owner.insert("user_id".to_owned(), s(user.as_str()));
+                let owner = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(owner))
+                    .build()
+                    .map_err(build_error)?;
+                let profile = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(user_key(user)))
+                    .update_expression(
+                        "SET user_id = :user, customer_id = :customer, version = if_not_exists(version, :zero)",
+                    )
+                    .set_expression_attribute_values(Some(values([
+                        (":user", s(user.as_str())),
+                        (":customer", s(customer)),
+                        (":zero", n(0)),
+                    ])))
+                    .build()
+                    .map_err(build_error)?;
+                request = request
+                    .transact_items(TransactWriteItem::builder().put(owner).build())
+                    .transact_items(TransactWriteItem::builder().update(profile).build());
+            }
+            match conflict_of(request.send().await) {
+                Ok(()) => return Ok(SubscriptionOutcome::Applied),
+                Err(WriteConflict::Cancelled) => {
+                    let stored = self.get(state_key.clone()).await?;
+                    let newer = stored
+                        .as_ref()
+                        .map(|item| get_n(item, "event_at"))
+                        .transpose()?
+                        .flatten()
+                        .is_some_and(|stored_at| stored_at > event_at);
+                    if newer {
+                        return Ok(SubscriptionOutcome::Stale);
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(WriteConflict::Failed(err)) => return Err(err),
+            }
+        }
+        Err(StoreError::Contention)
+    }
+
     /// Which user opened a checkout session, if we opened it.
     pub async fn checkout_owner(&self, session_id: &str) -> Result<Option<UserId>, StoreError> {
         self.get(checkout_key(session_id))
@@ -310,9 +628,145 @@ impl Store {
         Ok(Some(GrantRecord {
             user_id: get_user_id(&item)?,
             plan: get_s(&item, "plan").unwrap_or_default().to_owned(),
+            days: get_n(&item, "days")?
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32,
             granted_until: get_time(&item, "granted_until")?
                 .ok_or_else(|| StoreError::Corrupt("grant without granted_until".into()))?,
+            revoked: get_bool(&item, "revoked"),
         }))
+    }
+
+    /// The refunds and disputes recorded for a payment.
+    pub async fn payment_claims(&self, payment_id: &str) -> Result<Claims, StoreError> {
+        let Some(item) = self.get(claims_key(payment_id)).await? else {
+            return Ok(Claims::default());
+        };
+        Ok(Claims {
+            fully_refunded: get_bool(&item, "fully_refunded"),
+            dispute_status: get_s(&item, "dispute_status").map(str::to_owned),
+            dispute_event_at: get_n(&item, "dispute_event_at")?.unwrap_or(0),
+            version: get_n(&item, "version")?.unwrap_or(0),
+        })
+    }
+
+    /// Records a refund or a dispute of a payment and, when it changes whether the
+    /// payment's access stands, takes the access back (or gives it back) in the same
+    /// transaction: the user's expiry moves by the days the payment granted.
+    pub async fn apply_claim(
+        &self,
+        payment_id: &str,
+        claim: &Claim,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let build_error =
+            |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
+        for attempt in 0..MAX_GRANT_ATTEMPTS {
+            let before = self.payment_claims(payment_id).await?;
+            let mut after = before.clone();
+            match claim {
+                Claim::Refund { full } => after.fully_refunded |= *full,
+                Claim::Dispute { status, event_at } => {
+                    if *event_at >= before.dispute_event_at {
+                        after.dispute_status = Some(status.clone());
+                        after.dispute_event_at = *event_at;
+                    }
+                }
+            }
+            if after == before {
+                return Ok(ClaimOutcome::Unchanged);
+            }
+            let mut item = claims_key(payment_id);
+            item.extend(values([
+                ("fully_refunded", AttributeValue::Bool(after.fully_refunded)),
+                ("dispute_event_at", n(after.dispute_event_at)),
+                ("version", n(before.version + 1)),
+                ("updated_at", n(now.unix_seconds())),
+            ]));
+            if let Some(status) = &after.dispute_status {
+                item.insert("dispute_status".to_owned(), s(status));
+            }
+            let claims = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR version = :version")
+                .expression_attribute_values(":version", n(before.version))
+                .build()
+                .map_err(build_error)?;
+            let mut request = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(claims).build());
+
+            let grant = self.payment_grant(payment_id).await?;
+            let outcome = match &grant {
+                Some(grant) if grant.revoked != after.revokes() => {
+                    let revoke = after.revokes();
+                    let profile = self
+                        .get_user(&grant.user_id)
+                        .await?
+                        .unwrap_or_else(|| UserRecord::empty(grant.user_id.clone()));
+                    let shift =
+                        i64::from(grant.days) * SECONDS_PER_DAY * if revoke { -1 } else { 1 };
+                    let until = profile
+                        .paid_until
+                        .map_or(grant.granted_until, |until| until.plus_seconds(shift));
+                    let mark = Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(grant_key(payment_id)))
+                        .update_expression("SET revoked = :revoked")
+                        .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_values(":revoked", AttributeValue::Bool(revoke))
+                        .build()
+                        .map_err(build_error)?;
+                    let access = Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(user_key(&grant.user_id)))
+                        .update_expression(
+                            "SET user_id = :user, paid_until = :until, refunded = :refunded, version = :next",
+                        )
+                        .condition_expression("attribute_not_exists(pk) OR version = :version")
+                        .set_expression_attribute_values(Some(values([
+                            (":user", s(grant.user_id.as_str())),
+                            (":until", n(until.unix_seconds())),
+                            (":refunded", AttributeValue::Bool(revoke)),
+                            (":version", n(profile.version as i64)),
+                            (":next", n(profile.version as i64 + 1)),
+                        ])))
+                        .build()
+                        .map_err(build_error)?;
+                    request = request
+                        .transact_items(TransactWriteItem::builder().update(mark).build())
+                        .transact_items(TransactWriteItem::builder().update(access).build());
+                    if revoke {
+                        ClaimOutcome::Revoked
+                    } else {
+                        ClaimOutcome::Restored
+                    }
+                }
+                Some(_) => ClaimOutcome::Recorded,
+                None => {
+                    // Not granted yet: the claim must land before any grant does, or the
+                    // grant must see it; checking that no grant exists serialises the two.
+                    let absent = ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(grant_key(payment_id)))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(build_error)?;
+                    request = request.transact_items(
+                        TransactWriteItem::builder().condition_check(absent).build(),
+                    );
+                    ClaimOutcome::Recorded
+                }
+            };
+            match conflict_of(request.send().await) {
+                Ok(()) => return Ok(outcome),
+                Err(WriteConflict::Cancelled) => tokio::time::sleep(backoff(attempt)).await,
+                Err(WriteConflict::Failed(err)) => return Err(err),
+            }
+        }
+        Err(StoreError::Contention)
     }
 
     /// Users whose profile carries this e-mail (at most two: enough to know whether the
@@ -412,6 +866,7 @@ impl Store {
                     owner: existing.user_id,
                 });
             }
+            let claims = self.payment_claims(&grant.payment_id).await?;
             let current = self
                 .get_user(&grant.user_id)
                 .await?
@@ -419,7 +874,27 @@ impl Store {
             let starts = current.paid_until.map_or(now, |until| until.max(now));
             let until = starts.plus_days(grant.days);
 
-            match self.write_grant(grant, &current, starts, until, now).await {
+            if claims.revokes() {
+                // Refunded or lost before it arrived: recorded as granted and revoked, so
+                // that a dispute won later restores it; the user ends as if it had been
+                // granted and then taken back.
+                match self
+                    .write_revoked_grant(grant, &current, &claims, starts, until, now)
+                    .await
+                {
+                    Ok(()) => return Ok(GrantOutcome::Revoked),
+                    Err(WriteConflict::Cancelled) => {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        continue;
+                    }
+                    Err(WriteConflict::Failed(err)) => return Err(err),
+                }
+            }
+
+            match self
+                .write_grant(grant, &current, &claims, starts, until, now)
+                .await
+            {
                 Ok(()) => {
                     return Ok(GrantOutcome::Applied(UserRecord {
                         plan: Some(grant.plan.clone()),
@@ -427,6 +902,7 @@ impl Store {
                         payment_date: Some(now),
                         last_payment_id: Some(grant.payment_id.clone()),
                         pending_checkout: None,
+                        refunded: false,
                         version: current.version + 1,
                         ..current
                     }));
@@ -443,10 +919,100 @@ impl Store {
         Err(StoreError::Contention)
     }
 
+    /// The grant mark, written only if the payment was never granted.
+    fn grant_mark(
+        &self,
+        grant: &Grant,
+        starts: Timestamp,
+        until: Timestamp,
+        now: Timestamp,
+        revoked: bool,
+    ) -> Result<Put, WriteConflict> {
+        let mut item = grant_key(&grant.payment_id);
+        item.extend(values([
+            ("user_id", s(grant.user_id.as_str())),
+            ("plan", s(&grant.plan)),
+            ("days", n(i64::from(grant.days))),
+            ("granted_from", n(starts.unix_seconds())),
+            ("granted_until", n(until.unix_seconds())),
+            ("applied_at", n(now.unix_seconds())),
+            ("source", s(grant.source.as_str())),
+            ("revoked", AttributeValue::Bool(revoked)),
+        ]));
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| WriteConflict::Failed(StoreError::Unavailable(e.to_string())))
+    }
+
+    /// Fails the transaction if the payment's claims changed since they were read.
+    fn claims_unchanged(
+        &self,
+        payment_id: &str,
+        claims: &Claims,
+    ) -> Result<TransactWriteItem, WriteConflict> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(claims_key(payment_id)))
+            .condition_expression("attribute_not_exists(pk) OR version = :claims_version")
+            .expression_attribute_values(":claims_version", n(claims.version))
+            .build()
+            .map_err(|e| WriteConflict::Failed(StoreError::Unavailable(e.to_string())))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// Records a payment that was refunded (or lost) before it arrived: the user ends as
+    /// if it had been granted and then taken back, whichever came first.
+    async fn write_revoked_grant(
+        &self,
+        grant: &Grant,
+        current: &UserRecord,
+        claims: &Claims,
+        starts: Timestamp,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), WriteConflict> {
+        let mark = self.grant_mark(grant, starts, until, now, true)?;
+        let access = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(user_key(&grant.user_id)))
+            .update_expression(
+                "SET user_id = :user, #plan = :plan, paid_until = :starts, payment_date = :now, \
+                 last_payment_id = :payment, refunded = :true, version = :next \
+                 REMOVE checkout_session_id, checkout_plan, checkout_created_at",
+            )
+            .condition_expression("attribute_not_exists(pk) OR version = :version")
+            .expression_attribute_names("#plan", "plan")
+            .set_expression_attribute_values(Some(values([
+                (":user", s(grant.user_id.as_str())),
+                (":plan", s(&grant.plan)),
+                (":starts", n(starts.unix_seconds())),
+                (":now", n(now.unix_seconds())),
+                (":payment", s(&grant.payment_id)),
+                (":true", AttributeValue::Bool(true)),
+                (":version", n(current.version as i64)),
+                (":next", n(current.version as i64 + 1)),
+            ])))
+            .build()
+            .map_err(|e| WriteConflict::Failed(StoreError::Unavailable(e.to_string())))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(mark).build())
+            .transact_items(TransactWriteItem::builder().update(access).build())
+            .transact_items(self.claims_unchanged(&grant.payment_id, claims)?)
+            .send()
+            .await;
+        conflict_of(result)
+    }
+
     async fn write_grant(
         &self,
         grant: &Grant,
         current: &UserRecord,
+        claims: &Claims,
         starts: Timestamp,
         until: Timestamp,
         now: Timestamp,
@@ -454,24 +1020,7 @@ impl Store {
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| {
             WriteConflict::Failed(StoreError::Unavailable(e.to_string()))
         };
-        let mark = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some({
-                let mut item = grant_key(&grant.payment_id);
-                item.extend(values([
-                    ("user_id", s(grant.user_id.as_str())),
-                    ("plan", s(&grant.plan)),
-                    ("days", n(i64::from(grant.days))),
-                    ("granted_from", n(starts.unix_seconds())),
-                    ("granted_until", n(until.unix_seconds())),
-                    ("applied_at", n(now.unix_seconds())),
-                    ("source", s(grant.source.as_str())),
-                ]));
-                item
-            }))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(build_error)?;
+        let mark = self.grant_mark(grant, starts, until, now, false)?;
 
         // The condition makes the read-modify-write safe: it fails if anyone granted
         // another payment to this user since we read `current`.
@@ -480,7 +1029,7 @@ impl Store {
             .set_key(Some(user_key(&grant.user_id)))
             .update_expression(
                 "SET user_id = :user, #plan = :plan, paid_until = :until, payment_date = :now, \
-                 last_payment_id = :payment, version = :next \
+                 last_payment_id = :payment, refunded = :false, version = :next \
                  REMOVE checkout_session_id, checkout_plan, checkout_created_at",
             )
             .condition_expression("attribute_not_exists(pk) OR version = :version")
@@ -491,6 +1040,7 @@ impl Store {
                 (":until", n(until.unix_seconds())),
                 (":now", n(now.unix_seconds())),
                 (":payment", s(&grant.payment_id)),
+                (":false", AttributeValue::Bool(false)),
                 (":version", n(current.version as i64)),
                 (":next", n(current.version as i64 + 1)),
             ])))
@@ -502,30 +1052,22 @@ impl Store {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(mark).build())
             .transact_items(TransactWriteItem::builder().update(access).build())
+            .transact_items(self.claims_unchanged(&grant.payment_id, claims)?)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    TransactWriteItemsError::TransactionCanceledException(_)
-                ) =>
-            {
-                Err(WriteConflict::Cancelled)
-            }
-            Err(other) => Err(WriteConflict::Failed(other.into())),
-        }
+        conflict_of(result)
     }
 
-    /// Keeps a succeeded payment that nothing linked to a user, for support to resolve.
-    pub async fn record_unmatched_payment(
+    /// Keeps a succeeded payment (`PAYMENT`) or a subscription (`SUBSCRIPTION`) that
+    /// nothing linked to a user, for support to resolve.
+    pub async fn record_unmatched(
         &self,
-        payment_id: &str,
+        kind: &str,
+        id: &str,
         customer_email: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut item = key(format!("PAYMENT#{payment_id}"), UNMATCHED);
+        let mut item = key(format!("{kind}#{id}"), UNMATCHED);
         item.extend(values([("received_at", n(now.unix_seconds()))]));
         if let Some(email) = customer_email {
             // Not `email`: that name feeds the user index.
@@ -547,6 +1089,26 @@ fn backoff(attempt: u32) -> Duration {
     use std::hash::{BuildHasher, RandomState};
     let jitter = RandomState::new().hash_one(attempt) % 10;
     Duration::from_millis(5 * u64::from(attempt + 1) + jitter)
+}
+
+fn conflict_of<T, R>(
+    result: Result<T, SdkError<TransactWriteItemsError, R>>,
+) -> Result<(), WriteConflict>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(service))
+            if matches!(
+                service.err(),
+                TransactWriteItemsError::TransactionCanceledException(_)
+            ) =>
+        {
+            Err(WriteConflict::Cancelled)
+        }
+        Err(other) => Err(WriteConflict::Failed(other.into())),
+    }
 }
 
 enum WriteConflict {

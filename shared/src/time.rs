@@ -52,6 +52,22 @@ impl Timestamp {
     }
 }
 
+/// Milliseconds since the epoch of an RFC 3339 time (for ordering events that may fall
+/// in the same second).
+pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    DateTime::from_str(text, DateTimeFormat::DateTime)
+        .ok()
+        .map(|dt| dt.secs() * 1000 + i64::from(dt.subsec_nanos() / 1_000_000))
+}
+
+/// Now, in milliseconds since the epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_rfc3339())
@@ -72,6 +88,13 @@ mod tests {
             Some(t)
         );
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn orders_events_within_a_second() {
+        let a = parse_rfc3339_millis("2026-01-01T00:00:00.100Z").expect("time");
+        let b = parse_rfc3339_millis("2026-01-01T00:00:00.250000Z").expect("time");
+        assert_eq!(b - a, 150);
     }
 
     #[test]

@@ -157,11 +157,11 @@ pub fn dodo_client_for(url: &str) -> DodoClient {
 }
 
 pub fn catalog() -> Catalog {
-    Catalog::single(Plan {
-        name: "monthly".into(),
-        product_id: ProductId::parse(PRODUCT).expect("valid"),
-        days: 30,
-    })
+    Catalog::single(Plan::pass(
+        "monthly",
+        ProductId::parse(PRODUCT).expect("valid"),
+        30,
+    ))
 }
 
 pub fn secret() -> WebhookSecret {

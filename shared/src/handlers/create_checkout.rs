@@ -17,6 +17,7 @@ use crate::plan::{Catalog, Plan};
 use crate::purchase::{DATAFAST_VISITOR_KEY, PLAN_KEY, USER_ID_KEY};
 use crate::runtime::Handler;
 use crate::store::{PendingCheckout, Store};
+use crate::subscription::SubscriptionStatus;
 use crate::time::Timestamp;
 
 /// How long a checkout waits for the product's price before answering without it.
@@ -84,6 +85,25 @@ impl CreateCheckoutHandler {
             })?,
         };
 
+        if plan.is_subscription() {
+            // One running subscription at a time: a second would bill twice.
+            let account = self.store.get_account(&caller.user_id).await?;
+            let running = account.subscriptions.iter().any(|s| {
+                s.grants_access(now)
+                    && matches!(
+                        s.status,
+                        SubscriptionStatus::Active | SubscriptionStatus::PastDue
+                    )
+            });
+            if running {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "already_subscribed",
+                    "you already have an active subscription; change or cancel it in the customer portal (POST /payment/portal)",
+                ));
+            }
+        }
+
         // Metadata links the session to the caller; it comes back on the payment and on
         // every webhook about it. Values are strings, as Dodo's oldest API requires.
         let mut metadata = BTreeMap::from([
@@ -145,9 +165,13 @@ impl CreateCheckoutHandler {
         ))
     }
 
-    /// The plan's display price from Dodo's product, cached for the container's life. A
-    /// slow or failing lookup never fails the checkout: the price is then null.
+    /// The plan's display price: the catalogue's, else Dodo's product price, cached for the
+    /// container's life. A slow or failing lookup never fails the checkout: the price is
+    /// then null.
     async fn price_of(&self, plan: &Plan) -> Option<String> {
+        if let Some(price) = &plan.price {
+            return Some(price.clone());
+        }
         let key = plan.product_id.as_str();
         if let Some(price) = self.cached_price(key) {
             return Some(price);

@@ -32,10 +32,10 @@ impl StatusHandler {
     ) -> Result<Response<Body>, ApiError> {
         let caller = caller(request)?;
         // An unknown user has simply not paid: `none`, not an error.
-        let record = self.store.get_user(&caller.user_id).await?;
+        let account = self.store.get_account(&caller.user_id).await?;
         Ok(json_response(
             StatusCode::OK,
-            &AccessView::of(record.as_ref(), now),
+            &AccessView::of(&account, now),
         ))
     }
 }

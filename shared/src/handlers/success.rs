@@ -14,10 +14,10 @@ use crate::config::{DodoConfig, StoreConfig, Vars};
 use crate::dodo::{DodoClient, PaymentStatus};
 use crate::ids::PaymentId;
 use crate::plan::Catalog;
-use crate::purchase::{Linking, owner_of, plan_for};
+use crate::purchase::{Linking, owner_of, plan_for, subscription_plan_for};
 use crate::runtime::Handler;
 use crate::store::{Grant, GrantOutcome, GrantSource, Store};
-use crate::time::Timestamp;
+use crate::time::{Timestamp, now_millis};
 
 #[derive(Debug, Default, Deserialize)]
 struct SuccessInput {
@@ -121,40 +121,64 @@ impl SuccessHandler {
             }
         }
 
-        let plan = plan_for(&self.catalog, &payment).ok_or_else(|| {
+        let not_ours = || {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "payment_not_for_this_product",
                 "this payment bought a product this paywall does not sell",
             )
-        })?;
-        let grant = Grant {
-            user_id: caller.user_id.clone(),
-            payment_id: payment.payment_id.clone(),
-            plan: plan.name.clone(),
-            days: plan.days,
-            source: GrantSource::SuccessCall,
         };
-        let record = match self.store.apply_grant(&grant, now).await? {
-            GrantOutcome::Applied(record) => {
-                tracing::info!(user_id = %caller.user_id, payment_id = %payment_id, "payment granted by the success call");
-                Some(record)
+        let plan = plan_for(&self.catalog, &payment);
+        if let Some(subscription_id) = &payment.subscription_id {
+            // A subscription's payment: access follows the subscription, so take its
+            // state from Dodo now (the freshest there is) instead of granting days.
+            let subscription = self.dodo.get_subscription(subscription_id).await?;
+            let plan = subscription_plan_for(&self.catalog, &subscription).ok_or_else(not_ours)?;
+            self.store
+                .apply_subscription(&caller.user_id, &subscription, &plan.name, now_millis())
+                .await?;
+        } else {
+            let plan = plan.filter(|p| !p.is_subscription()).ok_or_else(not_ours)?;
+            let grant = Grant {
+                user_id: caller.user_id.clone(),
+                payment_id: payment.payment_id.clone(),
+                plan: plan.name.clone(),
+                days: plan.days,
+                source: GrantSource::SuccessCall,
+            };
+            match self.store.apply_grant(&grant, now).await? {
+                GrantOutcome::Applied(_) => {
+                    tracing::info!(user_id = %caller.user_id, payment_id = %payment_id, "payment granted by the success call");
+                }
+                // Granted before (by the webhook or an earlier call): answer as a success.
+                GrantOutcome::AlreadyApplied { owner } if owner == caller.user_id => {}
+                GrantOutcome::AlreadyApplied { .. } => {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "payment_not_yours",
+                        "this payment does not belong to the signed-in user",
+                    ));
+                }
+                GrantOutcome::Revoked => {
+                    return Err(ApiError::new(
+                        StatusCode::PAYMENT_REQUIRED,
+                        "payment_refunded",
+                        "this payment was refunded or lost in a dispute; no access was granted",
+                    ));
+                }
             }
-            // Granted before (by the webhook or an earlier call): answer as a success.
-            GrantOutcome::AlreadyApplied { owner } if owner == caller.user_id => {
-                self.store.get_user(&caller.user_id).await?
-            }
-            GrantOutcome::AlreadyApplied { .. } => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "payment_not_yours",
-                    "this payment does not belong to the signed-in user",
-                ));
-            }
-        };
+        }
 
-        let mut body = serde_json::to_value(AccessView::of(record.as_ref(), now))
-            .unwrap_or_else(|_| json!({}));
+        let account = self.store.get_account(&caller.user_id).await?;
+        let view = AccessView::of(&account, now);
+        if !view.has_paid {
+            // Paid, but the subscription is not active yet: Dodo's webhook will tell.
+            return Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({"status": "pending", "message": "the subscription is not active yet; ask again shortly"}),
+            ));
+        }
+        let mut body = serde_json::to_value(view).unwrap_or_else(|_| json!({}));
         body["status"] = json!("success");
         body["message"] = json!("payment confirmed");
         Ok(json_response(StatusCode::OK, &body))

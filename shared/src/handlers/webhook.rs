@@ -12,10 +12,13 @@ use crate::config::{StoreConfig, Vars, WebhookConfig};
 use crate::dodo::{Payment, PaymentStatus};
 use crate::events::{self, Event};
 use crate::plan::Catalog;
-use crate::purchase::{Linking, owner_of, plan_for};
+use crate::purchase::{Linking, owner_of, plan_for, subscription_owner_of, subscription_plan_for};
 use crate::runtime::Handler;
-use crate::store::{Grant, GrantOutcome, GrantSource, Store};
-use crate::time::Timestamp;
+use crate::store::{
+    Claim, ClaimOutcome, Grant, GrantOutcome, GrantSource, Store, SubscriptionOutcome,
+};
+use crate::subscription::Subscription;
+use crate::time::{Timestamp, now_millis};
 use crate::webhook_signature::{SignedHeaders, WebhookSecret, verify};
 
 pub struct WebhookHandler {
@@ -75,6 +78,34 @@ impl WebhookHandler {
 
         let outcome = match event {
             Event::PaymentSucceeded(payment) => self.on_payment_succeeded(&payment, now).await?,
+            Event::Subscription {
+                event_type,
+                subscription,
+                occurred_at,
+            } => {
+                let occurred_at = occurred_at.unwrap_or_else(now_millis);
+                self.on_subscription(&event_type, &subscription, occurred_at, now)
+                    .await?
+            }
+            Event::Refund { payment_id, full } => {
+                let outcome = self
+                    .store
+                    .apply_claim(&payment_id, &Claim::Refund { full }, now)
+                    .await?;
+                claim_outcome(outcome)
+            }
+            Event::Dispute {
+                payment_id,
+                status,
+                occurred_at,
+            } => {
+                let event_at = occurred_at.unwrap_or_else(now_millis);
+                let outcome = self
+                    .store
+                    .apply_claim(&payment_id, &Claim::Dispute { status, event_at }, now)
+                    .await?;
+                claim_outcome(outcome)
+            }
             Event::Ignored { event_type } => {
                 tracing::info!(webhook_id = %delivery_id, event_type = %event_type, "event ignored");
                 "ignored"
@@ -101,7 +132,15 @@ impl WebhookHandler {
             tracing::info!(payment_id, status = ?payment.status, "payment.succeeded carries a payment that has not succeeded");
             return Ok("ignored");
         }
-        let Some(plan) = plan_for(&self.catalog, payment) else {
+        if let Some(subscription_id) = &payment.subscription_id {
+            // Its subscription's events grant the access; remember whose it is, for
+            // subscription events that carry no metadata of ours.
+            if let Some(user) = owner_of(&self.store, payment, Linking::AllowEmail).await? {
+                self.store.link_subscription(&user, subscription_id).await?;
+            }
+            return Ok("subscription_payment");
+        }
+        let Some(plan) = plan_for(&self.catalog, payment).filter(|p| !p.is_subscription()) else {
             tracing::info!(
                 payment_id,
                 "payment for a product this paywall does not sell"
@@ -111,7 +150,12 @@ impl WebhookHandler {
         let Some(user_id) = owner_of(&self.store, payment, Linking::AllowEmail).await? else {
             // Retrying cannot help; keep it for support rather than lose it.
             self.store
-                .record_unmatched_payment(payment_id, payment.customer_email.as_deref(), now)
+                .record_unmatched(
+                    "PAYMENT",
+                    payment_id,
+                    payment.customer_email.as_deref(),
+                    now,
+                )
                 .await?;
             tracing::warn!(
                 payment_id,
@@ -132,7 +176,55 @@ impl WebhookHandler {
                 "granted"
             }
             GrantOutcome::AlreadyApplied { .. } => "duplicate",
+            GrantOutcome::Revoked => "revoked",
         })
+    }
+
+    /// Stores the subscription's state for its owner unless a newer event was applied.
+    async fn on_subscription(
+        &self,
+        event_type: &str,
+        subscription: &Subscription,
+        occurred_at: i64,
+        now: Timestamp,
+    ) -> Result<&'static str, ApiError> {
+        let id = &subscription.subscription_id;
+        let Some(plan) = subscription_plan_for(&self.catalog, subscription) else {
+            tracing::info!(subscription_id = %id, "subscription to a product this paywall does not sell");
+            return Ok("ignored");
+        };
+        let Some(user) =
+            subscription_owner_of(&self.store, subscription, Linking::AllowEmail).await?
+        else {
+            self.store
+                .record_unmatched(
+                    "SUBSCRIPTION",
+                    id,
+                    subscription.customer_email.as_deref(),
+                    now,
+                )
+                .await?;
+            tracing::warn!(subscription_id = %id, "subscription linked to no user; kept as unmatched");
+            return Ok("unmatched");
+        };
+        let outcome = self
+            .store
+            .apply_subscription(&user, subscription, &plan.name, occurred_at)
+            .await?;
+        tracing::info!(subscription_id = %id, user_id = %user, event_type, status = subscription.status.as_str(), ?outcome, "subscription event");
+        Ok(match outcome {
+            SubscriptionOutcome::Applied => "applied",
+            SubscriptionOutcome::Stale => "stale",
+        })
+    }
+}
+
+fn claim_outcome(outcome: ClaimOutcome) -> &'static str {
+    match outcome {
+        ClaimOutcome::Revoked => "revoked",
+        ClaimOutcome::Restored => "restored",
+        ClaimOutcome::Recorded => "recorded",
+        ClaimOutcome::Unchanged => "duplicate",
     }
 }
 

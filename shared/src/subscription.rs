@@ -1,0 +1,185 @@
+//! Dodo subscriptions: the parts of the Subscription object that decide access, and what
+//! access each state gives.
+//!
+//! Dodo delivers webhooks in no guaranteed order, each carrying the subscription's latest
+//! state. The store keeps, per subscription, the state of the most recent event (by the
+//! envelope's `timestamp`), so every order of the same deliveries ends in the same state.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::time::Timestamp;
+
+/// Dodo's subscription statuses; unknown values are kept and give no access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    Pending,
+    Active,
+    PastDue,
+    OnHold,
+    Paused,
+    Cancelled,
+    Expired,
+    Failed,
+    Unknown(String),
+}
+
+impl SubscriptionStatus {
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "pending" => Self::Pending,
+            "active" => Self::Active,
+            "past_due" => Self::PastDue,
+            "on_hold" => Self::OnHold,
+            "paused" => Self::Paused,
+            "cancelled" => Self::Cancelled,
+            "expired" => Self::Expired,
+            "failed" => Self::Failed,
+            other => Self::Unknown(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::OnHold => "on_hold",
+            Self::Paused => "paused",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+            Self::Failed => "failed",
+            Self::Unknown(other) => other,
+        }
+    }
+}
+
+/// One subscription's state as Dodo last reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub subscription_id: String,
+    pub status: SubscriptionStatus,
+    pub product_id: Option<String>,
+    /// The end of the current paid period.
+    pub next_billing_date: Option<Timestamp>,
+    /// The end of the grace period of a failed renewal.
+    pub past_due_ends_at: Option<Timestamp>,
+    pub cancel_at_next_billing_date: bool,
+    pub customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Until when a subscription state gives access, if it gives any: active until the end of
+/// the paid period; past due until the grace period ends; cancelled until the end of the
+/// period already paid; on hold, paused, expired, failed and pending give none.
+pub fn access_until(
+    status: &SubscriptionStatus,
+    next_billing_date: Option<Timestamp>,
+    past_due_ends_at: Option<Timestamp>,
+) -> Option<Timestamp> {
+    match status {
+        SubscriptionStatus::Active | SubscriptionStatus::Cancelled => next_billing_date,
+        SubscriptionStatus::PastDue => past_due_ends_at.or(next_billing_date),
+        _ => None,
+    }
+}
+
+fn text<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn time(value: &Value, key: &str) -> Option<Timestamp> {
+    text(value, key).and_then(Timestamp::parse_rfc3339)
+}
+
+impl Subscription {
+    /// Reads a Subscription object leniently: `subscription_id` and `status` are required.
+    pub fn from_json(value: &Value) -> Result<Self, String> {
+        let subscription_id =
+            text(value, "subscription_id").ok_or("subscription without subscription_id")?;
+        let status = text(value, "status").ok_or("subscription without status")?;
+        let customer = value.get("customer").unwrap_or(&Value::Null);
+        Ok(Self {
+            subscription_id: subscription_id.to_owned(),
+            status: SubscriptionStatus::parse(status),
+            product_id: text(value, "product_id").map(str::to_owned),
+            next_billing_date: time(value, "next_billing_date"),
+            past_due_ends_at: time(value, "past_due_ends_at"),
+            cancel_at_next_billing_date: value
+                .get("cancel_at_next_billing_date")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            customer_id: text(customer, "customer_id").map(str::to_owned),
+            customer_email: text(customer, "email").map(str::to_owned),
+            metadata: crate::dodo::metadata_of(value),
+        })
+    }
+
+    pub fn access_until(&self) -> Option<Timestamp> {
+        access_until(&self.status, self.next_billing_date, self.past_due_ends_at)
+    }
+
+    pub fn grants_access(&self, now: Timestamp) -> bool {
+        self.access_until().is_some_and(|until| until > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sub(status: &str) -> Subscription {
+        Subscription::from_json(&json!({
+            "subscription_id": "sub_1", "status": status, "product_id": "pdt_pro",
+            "next_billing_date": "2030-02-01T00:00:00Z",
+            "past_due_ends_at": "2030-02-04T00:00:00.000000Z",
+            "cancel_at_next_billing_date": true,
+            "customer": {"customer_id": "cus_1", "email": "a@example.com"},
+            "metadata": {"user_id": "u1"},
+            "addons": [], "meters": [{"unknown": true}],
+        }))
+        .expect("valid")
+    }
+
+    #[test]
+    fn each_state_gives_the_access_dodo_describes() {
+        let now = Timestamp::parse_rfc3339("2030-01-15T00:00:00Z").expect("time");
+        let feb1 = Timestamp::parse_rfc3339("2030-02-01T00:00:00Z");
+        let feb4 = Timestamp::parse_rfc3339("2030-02-04T00:00:00Z");
+        assert_eq!(sub("active").access_until(), feb1);
+        assert_eq!(sub("cancelled").access_until(), feb1);
+        assert_eq!(sub("past_due").access_until(), feb4);
+        for none in [
+            "on_hold",
+            "paused",
+            "expired",
+            "failed",
+            "pending",
+            "hibernating",
+        ] {
+            assert_eq!(sub(none).access_until(), None, "{none}");
+            assert!(!sub(none).grants_access(now));
+        }
+        assert!(sub("active").grants_access(now));
+        let s = sub("active");
+        assert!(s.cancel_at_next_billing_date);
+        assert_eq!(s.customer_id.as_deref(), Some("cus_1"));
+        assert_eq!(s.metadata.get("user_id").map(String::as_str), Some("u1"));
+        assert_eq!(
+            sub("hibernating").status,
+            SubscriptionStatus::Unknown("hibernating".into())
+        );
+    }
+
+    #[test]
+    fn a_subscription_needs_its_id_and_status() {
+        assert!(Subscription::from_json(&json!({"status": "active"})).is_err());
+        assert!(Subscription::from_json(&json!({"subscription_id": "sub_1"})).is_err());
+    }
+}
