@@ -81,6 +81,7 @@ struct Checkout {
 struct Inner {
     checkouts: HashMap<String, Checkout>,
     payments: HashMap<String, Value>,
+    subscriptions: HashMap<String, Value>,
     fault: Option<Fault>,
     deliveries: Vec<Delivery>,
     api_calls: Vec<String>,
@@ -186,6 +187,14 @@ impl DodoSimulator {
         }
     }
 
+    /// Stores a subscription exactly as given, served by `GET /subscriptions/{id}`.
+    pub fn put_subscription(&self, subscription: Value) {
+        if let Some(id) = subscription.get("subscription_id").and_then(Value::as_str) {
+            let id = id.to_owned();
+            self.with(|inner| inner.subscriptions.insert(id, subscription));
+        }
+    }
+
     pub fn payment(&self, id: &str) -> Option<Value> {
         self.with(|inner| inner.payments.get(id).cloned())
     }
@@ -229,6 +238,12 @@ impl DodoSimulator {
             .route("/checkouts/{id}", get(get_checkout))
             .route("/payments/{id}", get(get_payment))
             .route("/products/{id}", get(get_product))
+            .route("/subscriptions/{id}", get(get_subscription))
+            .route(
+                "/customers/{id}/customer-portal/session",
+                axum::routing::post(portal_session),
+            )
+            .route("/portal/{customer}", get(portal_page))
             .route(
                 "/checkout/{session}",
                 get(checkout_page).post(complete_checkout),
@@ -578,6 +593,20 @@ async fn get_payment(
     }
 }
 
+async fn get_subscription(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, format!("GET /subscriptions/{id}")).await {
+        return answer;
+    }
+    match sim.with(|inner| inner.subscriptions.get(&id).cloned()) {
+        Some(subscription) => axum::Json(subscription).into_response(),
+        None => dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Subscription not found"),
+    }
+}
+
 async fn get_product(
     State(sim): State<DodoSimulator>,
     headers: HeaderMap,
@@ -595,6 +624,32 @@ async fn get_product(
         "tax_category": "saas",
     }))
     .into_response()
+}
+
+async fn portal_session(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(answer) = sim
+        .gate(
+            &headers,
+            format!("POST /customers/{id}/customer-portal/session"),
+        )
+        .await
+    {
+        return answer;
+    }
+    axum::Json(json!({"link": format!("{}/portal/{id}", sim.shared.public_url)})).into_response()
+}
+
+async fn portal_page(Path(customer): Path<String>) -> Html<String> {
+    Html(format!(
+        "<!doctype html><title>Customer portal (Dodo simulator)</title>\
+         <h1>Customer portal</h1><p>Customer <code>{}</code>: subscriptions, cards and \
+         invoices would be managed here.</p>",
+        escape_html(&customer)
+    ))
 }
 
 fn escape_html(text: &str) -> String {

@@ -26,7 +26,9 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body as LambdaBody, RequestExt};
 use paywall::config::{CheckoutConfig, DodoConfig, Vars};
 use paywall::dodo::DodoClient;
-use paywall::handlers::{CreateCheckoutHandler, StatusHandler, SuccessHandler, WebhookHandler};
+use paywall::handlers::{
+    CreateCheckoutHandler, PortalHandler, StatusHandler, SuccessHandler, WebhookHandler,
+};
 use paywall::plan::Catalog;
 use paywall::runtime::Handler;
 use paywall::store::Store;
@@ -55,6 +57,7 @@ struct App {
     status: StatusHandler,
     create_checkout: CreateCheckoutHandler,
     success: SuccessHandler,
+    portal: PortalHandler,
     webhook: WebhookHandler,
     jwt_secret: Vec<u8>,
 }
@@ -150,7 +153,8 @@ pub async fn run(
             catalog.clone(),
             checkout,
         ),
-        success: SuccessHandler::new(store.clone(), dodo, catalog.clone()),
+        success: SuccessHandler::new(store.clone(), dodo.clone(), catalog.clone()),
+        portal: PortalHandler::new(store.clone(), dodo),
         webhook: WebhookHandler::new(store, webhook_secret, catalog),
         jwt_secret: jwt_secret.into_bytes(),
     });
@@ -161,6 +165,7 @@ pub async fn run(
         .route("/payment/status", get(status))
         .route("/payment/create-checkout-session", post(create_checkout))
         .route("/payment/success", post(success))
+        .route("/payment/portal", post(portal))
         .route("/payment/webhook", any(webhook))
         .route("/payment/webhook/{*rest}", any(webhook))
         .with_state(Arc::clone(&app));
@@ -313,6 +318,10 @@ async fn create_checkout(State(app): State<Arc<App>>, request: Request) -> Respo
 
 async fn success(State(app): State<Arc<App>>, request: Request) -> Response {
     authorized(&app, &app.success, request).await
+}
+
+async fn portal(State(app): State<Arc<App>>, request: Request) -> Response {
+    authorized(&app, &app.portal, request).await
 }
 
 /// The webhook is public, like the Function URL (`AuthType: NONE`): its signature is

@@ -135,6 +135,7 @@ async fn has_paid_is_derived_from_the_expiry_at_read_time() {
             &paywall::store::Grant {
                 user_id: user(ALICE),
                 payment_id: "pay_old".into(),
+                customer_id: None,
                 plan: "monthly".into(),
                 days: 30,
                 source: paywall::store::GrantSource::Webhook,
@@ -774,4 +775,102 @@ async fn a_non_post_webhook_is_405() {
     let request = lambda_http::request::from_str(&event.to_string()).expect("event");
     let (status, _) = read(world.webhook().handle(request).await).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+// ---- portal --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_portal_opens_for_the_callers_own_customer_only() {
+    let world = World::new().await;
+    let portal = paywall::handlers::PortalHandler::new(world.store.clone(), world.dodo_client());
+    let call = |user: &'static str| {
+        let portal = &portal;
+        async move {
+            read(
+                portal
+                    .handle(api_event(
+                        "POST",
+                        "/payment/portal",
+                        Some((user, None)),
+                        None,
+                    ))
+                    .await,
+            )
+            .await
+        }
+    };
+    let (status, body) = call(ALICE).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "never paid: {body}");
+    assert_eq!(body["error"]["code"], "no_customer");
+
+    let payment = world.dodo_payment("pay_portal", "succeeded", Some(ALICE), None);
+    let (status, _) = deliver(&world, &payment_event("payment.succeeded", &payment)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = call(ALICE).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let link = body["portal_url"].as_str().expect("portal_url");
+    assert!(link.ends_with("/portal/cus_1"), "{link}");
+    assert!(
+        world
+            .sim()
+            .api_calls()
+            .contains(&"POST /customers/cus_1/customer-portal/session".to_owned())
+    );
+
+    // Bob, who never paid, gets no portal, and certainly not Alice's.
+    let (status, _) = call(BOB).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = read(
+        portal
+            .handle(api_event("POST", "/payment/portal", None, None))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn applied_deliveries_are_kept_in_the_users_audit_trail() {
+    let world = World::new().await;
+    let payment = world.dodo_payment("pay_audit", "succeeded", Some(ALICE), None);
+    let event = payment_event("payment.succeeded", &payment);
+    let now = Timestamp::now().unix_seconds();
+    for id in ["msg_first", "msg_first", "msg_second"] {
+        let (status, _) = read(
+            world
+                .webhook()
+                .handle(signed_webhook(&event, id, now))
+                .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let trail = world.store.audit_trail(&user(ALICE)).await.expect("read");
+    let seen: Vec<(&str, &str, &str)> = trail
+        .iter()
+        .map(|e| {
+            (
+                e.webhook_id.as_str(),
+                e.event_type.as_str(),
+                e.effect.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen.len(),
+        2,
+        "one entry per delivery, retries included: {seen:?}"
+    );
+    assert!(
+        seen.contains(&("msg_first", "payment.succeeded", "granted")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&("msg_second", "payment.succeeded", "duplicate")),
+        "{seen:?}"
+    );
+    assert!(trail.iter().all(|e| e.object_id == "pay_audit"));
+    // The trail never shows up in the status.
+    assert_eq!(status_of(&world, ALICE).await["has_paid"], true);
 }

@@ -303,3 +303,83 @@ async fn a_dispute_lost_then_won_ends_restored_in_every_order() {
         assert_eq!(got, lost, "order {order:?}");
     }
 }
+
+#[tokio::test]
+async fn a_second_subscription_is_refused_while_one_runs_and_its_payment_confirms_by_state() {
+    use paywall::config::CheckoutConfig;
+    use paywall::handlers::{CreateCheckoutHandler, SuccessHandler};
+    use paywall::runtime::Handler;
+
+    let runner = Runner::new().await;
+    let world = &runner.world;
+    let now = runner.now.unix_seconds();
+    let user = "subscriber";
+    let subscription = json!({
+        "subscription_id": "sub_live", "status": "active", "product_id": PRO,
+        "next_billing_date": iso(now + 30 * SECONDS_PER_DAY), "cancel_at_next_billing_date": false,
+        "metadata": {"user_id": user, "plan": "pro"},
+        "customer": {"customer_id": "cus_sub", "email": "subscriber@example.com"},
+    });
+    world.sim().put_subscription(subscription);
+    world.sim().put_payment(json!({
+        "payment_id": "pay_sub_first", "status": "succeeded", "subscription_id": "sub_live",
+        "metadata": {"user_id": user, "plan": "pro"},
+        "customer": {"customer_id": "cus_sub", "email": "subscriber@example.com"},
+    }));
+
+    // The buyer returns before any webhook: the success call reads the subscription.
+    let success = SuccessHandler::new(
+        world.store.clone(),
+        world.dodo_client(),
+        catalog_with_subscription(),
+    );
+    let (status, body) = read(
+        success
+            .handle(api_event(
+                "POST",
+                "/payment/success",
+                Some((user, None)),
+                Some(r#"{"payment_id":"pay_sub_first"}"#),
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["has_paid"], true);
+    assert_eq!(body["subscription_id"], "sub_live");
+    assert_eq!(
+        body["payment_date"],
+        Value::Null,
+        "no pass days were granted"
+    );
+
+    let checkout = CreateCheckoutHandler::new(
+        world.store.clone(),
+        world.dodo_client(),
+        catalog_with_subscription(),
+        CheckoutConfig {
+            success_url: SUCCESS_URL.to_owned(),
+        },
+    );
+    let open = |plan: &str| {
+        api_event(
+            "POST",
+            "/payment/create-checkout-session",
+            Some((user, None)),
+            Some(&json!({"plan": plan}).to_string()),
+        )
+    };
+    let (status, body) = read(checkout.handle(open("pro")).await).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "already_subscribed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/payment/portal")
+    );
+    // A pass is still for sale.
+    let (status, body) = read(checkout.handle(open("monthly")).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

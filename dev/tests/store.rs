@@ -17,6 +17,7 @@ fn grant(user_id: &str, payment_id: &str) -> Grant {
     Grant {
         user_id: user(user_id),
         payment_id: payment_id.to_owned(),
+        customer_id: Some("cus_1".to_owned()),
         plan: "monthly".to_owned(),
         days: 30,
         source: GrantSource::Webhook,

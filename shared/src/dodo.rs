@@ -328,6 +328,26 @@ impl DodoClient {
         crate::subscription::Subscription::from_json(&answer).map_err(DodoError::Decode)
     }
 
+    /// `POST /customers/{id}/customer-portal/session`: a link to Dodo's customer portal,
+    /// where the customer manages subscriptions, payment methods and invoices.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_portal_session(&self, customer_id: &str) -> Result<String, DodoError> {
+        let id = crate::ids::PaymentId::parse(customer_id)
+            .map_err(|e| DodoError::Decode(e.to_string()))?;
+        // Not retried unless the connection never opened: each call opens a session.
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("/customers/{id}/customer-portal/session?send_email=false"),
+                None,
+                Retry::OnlyIfNotSent,
+            )
+            .await?;
+        str_field(&answer, "link")
+            .map(str::to_owned)
+            .ok_or_else(|| DodoError::Decode("portal session without link".to_owned()))
+    }
+
     /// `GET /products/{id}`, as Dodo's JSON.
     #[tracing::instrument(skip_all, fields(product_id = %id))]
     pub async fn get_product(&self, id: &ProductId) -> Result<Value, DodoError> {

@@ -25,12 +25,25 @@ pub enum Event {
     Refund { payment_id: String, full: bool },
     /// `dispute.*`: the dispute's latest status (`dispute_lost`, `dispute_won`, ...).
     Dispute {
+        event_type: String,
         payment_id: String,
         status: String,
         occurred_at: Option<i64>,
     },
     /// Any other type: acknowledged, no change.
     Ignored { event_type: String },
+}
+
+impl Event {
+    /// Dodo's `type` of the event.
+    pub fn event_type(&self) -> &str {
+        match self {
+            Self::PaymentSucceeded(_) => "payment.succeeded",
+            Self::Subscription { event_type, .. } | Self::Ignored { event_type } => event_type,
+            Self::Refund { .. } => "refund.succeeded",
+            Self::Dispute { event_type, .. } => event_type,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -97,6 +110,7 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("dispute_{}", &dispute["dispute.".len()..]));
             Ok(Event::Dispute {
+                event_type: event_type.to_owned(),
                 payment_id: payment_id()?,
                 status,
                 occurred_at,
@@ -172,6 +186,7 @@ mod tests {
         assert_eq!(
             event,
             Ok(Event::Dispute {
+                event_type: "dispute.lost".into(),
                 payment_id: "pay_1".into(),
                 status: "dispute_lost".into(),
                 occurred_at: None

@@ -20,6 +20,9 @@
 //! - `SUBSCRIPTION#{id}` / `OWNER` and `CUSTOMER#{id}` / `OWNER`: which user a Dodo
 //!   subscription or customer belongs to, for events that carry no metadata of ours.
 //!
+//! - `USER#{sub}` / `LOG#{webhook_id}`: the audit trail, one entry per delivery applied
+//!   (type, time, effect), kept a year.
+//!
 //! `expires_at` (unix seconds) is the table's TTL attribute.
 
 use std::collections::HashMap;
@@ -42,6 +45,11 @@ const SESSION: &str = "SESSION";
 const UNMATCHED: &str = "UNMATCHED";
 const CLAIMS: &str = "CLAIMS";
 const OWNER: &str = "OWNER";
+/// Sort-key prefix of a user's audit entries (sorts before `PROFILE`, so status reads
+/// never touch them).
+const LOG_PREFIX: &str = "LOG#";
+/// How long the audit trail keeps an entry.
+const AUDIT_DAYS: i64 = 365;
 /// Sort keys of a user's own items: `PROFILE`, then `SUB#{id}` (both sort at or after
 /// `PROFILE`, so one query reads a user's whole access).
 const SUBSCRIPTION_PREFIX: &str = "SUB#";
@@ -157,6 +165,18 @@ impl SubscriptionRecord {
     }
 }
 
+/// One applied webhook delivery in a user's audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub webhook_id: String,
+    pub event_type: String,
+    /// What it did: `granted`, `duplicate`, `applied`, `stale`, `revoked`, ...
+    pub effect: String,
+    /// The payment or subscription it was about.
+    pub object_id: String,
+    pub at: Timestamp,
+}
+
 /// Everything that decides one user's access.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Account {
@@ -191,6 +211,8 @@ impl GrantSource {
 pub struct Grant {
     pub user_id: UserId,
     pub payment_id: String,
+    /// The buyer's Dodo customer id, when the payment says.
+    pub customer_id: Option<String>,
     pub plan: String,
     pub days: u32,
     pub source: GrantSource,
@@ -611,6 +633,73 @@ impl Store {
         Err(StoreError::Contention)
     }
 
+    /// Adds a delivery to the user's audit trail. Keyed by the delivery id and written
+    /// once, so Dodo's retries of one delivery leave its first effect.
+    pub async fn record_event(&self, user: &UserId, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut item = key(
+            format!("USER#{user}"),
+            &format!("{LOG_PREFIX}{}", entry.webhook_id),
+        );
+        item.extend(values([
+            ("webhook_id", s(&entry.webhook_id)),
+            ("event_type", s(&entry.event_type)),
+            ("effect", s(&entry.effect)),
+            ("object_id", s(&entry.object_id)),
+            ("at", n(entry.at.unix_seconds())),
+            (
+                "expires_at",
+                n(entry.at.unix_seconds() + AUDIT_DAYS * SECONDS_PER_DAY),
+            ),
+        ]));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// A user's audit trail, oldest first (for support).
+    pub async fn audit_trail(&self, user: &UserId) -> Result<Vec<AuditEntry>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :log)")
+            .expression_attribute_values(":pk", s(format!("USER#{user}")))
+            .expression_attribute_values(":log", s(LOG_PREFIX))
+            .send()
+            .await?;
+        let mut entries = output
+            .items()
+            .iter()
+            .map(|item| {
+                Ok(AuditEntry {
+                    webhook_id: get_s(item, "webhook_id").unwrap_or_default().to_owned(),
+                    event_type: get_s(item, "event_type").unwrap_or_default().to_owned(),
+                    effect: get_s(item, "effect").unwrap_or_default().to_owned(),
+                    object_id: get_s(item, "object_id").unwrap_or_default().to_owned(),
+                    at: get_time(item, "at")?.unwrap_or(Timestamp::from_unix_seconds(0)),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        entries.sort_by_key(|e| e.at);
+        Ok(entries)
+    }
+
     /// Which user opened a checkout session, if we opened it.
     pub async fn checkout_owner(&self, session_id: &str) -> Result<Option<UserId>, StoreError> {
         self.get(checkout_key(session_id))
@@ -1024,26 +1113,34 @@ impl Store {
 
         // The condition makes the read-modify-write safe: it fails if anyone granted
         // another payment to this user since we read `current`.
+        let mut attribute_values = values([
+            (":user", s(grant.user_id.as_str())),
+            (":plan", s(&grant.plan)),
+            (":until", n(until.unix_seconds())),
+            (":now", n(now.unix_seconds())),
+            (":payment", s(&grant.payment_id)),
+            (":false", AttributeValue::Bool(false)),
+            (":version", n(current.version as i64)),
+            (":next", n(current.version as i64 + 1)),
+        ]);
+        let mut set = String::from(
+            "SET user_id = :user, #plan = :plan, paid_until = :until, payment_date = :now, \
+             last_payment_id = :payment, refunded = :false, version = :next",
+        );
+        // The buyer's Dodo customer, for the customer portal.
+        if let Some(customer) = &grant.customer_id {
+            set.push_str(", customer_id = :customer");
+            attribute_values.insert(":customer".to_owned(), s(customer));
+        }
         let access = Update::builder()
             .table_name(&self.table)
             .set_key(Some(user_key(&grant.user_id)))
-            .update_expression(
-                "SET user_id = :user, #plan = :plan, paid_until = :until, payment_date = :now, \
-                 last_payment_id = :payment, refunded = :false, version = :next \
-                 REMOVE checkout_session_id, checkout_plan, checkout_created_at",
-            )
+            .update_expression(format!(
+                "{set} REMOVE checkout_session_id, checkout_plan, checkout_created_at"
+            ))
             .condition_expression("attribute_not_exists(pk) OR version = :version")
             .expression_attribute_names("#plan", "plan")
-            .set_expression_attribute_values(Some(values([
-                (":user", s(grant.user_id.as_str())),
-                (":plan", s(&grant.plan)),
-                (":until", n(until.unix_seconds())),
-                (":now", n(now.unix_seconds())),
-                (":payment", s(&grant.payment_id)),
-                (":false", AttributeValue::Bool(false)),
-                (":version", n(current.version as i64)),
-                (":next", n(current.version as i64 + 1)),
-            ])))
+            .set_expression_attribute_values(Some(attribute_values))
             .build()
             .map_err(build_error)?;
 

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PRODUCT: &str = "pdt_bench";
 const FUNCTIONS: [&str; 4] = ["status", "create-checkout", "success", "webhook"];
+// (portal is create-checkout's twin in size and start-up: one Dodo client, one read.)
 
 struct Options {
     cold: usize,

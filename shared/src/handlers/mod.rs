@@ -1,12 +1,14 @@
-//! The four endpoints. Each is a struct holding what it needs (built once at cold start)
+//! The endpoints. Each is a struct holding what it needs (built once at cold start)
 //! and answering every request through [`crate::runtime::Handler`].
 
 pub mod create_checkout;
+pub mod portal;
 pub mod status;
 pub mod success;
 pub mod webhook;
 
 pub use create_checkout::CreateCheckoutHandler;
+pub use portal::PortalHandler;
 pub use status::StatusHandler;
 pub use success::SuccessHandler;
 pub use webhook::WebhookHandler;

@@ -142,6 +142,7 @@ impl SuccessHandler {
             let grant = Grant {
                 user_id: caller.user_id.clone(),
                 payment_id: payment.payment_id.clone(),
+                customer_id: payment.customer_id.clone(),
                 plan: plan.name.clone(),
                 days: plan.days,
                 source: GrantSource::SuccessCall,

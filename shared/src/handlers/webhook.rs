@@ -11,11 +11,12 @@ use crate::api::{ApiError, json_response};
 use crate::config::{StoreConfig, Vars, WebhookConfig};
 use crate::dodo::{Payment, PaymentStatus};
 use crate::events::{self, Event};
+use crate::ids::UserId;
 use crate::plan::Catalog;
 use crate::purchase::{Linking, owner_of, plan_for, subscription_owner_of, subscription_plan_for};
 use crate::runtime::Handler;
 use crate::store::{
-    Claim, ClaimOutcome, Grant, GrantOutcome, GrantSource, Store, SubscriptionOutcome,
+    AuditEntry, Claim, ClaimOutcome, Grant, GrantOutcome, GrantSource, Store, SubscriptionOutcome,
 };
 use crate::subscription::Subscription;
 use crate::time::{Timestamp, now_millis};
@@ -76,53 +77,80 @@ impl WebhookHandler {
             ApiError::new(StatusCode::BAD_REQUEST, "malformed_event", err.to_string())
         })?;
 
-        let outcome = match event {
-            Event::PaymentSucceeded(payment) => self.on_payment_succeeded(&payment, now).await?,
+        let event_type = event.event_type().to_owned();
+        let (outcome, user, object_id) = match event {
+            Event::PaymentSucceeded(payment) => {
+                let (outcome, user) = self.on_payment_succeeded(&payment, now).await?;
+                (outcome, user, payment.payment_id)
+            }
             Event::Subscription {
-                event_type,
                 subscription,
                 occurred_at,
+                ..
             } => {
                 let occurred_at = occurred_at.unwrap_or_else(now_millis);
-                self.on_subscription(&event_type, &subscription, occurred_at, now)
-                    .await?
+                let (outcome, user) = self
+                    .on_subscription(&event_type, &subscription, occurred_at, now)
+                    .await?;
+                (outcome, user, subscription.subscription_id)
             }
             Event::Refund { payment_id, full } => {
                 let outcome = self
                     .store
                     .apply_claim(&payment_id, &Claim::Refund { full }, now)
                     .await?;
-                claim_outcome(outcome)
+                let user = self.grantee(&payment_id).await?;
+                (claim_outcome(outcome), user, payment_id)
             }
             Event::Dispute {
                 payment_id,
                 status,
                 occurred_at,
+                ..
             } => {
                 let event_at = occurred_at.unwrap_or_else(now_millis);
                 let outcome = self
                     .store
                     .apply_claim(&payment_id, &Claim::Dispute { status, event_at }, now)
                     .await?;
-                claim_outcome(outcome)
+                let user = self.grantee(&payment_id).await?;
+                (claim_outcome(outcome), user, payment_id)
             }
-            Event::Ignored { event_type } => {
-                tracing::info!(webhook_id = %delivery_id, event_type = %event_type, "event ignored");
-                "ignored"
-            }
+            Event::Ignored { .. } => ("ignored", None, String::new()),
         };
-        tracing::info!(webhook_id = %delivery_id, outcome, "webhook processed");
+        // The audit trail, after the effect: if this write fails, Dodo's retry re-applies
+        // nothing (every effect is idempotent) and writes the entry then.
+        if let Some(user) = &user {
+            let entry = AuditEntry {
+                webhook_id: delivery_id.clone(),
+                event_type: event_type.clone(),
+                effect: outcome.to_owned(),
+                object_id,
+                at: now,
+            };
+            self.store.record_event(user, &entry).await?;
+        }
+        tracing::info!(webhook_id = %delivery_id, event_type = %event_type, outcome, "webhook processed");
         Ok(json_response(
             StatusCode::OK,
             &json!({"status": "ok", "outcome": outcome}),
         ))
     }
 
+    /// The user a payment was granted to, if it was.
+    async fn grantee(&self, payment_id: &str) -> Result<Option<UserId>, ApiError> {
+        Ok(self
+            .store
+            .payment_grant(payment_id)
+            .await?
+            .map(|g| g.user_id))
+    }
+
     async fn on_payment_succeeded(
         &self,
         payment: &Payment,
         now: Timestamp,
-    ) -> Result<&'static str, ApiError> {
+    ) -> Result<(&'static str, Option<UserId>), ApiError> {
         let payment_id = &payment.payment_id;
         // The payload is the payment's latest state; only a succeeded one grants.
         if !matches!(
@@ -130,22 +158,23 @@ impl WebhookHandler {
             PaymentStatus::Succeeded | PaymentStatus::Missing
         ) {
             tracing::info!(payment_id, status = ?payment.status, "payment.succeeded carries a payment that has not succeeded");
-            return Ok("ignored");
+            return Ok(("ignored", None));
         }
         if let Some(subscription_id) = &payment.subscription_id {
             // Its subscription's events grant the access; remember whose it is, for
             // subscription events that carry no metadata of ours.
-            if let Some(user) = owner_of(&self.store, payment, Linking::AllowEmail).await? {
-                self.store.link_subscription(&user, subscription_id).await?;
+            let user = owner_of(&self.store, payment, Linking::AllowEmail).await?;
+            if let Some(user) = &user {
+                self.store.link_subscription(user, subscription_id).await?;
             }
-            return Ok("subscription_payment");
+            return Ok(("subscription_payment", user));
         }
         let Some(plan) = plan_for(&self.catalog, payment).filter(|p| !p.is_subscription()) else {
             tracing::info!(
                 payment_id,
                 "payment for a product this paywall does not sell"
             );
-            return Ok("ignored");
+            return Ok(("ignored", None));
         };
         let Some(user_id) = owner_of(&self.store, payment, Linking::AllowEmail).await? else {
             // Retrying cannot help; keep it for support rather than lose it.
@@ -161,23 +190,25 @@ impl WebhookHandler {
                 payment_id,
                 "succeeded payment linked to no user; kept as unmatched"
             );
-            return Ok("unmatched");
+            return Ok(("unmatched", None));
         };
         let grant = Grant {
             user_id,
             payment_id: payment_id.clone(),
+            customer_id: payment.customer_id.clone(),
             plan: plan.name.clone(),
             days: plan.days,
             source: GrantSource::Webhook,
         };
-        Ok(match self.store.apply_grant(&grant, now).await? {
+        let outcome = match self.store.apply_grant(&grant, now).await? {
             GrantOutcome::Applied(_) => {
                 tracing::info!(payment_id, user_id = %grant.user_id, "payment granted by webhook");
                 "granted"
             }
             GrantOutcome::AlreadyApplied { .. } => "duplicate",
             GrantOutcome::Revoked => "revoked",
-        })
+        };
+        Ok((outcome, Some(grant.user_id)))
     }
 
     /// Stores the subscription's state for its owner unless a newer event was applied.
@@ -187,11 +218,11 @@ impl WebhookHandler {
         subscription: &Subscription,
         occurred_at: i64,
         now: Timestamp,
-    ) -> Result<&'static str, ApiError> {
+    ) -> Result<(&'static str, Option<UserId>), ApiError> {
         let id = &subscription.subscription_id;
         let Some(plan) = subscription_plan_for(&self.catalog, subscription) else {
             tracing::info!(subscription_id = %id, "subscription to a product this paywall does not sell");
-            return Ok("ignored");
+            return Ok(("ignored", None));
         };
         let Some(user) =
             subscription_owner_of(&self.store, subscription, Linking::AllowEmail).await?
@@ -205,17 +236,18 @@ impl WebhookHandler {
                 )
                 .await?;
             tracing::warn!(subscription_id = %id, "subscription linked to no user; kept as unmatched");
-            return Ok("unmatched");
+            return Ok(("unmatched", None));
         };
         let outcome = self
             .store
             .apply_subscription(&user, subscription, &plan.name, occurred_at)
             .await?;
         tracing::info!(subscription_id = %id, user_id = %user, event_type, status = subscription.status.as_str(), ?outcome, "subscription event");
-        Ok(match outcome {
+        let outcome = match outcome {
             SubscriptionOutcome::Applied => "applied",
             SubscriptionOutcome::Stale => "stale",
-        })
+        };
+        Ok((outcome, Some(user)))
     }
 }
 

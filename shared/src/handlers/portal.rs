@@ -1,0 +1,61 @@
+//! `POST /payment/portal`: a link to Dodo's customer portal for the caller's own Dodo
+//! customer (never another's: the id comes from the caller's stored record, not from the
+//! request), where they manage their subscription, card and invoices.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+
+use super::StartError;
+use crate::api::{ApiError, caller, json_response};
+use crate::config::{DodoConfig, StoreConfig, Vars};
+use crate::dodo::DodoClient;
+use crate::runtime::Handler;
+use crate::store::Store;
+
+pub struct PortalHandler {
+    store: Store,
+    dodo: DodoClient,
+}
+
+impl PortalHandler {
+    pub fn new(store: Store, dodo: DodoClient) -> Self {
+        Self { store, dodo }
+    }
+
+    pub async fn from_env() -> Result<Self, StartError> {
+        let vars = Vars::process();
+        let table = StoreConfig::from_vars(&vars)?;
+        let dodo = DodoClient::new(&DodoConfig::from_vars(&vars)?)?;
+        Ok(Self::new(Store::connect(&table), dodo))
+    }
+
+    pub async fn respond(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let caller = caller(request)?;
+        let customer = self
+            .store
+            .get_user(&caller.user_id)
+            .await?
+            .and_then(|record| record.customer_id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no_customer",
+                    "the signed-in user has never paid, so has no customer portal",
+                )
+            })?;
+        let link = self.dodo.create_portal_session(&customer).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "portal_url": link }),
+        ))
+    }
+}
+
+impl Handler for PortalHandler {
+    async fn handle(&self, request: Request) -> Response<Body> {
+        self.respond(&request)
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    }
+}
