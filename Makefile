@@ -13,7 +13,7 @@ export AWS_EC2_METADATA_DISABLED := true
 
 # The CPU architecture to build for: arm64 (the template's default) or x86_64.
 ARCH ?= arm64
-FUNCTIONS := -p status -p create-checkout -p success -p webhook -p portal
+FUNCTIONS := -p status -p create-checkout -p success -p webhook -p portal -p reconcile
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'

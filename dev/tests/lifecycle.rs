@@ -9,24 +9,9 @@ use common::*;
 use lambda_http::http::StatusCode;
 use paywall::access::AccessView;
 use paywall::handlers::WebhookHandler;
-use paywall::ids::{ProductId, UserId};
-use paywall::plan::{Catalog, Plan, PlanKind};
+use paywall::ids::UserId;
 use paywall::time::{SECONDS_PER_DAY, Timestamp};
 use serde_json::{Value, json};
-
-const PRO: &str = "pdt_pro";
-
-fn catalog_with_subscription() -> Catalog {
-    let pass = Plan::pass("monthly", ProductId::parse(PRODUCT).expect("valid"), 30);
-    let pro = Plan {
-        name: "pro".into(),
-        product_id: ProductId::parse(PRO).expect("valid"),
-        days: 0,
-        kind: PlanKind::Subscription,
-        price: None,
-    };
-    Catalog::of(vec![pass, pro]).expect("plans")
-}
 
 /// Every ordering of `0..n`.
 fn permutations(n: usize) -> Vec<Vec<usize>> {

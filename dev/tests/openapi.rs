@@ -212,6 +212,24 @@ async fn every_answer_conforms_to_openapi_yaml() {
     );
     world.sim().set_fault(None);
 
+    // portal
+    let portal = paywall::handlers::PortalHandler::new(world.store.clone(), world.dodo_client());
+    check(
+        "post",
+        "/payment/portal",
+        api(&portal, "POST", "/payment/portal", Some("nobody"), None).await,
+    );
+    check(
+        "post",
+        "/payment/portal",
+        api(&portal, "POST", "/payment/portal", Some("u1"), None).await,
+    );
+    check(
+        "post",
+        "/payment/portal",
+        api(&portal, "POST", "/payment/portal", None, None).await,
+    );
+
     // webhook
     let webhook = world.webhook();
     let payment = world.dodo_payment("pay_hook", "succeeded", Some("u3"), None);
@@ -264,6 +282,8 @@ async fn every_answer_conforms_to_openapi_yaml() {
         "post /webhook 200",
         "post /webhook 400",
         "post /webhook 401",
+        "post /payment/portal 200",
+        "post /payment/portal 404",
     ] {
         assert!(
             seen.iter().any(|s| s == expected),

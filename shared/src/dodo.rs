@@ -348,6 +348,16 @@ impl DodoClient {
             .ok_or_else(|| DodoError::Decode("portal session without link".to_owned()))
     }
 
+    /// `GET /checkouts/{id}`: the payment made in a checkout session, if any yet.
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn get_checkout_payment(&self, id: &str) -> Result<Option<String>, DodoError> {
+        let id = crate::ids::SessionId::parse(id).map_err(|e| DodoError::Decode(e.to_string()))?;
+        let answer = self
+            .call(Method::GET, &format!("/checkouts/{id}"), None, Retry::Safe)
+            .await?;
+        Ok(str_field(&answer, "payment_id").map(str::to_owned))
+    }
+
     /// `GET /products/{id}`, as Dodo's JSON.
     #[tracing::instrument(skip_all, fields(product_id = %id))]
     pub async fn get_product(&self, id: &ProductId) -> Result<Value, DodoError> {

@@ -57,6 +57,32 @@ pub async fn run<H: Handler>(build: impl Future<Output = Result<H, StartError>>)
     }
 }
 
+/// The `reconcile` binary's whole `main`: one run per scheduled event, its summary as
+/// the invocation's result.
+pub async fn run_scheduled(
+    build: impl Future<Output = Result<crate::handlers::Reconciler, StartError>>,
+) {
+    use lambda_http::lambda_runtime::{self, LambdaEvent};
+    init_logging();
+    let reconciler = match build.await {
+        Ok(reconciler) => reconciler,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start");
+            eprintln!("cannot start: {err}");
+            std::process::exit(1);
+        }
+    };
+    let reconciler = &reconciler;
+    let service = service_fn(move |_event: LambdaEvent<serde_json::Value>| async move {
+        let summary = reconciler.run(crate::time::Timestamp::now()).await;
+        Ok::<_, Infallible>(summary)
+    });
+    if let Err(err) = lambda_runtime::run(service).await {
+        eprintln!("the Lambda runtime stopped: {err}");
+        std::process::exit(1);
+    }
+}
+
 /// Serves `handler` on the Lambda Runtime API until the sandbox is torn down.
 pub async fn serve<H: Handler>(handler: H) -> Result<(), lambda_http::Error> {
     let handler = &handler;

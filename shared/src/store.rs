@@ -39,6 +39,11 @@ use crate::subscription::{Subscription, SubscriptionStatus};
 use crate::time::{SECONDS_PER_DAY, Timestamp};
 
 pub const EMAIL_INDEX: &str = "email-index";
+/// The sparse index of what the reconcile function checks with Dodo.
+pub const DUE_INDEX: &str = "due-index";
+const DUE_BUCKET: &str = "due";
+/// How long after a checkout opens, unpaid, the reconcile function asks Dodo about it.
+pub const CHECKOUT_RECHECK_AFTER: i64 = 3600;
 const PROFILE: &str = "PROFILE";
 const GRANT: &str = "GRANT";
 const SESSION: &str = "SESSION";
@@ -165,6 +170,23 @@ impl SubscriptionRecord {
     }
 }
 
+/// Something the reconcile function checks with Dodo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DueItem {
+    /// A running subscription whose paid period ends soon.
+    Subscription {
+        user: UserId,
+        subscription_id: String,
+        plan: String,
+    },
+    /// A checkout still pending an hour after it opened.
+    Checkout {
+        user: UserId,
+        session_id: String,
+        created_at: Timestamp,
+    },
+}
+
 /// One applied webhook delivery in a user's audit trail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -195,6 +217,7 @@ pub enum SubscriptionOutcome {
 pub enum GrantSource {
     Webhook,
     SuccessCall,
+    Reconcile,
 }
 
 impl GrantSource {
@@ -202,6 +225,7 @@ impl GrantSource {
         match self {
             Self::Webhook => "webhook",
             Self::SuccessCall => "success_call",
+            Self::Reconcile => "reconcile",
         }
     }
 }
@@ -567,6 +591,16 @@ impl Store {
             if let Some(date) = record.past_due_ends_at {
                 item.insert("past_due_ends_at".to_owned(), n(date.unix_seconds()));
             }
+            // A running subscription is checked with Dodo as its paid period ends, so a
+            // lost renewal webhook never locks out a paying user.
+            if matches!(
+                record.status,
+                SubscriptionStatus::Active | SubscriptionStatus::PastDue
+            ) && let Some(until) = record.access_until()
+            {
+                item.insert("due_bucket".to_owned(), s(DUE_BUCKET));
+                item.insert("due_at".to_owned(), n(until.unix_seconds()));
+            }
             // Only a newer (or equally recent) event may replace the stored state.
             let state = Put::builder()
                 .table_name(&self.table)
@@ -698,6 +732,82 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         entries.sort_by_key(|e| e.at);
         Ok(entries)
+    }
+
+    /// What is due for a check with Dodo by `until`: subscriptions whose paid period ends
+    /// and checkouts left pending, oldest first, at most `limit`.
+    pub async fn due_for_reconcile(
+        &self,
+        until: Timestamp,
+        limit: i32,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_bucket = :due AND due_at <= :until")
+            .expression_attribute_values(":due", s(DUE_BUCKET))
+            .expression_attribute_values(":until", n(until.unix_seconds()))
+            .limit(limit)
+            .send()
+            .await?;
+        output
+            .items()
+            .iter()
+            .filter_map(|item| {
+                let user = get_s(item, "pk")?.strip_prefix("USER#")?;
+                let user = match UserId::parse(user) {
+                    Ok(user) => user,
+                    Err(e) => return Some(Err(StoreError::Corrupt(e.to_string()))),
+                };
+                let sk = get_s(item, "sk")?;
+                if let Some(id) = sk.strip_prefix(SUBSCRIPTION_PREFIX) {
+                    return Some(Ok(DueItem::Subscription {
+                        user,
+                        subscription_id: id.to_owned(),
+                        plan: get_s(item, "plan").unwrap_or_default().to_owned(),
+                    }));
+                }
+                let session_id = get_s(item, "checkout_session_id")?.to_owned();
+                let created_at = get_time(item, "checkout_created_at").ok().flatten()?;
+                Some(Ok(DueItem::Checkout {
+                    user,
+                    session_id,
+                    created_at,
+                }))
+            })
+            .collect()
+    }
+
+    /// Stops checking a checkout that was never paid (the buyer walked away).
+    pub async fn forget_pending_checkout(
+        &self,
+        user: &UserId,
+        session_id: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(user_key(user)))
+            .update_expression("REMOVE due_bucket, due_at")
+            .condition_expression("checkout_session_id = :session")
+            .expression_attribute_values(":session", s(session_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // A newer checkout or a payment changed it meanwhile: nothing to forget.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Which user opened a checkout session, if we opened it.
@@ -908,7 +1018,8 @@ impl Store {
 
         let mut expression = String::from(
             "SET user_id = :user, checkout_session_id = :session, checkout_plan = :plan, \
-             checkout_created_at = :created, version = if_not_exists(version, :zero)",
+             checkout_created_at = :created, version = if_not_exists(version, :zero), \
+             due_bucket = :due, due_at = :due_at",
         );
         let mut attribute_values = values([
             (":user", s(user.as_str())),
@@ -916,6 +1027,11 @@ impl Store {
             (":plan", s(&checkout.plan)),
             (":created", n(checkout.created_at.unix_seconds())),
             (":zero", n(0)),
+            (":due", s(DUE_BUCKET)),
+            (
+                ":due_at",
+                n(checkout.created_at.unix_seconds() + CHECKOUT_RECHECK_AFTER),
+            ),
         ]);
         if let Some(email) = email {
             expression.push_str(", email = :email");
@@ -1070,7 +1186,7 @@ impl Store {
             .update_expression(
                 "SET user_id = :user, #plan = :plan, paid_until = :starts, payment_date = :now, \
                  last_payment_id = :payment, refunded = :true, version = :next \
-                 REMOVE checkout_session_id, checkout_plan, checkout_created_at",
+                 REMOVE checkout_session_id, checkout_plan, checkout_created_at, due_bucket, due_at",
             )
             .condition_expression("attribute_not_exists(pk) OR version = :version")
             .expression_attribute_names("#plan", "plan")
@@ -1136,7 +1252,7 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(user_key(&grant.user_id)))
             .update_expression(format!(
-                "{set} REMOVE checkout_session_id, checkout_plan, checkout_created_at"
+                "{set} REMOVE checkout_session_id, checkout_plan, checkout_created_at, due_bucket, due_at"
             ))
             .condition_expression("attribute_not_exists(pk) OR version = :version")
             .expression_attribute_names("#plan", "plan")

@@ -164,6 +164,21 @@ pub fn catalog() -> Catalog {
     ))
 }
 
+pub const PRO: &str = "pdt_pro";
+
+/// The `monthly` pass and a `pro` subscription.
+pub fn catalog_with_subscription() -> Catalog {
+    let pass = Plan::pass("monthly", ProductId::parse(PRODUCT).expect("valid"), 30);
+    let pro = Plan {
+        name: "pro".into(),
+        product_id: ProductId::parse(PRO).expect("valid"),
+        days: 0,
+        kind: paywall::plan::PlanKind::Subscription,
+        price: None,
+    };
+    Catalog::of(vec![pass, pro]).expect("plans")
+}
+
 pub fn secret() -> WebhookSecret {
     WebhookSecret::parse(WEBHOOK_SECRET).expect("valid")
 }

@@ -3,12 +3,14 @@
 
 pub mod create_checkout;
 pub mod portal;
+pub mod reconcile;
 pub mod status;
 pub mod success;
 pub mod webhook;
 
 pub use create_checkout::CreateCheckoutHandler;
 pub use portal::PortalHandler;
+pub use reconcile::Reconciler;
 pub use status::StatusHandler;
 pub use success::SuccessHandler;
 pub use webhook::WebhookHandler;
