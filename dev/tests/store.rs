@@ -61,7 +61,7 @@ async fn the_table_matches_template_yaml() {
         .iter()
         .filter_map(|i| i.index_name())
         .collect();
-    assert_eq!(indexes, ["email-index"]);
+    assert_eq!(indexes, ["email-index", "due-index"]);
     let ttl = dynamo
         .client()
         .describe_time_to_live()
