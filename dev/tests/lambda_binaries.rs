@@ -239,3 +239,47 @@ async fn a_missing_or_malformed_variable_stops_the_start_and_names_it() {
         assert!(stderr.contains(variable), "{name}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn the_portal_and_the_scheduled_reconcile_run_as_lambda_runs_them() {
+    let dynamo = LocalDynamo::in_memory().await.expect("dynoxide");
+    let _store = store_on(&dynamo).await;
+    let dodo = DodoSimulator::start(Some(API_KEY.into()))
+        .await
+        .expect("sim");
+    let env = config(&dynamo, &dodo.url);
+
+    let portal = RunningFunction::spawn(&binary("portal"), &env)
+        .await
+        .expect("portal");
+    let (code, body) = answer(
+        portal
+            .invoke(api_gateway_event(
+                "POST",
+                "/payment/portal",
+                Some(("nobody", None)),
+                None,
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        (code, body["error"]["code"].clone()),
+        (404, json!("no_customer")),
+        "{body}"
+    );
+
+    let reconcile = RunningFunction::spawn(&binary("reconcile"), &env)
+        .await
+        .expect("reconcile");
+    let scheduled = json!({
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
+        "time": "2026-11-26T21:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/reconcile"], "detail": {}
+    });
+    let summary = reconcile.invoke(scheduled).await.expect("invoked");
+    assert_eq!(summary["checked"], 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["stopped_early"], false);
+}
