@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 
@@ -693,17 +693,7 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(err.into()),
-        }
+        unless_condition_failed(result)
     }
 
     /// A user's audit trail, oldest first (for support).
@@ -796,18 +786,8 @@ impl Store {
             .expression_attribute_values(":session", s(session_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // A newer checkout or a payment changed it meanwhile: nothing to forget.
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(err.into()),
-        }
+        // A newer checkout or a payment changed it meanwhile: nothing to forget.
+        unless_condition_failed(result)
     }
 
     /// Which user opened a checkout session, if we opened it.
@@ -1302,6 +1282,24 @@ fn backoff(attempt: u32) -> Duration {
     use std::hash::{BuildHasher, RandomState};
     let jitter = RandomState::new().hash_one(attempt) % 10;
     Duration::from_millis(5 * u64::from(attempt + 1) + jitter)
+}
+
+/// A write whose condition failed changed nothing, which is all the caller wanted.
+fn unless_condition_failed<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<(), StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(err)
+            if err.as_service_error().and_then(|e| e.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn conflict_of<T, R>(

@@ -133,6 +133,14 @@ impl SuccessHandler {
             // A subscription's payment: access follows the subscription, so take its
             // state from Dodo now (the freshest there is) instead of granting days.
             let subscription = self.dodo.get_subscription(subscription_id).await?;
+            let named_owner = subscription.metadata.get(crate::purchase::USER_ID_KEY);
+            if named_owner.is_some_and(|owner| owner != caller.user_id.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "payment_not_yours",
+                    "this payment's subscription belongs to another user",
+                ));
+            }
             let plan = subscription_plan_for(&self.catalog, &subscription).ok_or_else(not_ours)?;
             self.store
                 .apply_subscription(&caller.user_id, &subscription, &plan.name, now_millis())
