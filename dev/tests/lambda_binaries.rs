@@ -83,6 +83,32 @@ async fn a_purchase_end_to_end_through_the_binaries() {
         "{body}"
     );
 
+    // Claims that are not strings (numbers, booleans, lists) still identify the caller.
+    let mut typed = api_gateway_event("GET", "/payment/status", alice, None);
+    let claims = &mut typed["requestContext"]["authorizer"]["jwt"]["claims"];
+    claims["iat"] = json!(1_700_000_000);
+    claims["email_verified"] = json!(true);
+    claims["cognito:groups"] = json!(["buyers"]);
+    let (code, body) = answer(status.invoke(typed).await.expect("invoked"));
+    assert_eq!(
+        (code, body["status"].clone()),
+        (200, json!("none")),
+        "{body}"
+    );
+
+    // Something that is not an HTTP event at all is a 400, not a crashed invocation.
+    let (code, body) = answer(
+        status
+            .invoke(json!({"hello": "world"}))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        (code, body["error"]["code"].clone()),
+        (400, json!("invalid_request")),
+        "{body}"
+    );
+
     let (code, body) = answer(
         checkout
             .invoke(api_gateway_event(

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use lambda_http::{Body, Request, Response, service_fn};
 
 use crate::handlers::StartError;
@@ -50,7 +51,9 @@ pub async fn run<H: Handler>(build: impl Future<Output = Result<H, StartError>>)
             std::process::exit(1);
         }
     };
-    if let Err(err) = serve(handler).await {
+    // Boxed: the runtime's future nests deeply enough to exceed the compiler's default
+    // layout depth in release builds.
+    if let Err(err) = Box::pin(serve(handler)).await {
         tracing::error!(error = %err, "the Lambda runtime stopped");
         eprintln!("the Lambda runtime stopped: {err}");
         std::process::exit(1);
@@ -77,17 +80,98 @@ pub async fn run_scheduled(
         let summary = reconciler.run(crate::time::Timestamp::now()).await;
         Ok::<_, Infallible>(summary)
     });
-    if let Err(err) = lambda_runtime::run(service).await {
+    if let Err(err) = Box::pin(lambda_runtime::run(service)).await {
         eprintln!("the Lambda runtime stopped: {err}");
         std::process::exit(1);
     }
 }
 
 /// Serves `handler` on the Lambda Runtime API until the sandbox is torn down.
+///
+/// Events are read as JSON first so that JWT claims can be made strings (API Gateway
+/// sends them so, but an identity provider's numbers or booleans must never make a
+/// whole request fail to parse), then handed over as lambda_http requests. Answers are
+/// API Gateway v2 / Function URL responses.
 pub async fn serve<H: Handler>(handler: H) -> Result<(), lambda_http::Error> {
+    use lambda_http::lambda_runtime::{self, LambdaEvent};
     let handler = &handler;
-    lambda_http::run(service_fn(move |request: Request| async move {
-        Ok::<_, Infallible>(handler.handle(request).await)
-    }))
-    .await
+    let service = service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        Ok::<_, Infallible>(Box::pin(answer_event(handler, event.payload)).await)
+    });
+    Box::pin(lambda_runtime::run(service)).await
+}
+
+/// One API Gateway v2 or Function URL event in, its response out.
+pub async fn answer_event<H: Handler>(
+    handler: &H,
+    mut event: serde_json::Value,
+) -> ApiGatewayV2httpResponse {
+    stringify_claims(&mut event);
+    let response = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(request) => handler.handle(request).await,
+        Err(err) => crate::api::ApiError::bad_request(format!(
+            "not an API Gateway v2 or Function URL event: {err}"
+        ))
+        .into_response(),
+    };
+    let (parts, body) = response.into_parts();
+    let mut answer = ApiGatewayV2httpResponse::default();
+    answer.status_code = i64::from(parts.status.as_u16());
+    answer.headers = parts.headers;
+    answer.is_base64_encoded = matches!(body, Body::Binary(_));
+    answer.body = match body {
+        Body::Empty => None,
+        other => Some(other),
+    };
+    answer
+}
+
+/// `requestContext.authorizer.jwt.claims` as strings, the way API Gateway passes them:
+/// numbers and booleans as their text, arrays as `[a b c]`.
+fn stringify_claims(event: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Some(claims) = event
+        .pointer_mut("/requestContext/authorizer/jwt/claims")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for value in claims.values_mut() {
+        let text = match &*value {
+            Value::String(_) | Value::Null => continue,
+            Value::Array(items) => {
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                format!("[{}]", items.join(" "))
+            }
+            other => other.to_string(),
+        };
+        *value = Value::String(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_become_strings_as_api_gateway_sends_them() {
+        let mut event = json!({"requestContext": {"authorizer": {"jwt": {"claims": {
+            "sub": "u1", "iat": 1700000000, "email_verified": true,
+            "cognito:groups": ["admin", "staff"], "nothing": null
+        }}}}});
+        stringify_claims(&mut event);
+        let claims = &event["requestContext"]["authorizer"]["jwt"]["claims"];
+        assert_eq!(claims["sub"], "u1");
+        assert_eq!(claims["iat"], "1700000000");
+        assert_eq!(claims["email_verified"], "true");
+        assert_eq!(claims["cognito:groups"], "[admin staff]");
+        assert_eq!(claims["nothing"], serde_json::Value::Null);
+    }
 }
