@@ -1059,27 +1059,15 @@ impl Store {
             let starts = current.paid_until.map_or(now, |until| until.max(now));
             let until = starts.plus_days(grant.days);
 
-            if claims.revokes() {
-                // Refunded or lost before it arrived: recorded as granted and revoked, so
-                // that a dispute won later restores it; the user ends as if it had been
-                // granted and then taken back.
-                match self
-                    .write_revoked_grant(grant, &current, &claims, starts, until, now)
-                    .await
-                {
-                    Ok(()) => return Ok(GrantOutcome::Revoked),
-                    Err(WriteConflict::Cancelled) => {
-                        tokio::time::sleep(backoff(attempt)).await;
-                        continue;
-                    }
-                    Err(WriteConflict::Failed(err)) => return Err(err),
-                }
-            }
-
+            // Refunded or lost before it arrived: recorded as granted and revoked (so that
+            // a dispute won later restores it), the user ending as if it had been granted
+            // and then taken back.
+            let revoked = claims.revokes();
             match self
-                .write_grant(grant, &current, &claims, starts, until, now)
+                .write_grant(grant, &current, &claims, (starts, until), now, revoked)
                 .await
             {
+                Ok(()) if revoked => return Ok(GrantOutcome::Revoked),
                 Ok(()) => {
                     return Ok(GrantOutcome::Applied(UserRecord {
                         plan: Some(grant.plan.clone()),
@@ -1087,6 +1075,7 @@ impl Store {
                         payment_date: Some(now),
                         last_payment_id: Some(grant.payment_id.clone()),
                         pending_checkout: None,
+                        customer_id: grant.customer_id.clone().or(current.customer_id.clone()),
                         refunded: false,
                         version: current.version + 1,
                         ..current
@@ -1094,8 +1083,9 @@ impl Store {
                 }
                 Err(WriteConflict::Cancelled) => {
                     // Either the payment was granted meanwhile (the loop's first read
-                    // says so) or the user changed: read again and retry, backing off a
-                    // little more each time so concurrent writers spread out.
+                    // says so), its claims changed, or the user changed: read again and
+                    // retry, backing off a little more each time so concurrent writers
+                    // spread out.
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(WriteConflict::Failed(err)) => return Err(err),
@@ -1148,80 +1138,42 @@ impl Store {
         Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
-    /// Records a payment that was refunded (or lost) before it arrived: the user ends as
-    /// if it had been granted and then taken back, whichever came first.
-    async fn write_revoked_grant(
-        &self,
-        grant: &Grant,
-        current: &UserRecord,
-        claims: &Claims,
-        starts: Timestamp,
-        until: Timestamp,
-        now: Timestamp,
-    ) -> Result<(), WriteConflict> {
-        let mark = self.grant_mark(grant, starts, until, now, true)?;
-        let access = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(user_key(&grant.user_id)))
-            .update_expression(
-                "SET user_id = :user, #plan = :plan, paid_until = :starts, payment_date = :now, \
-                 last_payment_id = :payment, refunded = :true, version = :next \
-                 REMOVE checkout_session_id, checkout_plan, checkout_created_at, due_bucket, due_at",
-            )
-            .condition_expression("attribute_not_exists(pk) OR version = :version")
-            .expression_attribute_names("#plan", "plan")
-            .set_expression_attribute_values(Some(values([
-                (":user", s(grant.user_id.as_str())),
-                (":plan", s(&grant.plan)),
-                (":starts", n(starts.unix_seconds())),
-                (":now", n(now.unix_seconds())),
-                (":payment", s(&grant.payment_id)),
-                (":true", AttributeValue::Bool(true)),
-                (":version", n(current.version as i64)),
-                (":next", n(current.version as i64 + 1)),
-            ])))
-            .build()
-            .map_err(|e| WriteConflict::Failed(StoreError::Unavailable(e.to_string())))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(mark).build())
-            .transact_items(TransactWriteItem::builder().update(access).build())
-            .transact_items(self.claims_unchanged(&grant.payment_id, claims)?)
-            .send()
-            .await;
-        conflict_of(result)
-    }
-
+    /// Writes a grant: the mark and the user's access in one transaction, checking that
+    /// the payment's claims did not change since they were read. A `revoked` grant leaves
+    /// the expiry where it would be after a grant and its revocation (`starts`) and marks
+    /// the user refunded.
     async fn write_grant(
         &self,
         grant: &Grant,
         current: &UserRecord,
         claims: &Claims,
-        starts: Timestamp,
-        until: Timestamp,
+        (starts, until): (Timestamp, Timestamp),
         now: Timestamp,
+        revoked: bool,
     ) -> Result<(), WriteConflict> {
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| {
             WriteConflict::Failed(StoreError::Unavailable(e.to_string()))
         };
-        let mark = self.grant_mark(grant, starts, until, now, false)?;
+        let mark = self.grant_mark(grant, starts, until, now, revoked)?;
 
         // The condition makes the read-modify-write safe: it fails if anyone granted
         // another payment to this user since we read `current`.
         let mut attribute_values = values([
             (":user", s(grant.user_id.as_str())),
             (":plan", s(&grant.plan)),
-            (":until", n(until.unix_seconds())),
+            (
+                ":until",
+                n(if revoked { starts } else { until }.unix_seconds()),
+            ),
             (":now", n(now.unix_seconds())),
             (":payment", s(&grant.payment_id)),
-            (":false", AttributeValue::Bool(false)),
+            (":refunded", AttributeValue::Bool(revoked)),
             (":version", n(current.version as i64)),
             (":next", n(current.version as i64 + 1)),
         ]);
         let mut set = String::from(
             "SET user_id = :user, #plan = :plan, paid_until = :until, payment_date = :now, \
-             last_payment_id = :payment, refunded = :false, version = :next",
+             last_payment_id = :payment, refunded = :refunded, version = :next",
         );
         // The buyer's Dodo customer, for the customer portal.
         if let Some(customer) = &grant.customer_id {
