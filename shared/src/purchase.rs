@@ -79,11 +79,7 @@ pub async fn subscription_owner_of(
     subscription: &Subscription,
     linking: Linking,
 ) -> Result<Option<UserId>, StoreError> {
-    if let Some(user) = subscription
-        .metadata
-        .get(USER_ID_KEY)
-        .and_then(|raw| UserId::parse(raw).ok())
-    {
+    if let Some(user) = metadata_user(&subscription.metadata) {
         return Ok(Some(user));
     }
     if let Some(user) = store
@@ -118,6 +114,13 @@ async fn unique_user_by_email(
     })
 }
 
+/// The user our checkout named in an object's metadata.
+pub fn metadata_user(metadata: &std::collections::BTreeMap<String, String>) -> Option<UserId> {
+    metadata
+        .get(USER_ID_KEY)
+        .and_then(|raw| UserId::parse(raw).ok())
+}
+
 /// How far to look for a payment's owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Linking {
@@ -137,11 +140,7 @@ pub async fn owner_of(
     payment: &Payment,
     linking: Linking,
 ) -> Result<Option<UserId>, StoreError> {
-    if let Some(user) = payment
-        .metadata
-        .get(USER_ID_KEY)
-        .and_then(|raw| UserId::parse(raw).ok())
-    {
+    if let Some(user) = metadata_user(&payment.metadata) {
         return Ok(Some(user));
     }
     if let Some(session) = &payment.checkout_session_id

@@ -14,7 +14,7 @@ use crate::config::{DodoConfig, StoreConfig, Vars};
 use crate::dodo::{DodoClient, PaymentStatus};
 use crate::ids::PaymentId;
 use crate::plan::Catalog;
-use crate::purchase::{Linking, owner_of, plan_for, subscription_plan_for};
+use crate::purchase::{Linking, metadata_user, owner_of, plan_for, subscription_plan_for};
 use crate::runtime::Handler;
 use crate::store::{Grant, GrantOutcome, GrantSource, Store};
 use crate::time::{Timestamp, now_millis};
@@ -133,8 +133,8 @@ impl SuccessHandler {
             // A subscription's payment: access follows the subscription, so take its
             // state from Dodo now (the freshest there is) instead of granting days.
             let subscription = self.dodo.get_subscription(subscription_id).await?;
-            let named_owner = subscription.metadata.get(crate::purchase::USER_ID_KEY);
-            if named_owner.is_some_and(|owner| owner != caller.user_id.as_str()) {
+            let named_owner = metadata_user(&subscription.metadata);
+            if named_owner.is_some_and(|owner| owner != caller.user_id) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "payment_not_yours",
