@@ -32,6 +32,18 @@ fn mac(secret: &[u8]) -> Hmac<Sha256> {
 
 /// A token for `sub` (and `email`), valid for a day from `now`.
 pub fn mint(secret: &[u8], sub: &str, email: Option<&str>, now: i64) -> String {
+    mint_with(secret, sub, email, true, now)
+}
+
+/// A token whose `email_verified` claim is `email_verified` (as Cognito's ID tokens carry
+/// it): only a verified e-mail may ever link a payment to the user.
+pub fn mint_with(
+    secret: &[u8],
+    sub: &str,
+    email: Option<&str>,
+    email_verified: bool,
+    now: i64,
+) -> String {
     let header = B64URL.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
     let mut claims = json!({
         "sub": sub, "iss": ISSUER, "aud": ISSUER,
@@ -39,6 +51,7 @@ pub fn mint(secret: &[u8], sub: &str, email: Option<&str>, now: i64) -> String {
     });
     if let Some(email) = email {
         claims["email"] = json!(email);
+        claims["email_verified"] = json!(email_verified);
     }
     let payload = B64URL.encode(claims.to_string());
     let signing_input = format!("{header}.{payload}");

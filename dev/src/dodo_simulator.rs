@@ -8,9 +8,18 @@
 //!   payment, redirects to `return_url?payment_id=…&status=…`, and delivers a signed
 //!   `payment.succeeded` / `payment.failed` to the webhook URL, retrying non-2xx answers on
 //!   Dodo's schedule compressed in time.
+//! - Customers as Dodo keeps them: `POST /customers` creates one; a checkout names one
+//!   (`customer: {customer_id}`), or names only an e-mail and is then attached to the
+//!   existing customer with that e-mail unless `feature_flags.always_create_new_customer`
+//!   is set — Dodo's documented default, which is why an e-mail never identifies a user.
+//! - `GET /subscriptions` lists subscriptions in pages (`page_size` ≤ 100, `page_number`
+//!   from 0), newest first, as Dodo's list endpoints do.
+//! - Its state (checkouts, payments, subscriptions, customers) can be kept in a JSON file,
+//!   so that `make dev` keeps it across a restart as it keeps the paywall's.
 //! - Tests can inject faults (an error status, a delay) and payments of any shape.
 
 use std::collections::HashMap;
+use std::path::{Path as FilePath, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +30,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use paywall::time::Timestamp;
 use paywall::webhook_signature::WebhookSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -72,16 +81,29 @@ pub struct Delivery {
     pub status: u16,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct Checkout {
     request: Value,
     payment_id: Option<String>,
+    /// The customer the session is attached to, once known (at creation when the
+    /// request names a customer or an e-mail; else when the buyer types one on the page).
+    #[serde(default)]
+    customer_id: Option<String>,
+}
+
+/// What Dodo would remember: kept in a file when the simulator has one.
+#[derive(Default, Serialize, Deserialize)]
+struct Records {
+    checkouts: HashMap<String, Checkout>,
+    payments: HashMap<String, Value>,
+    subscriptions: HashMap<String, Value>,
+    /// In creation order: "the existing customer with that e-mail" is the first one.
+    customers: Vec<Value>,
 }
 
 #[derive(Default)]
 struct Inner {
-    checkouts: HashMap<String, Checkout>,
-    payments: HashMap<String, Value>,
-    subscriptions: HashMap<String, Value>,
+    records: Records,
     fault: Option<Fault>,
     deliveries: Vec<Delivery>,
     api_calls: Vec<String>,
@@ -93,6 +115,8 @@ struct Shared {
     webhook: Mutex<Option<WebhookTarget>>,
     inner: Mutex<Inner>,
     http: reqwest::Client,
+    /// Where the records are kept between runs, if anywhere.
+    state_file: Option<PathBuf>,
 }
 
 /// The simulator's state, cheap to clone; mount [`DodoSimulator::router`] anywhere.
@@ -133,16 +157,51 @@ impl DodoSimulator {
     /// `public_url` is where the simulator is reachable (it builds `checkout_url`s from
     /// it); `api_key`, when set, is the only bearer token accepted.
     pub fn new(public_url: impl Into<String>, api_key: Option<String>) -> Self {
+        Self::build(public_url.into(), api_key, None, Records::default())
+    }
+
+    /// A simulator that keeps its records in `state_file` (read now if it exists, written
+    /// after every change), so that what it knew survives a restart.
+    pub fn with_state_file(
+        public_url: impl Into<String>,
+        api_key: Option<String>,
+        state_file: &FilePath,
+    ) -> Result<Self, String> {
+        let records = match std::fs::read(state_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                format!("{} is not the simulator's state: {e}", state_file.display())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Records::default(),
+            Err(e) => return Err(format!("cannot read {}: {e}", state_file.display())),
+        };
+        Ok(Self::build(
+            public_url.into(),
+            api_key,
+            Some(state_file.to_owned()),
+            records,
+        ))
+    }
+
+    fn build(
+        public_url: String,
+        api_key: Option<String>,
+        state_file: Option<PathBuf>,
+        records: Records,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                public_url: public_url.into().trim_end_matches('/').to_owned(),
+                public_url: public_url.trim_end_matches('/').to_owned(),
                 api_key,
                 webhook: Mutex::new(None),
-                inner: Mutex::new(Inner::default()),
+                inner: Mutex::new(Inner {
+                    records,
+                    ..Inner::default()
+                }),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(15)) // Dodo's own delivery timeout
                     .build()
                     .unwrap_or_default(),
+                state_file,
             }),
         }
     }
@@ -183,7 +242,7 @@ impl DodoSimulator {
     pub fn put_payment(&self, payment: Value) {
         if let Some(id) = payment.get("payment_id").and_then(Value::as_str) {
             let id = id.to_owned();
-            self.with(|inner| inner.payments.insert(id, payment));
+            self.change(|records| records.payments.insert(id, payment));
         }
     }
 
@@ -191,18 +250,23 @@ impl DodoSimulator {
     pub fn put_subscription(&self, subscription: Value) {
         if let Some(id) = subscription.get("subscription_id").and_then(Value::as_str) {
             let id = id.to_owned();
-            self.with(|inner| inner.subscriptions.insert(id, subscription));
+            self.change(|records| records.subscriptions.insert(id, subscription));
         }
     }
 
+    pub fn subscription(&self, id: &str) -> Option<Value> {
+        self.with(|inner| inner.records.subscriptions.get(id).cloned())
+    }
+
     pub fn payment(&self, id: &str) -> Option<Value> {
-        self.with(|inner| inner.payments.get(id).cloned())
+        self.with(|inner| inner.records.payments.get(id).cloned())
     }
 
     /// The bodies of every `POST /checkouts`, in no particular order.
     pub fn checkout_requests(&self) -> Vec<Value> {
         self.with(|inner| {
             inner
+                .records
                 .checkouts
                 .values()
                 .map(|c| c.request.clone())
@@ -212,7 +276,13 @@ impl DodoSimulator {
 
     /// The body sent for one session.
     pub fn checkout_request(&self, session_id: &str) -> Option<Value> {
-        self.with(|inner| inner.checkouts.get(session_id).map(|c| c.request.clone()))
+        self.with(|inner| {
+            inner
+                .records
+                .checkouts
+                .get(session_id)
+                .map(|c| c.request.clone())
+        })
     }
 
     pub fn deliveries(&self) -> Vec<Delivery> {
@@ -224,6 +294,29 @@ impl DodoSimulator {
         self.with(|inner| inner.api_calls.clone())
     }
 
+    /// The customer with this id, as `GET /customers/{id}` answers it.
+    pub fn customer(&self, id: &str) -> Option<Value> {
+        self.with(|inner| find_customer(&inner.records, id).cloned())
+    }
+
+    /// Every customer with this e-mail, oldest first.
+    pub fn customers_with_email(&self, email: &str) -> Vec<Value> {
+        self.with(|inner| {
+            inner
+                .records
+                .customers
+                .iter()
+                .filter(|c| c["email"].as_str() == Some(email))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The customer a checkout session is attached to, if any yet.
+    pub fn checkout_customer(&self, session_id: &str) -> Option<String> {
+        self.with(|inner| inner.records.checkouts.get(session_id)?.customer_id.clone())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         let mut guard = match self.shared.inner.lock() {
             Ok(guard) => guard,
@@ -232,13 +325,40 @@ impl DodoSimulator {
         f(&mut guard)
     }
 
+    /// Changes the records, then keeps them in the state file (if any).
+    fn change<T>(&self, f: impl FnOnce(&mut Records) -> T) -> T {
+        self.with(|inner| {
+            let out = f(&mut inner.records);
+            self.persist(&inner.records);
+            out
+        })
+    }
+
+    fn persist(&self, records: &Records) {
+        let Some(path) = &self.shared.state_file else {
+            return;
+        };
+        // Written whole to a temporary file, then renamed: a crash never leaves half.
+        let temporary = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(records)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| std::fs::write(&temporary, bytes).map_err(|e| e.to_string()))
+            .and_then(|()| std::fs::rename(&temporary, path).map_err(|e| e.to_string()));
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "the Dodo simulator could not save its state");
+        }
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
             .route("/checkouts", axum::routing::post(create_checkout))
             .route("/checkouts/{id}", get(get_checkout))
             .route("/payments/{id}", get(get_payment))
             .route("/products/{id}", get(get_product))
+            .route("/subscriptions", get(list_subscriptions))
             .route("/subscriptions/{id}", get(get_subscription))
+            .route("/customers", axum::routing::post(create_customer))
+            .route("/customers/{id}", get(get_customer))
             .route(
                 "/customers/{id}/customer-portal/session",
                 axum::routing::post(portal_session),
@@ -295,16 +415,18 @@ impl DodoSimulator {
         succeeded: bool,
     ) -> Result<(String, String), Refusal> {
         let now = Timestamp::now();
-        let (payment, return_url) = self.with(|inner| {
-            let checkout = inner.checkouts.get_mut(session_id).ok_or(Refusal {
-                status: StatusCode::NOT_FOUND,
-                code: "NOT_FOUND",
-                message: "Checkout session not found",
-            })?;
+        let (payment, return_url) = self.change(|records| {
+            let Some(checkout) = records.checkouts.get(session_id).cloned() else {
+                return Err(Refusal {
+                    status: StatusCode::NOT_FOUND,
+                    code: "NOT_FOUND",
+                    message: "Checkout session not found",
+                });
+            };
             let already_paid = checkout
                 .payment_id
                 .as_ref()
-                .and_then(|paid| inner.payments.get(paid))
+                .and_then(|paid| records.payments.get(paid))
                 .and_then(|p| p.get("status"))
                 .and_then(Value::as_str)
                 == Some("succeeded");
@@ -316,21 +438,30 @@ impl DodoSimulator {
                 });
             }
             let request = &checkout.request;
-            let email = request
-                .pointer("/customer/email")
-                .and_then(Value::as_str)
-                .unwrap_or("buyer@example.com")
-                .to_owned();
-            let name = request
-                .pointer("/customer/name")
-                .and_then(Value::as_str)
-                .unwrap_or("Buyer")
-                .to_owned();
+            // The customer the session was attached to, else the one for the e-mail
+            // the buyer types on the page (here: a stand-in address).
+            let customer_id = match &checkout.customer_id {
+                Some(id) => id.clone(),
+                None => attach_customer(
+                    records,
+                    "buyer@example.com",
+                    "Buyer",
+                    always_create_new_customer(request),
+                ),
+            };
+            let customer = find_customer(records, &customer_id)
+                .cloned()
+                .unwrap_or_else(|| json!({"customer_id": customer_id}));
             let payment_id = format!("pay_{}", random_suffix());
             let product_cart = request.get("product_cart").cloned().unwrap_or(json!([]));
             let quantity: i64 = product_cart
                 .as_array()
-                .map(|lines| lines.iter().filter_map(|l| l.get("quantity")?.as_i64()).sum())
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .filter_map(|l| l.get("quantity")?.as_i64())
+                        .sum()
+                })
                 .unwrap_or(1);
             let status = if succeeded { "succeeded" } else { "failed" };
             let payment = json!({
@@ -344,7 +475,11 @@ impl DodoSimulator {
                 "currency": "USD",
                 "settlement_amount": DEFAULT_PRICE_MINOR * quantity.max(1),
                 "settlement_currency": "USD",
-                "customer": {"customer_id": format!("cus_{}", random_suffix()), "email": email, "name": name},
+                "customer": {
+                    "customer_id": customer["customer_id"],
+                    "email": customer["email"],
+                    "name": customer["name"],
+                },
                 "billing": {"country": "US"},
                 "metadata": request.get("metadata").cloned().unwrap_or(json!({})),
                 "checkout_session_id": session_id,
@@ -361,8 +496,11 @@ impl DodoSimulator {
                 "retry_attempt": 0,
                 "error_code": if succeeded { Value::Null } else { json!("CARD_DECLINED") },
             });
-            checkout.payment_id = Some(payment_id.clone());
-            inner.payments.insert(payment_id, payment.clone());
+            if let Some(stored) = records.checkouts.get_mut(session_id) {
+                stored.payment_id = Some(payment_id.clone());
+                stored.customer_id = Some(customer_id);
+            }
+            records.payments.insert(payment_id, payment.clone());
             let return_url = request
                 .get("return_url")
                 .and_then(Value::as_str)
@@ -535,15 +673,42 @@ async fn create_checkout(
     }
     let session_id = format!("cks_{}", random_suffix());
     let checkout_url = format!("{}/checkout/{session_id}", sim.shared.public_url);
-    sim.with(|inner| {
-        inner.checkouts.insert(
+    let attached = sim.change(|records| {
+        let customer = request.get("customer");
+        let customer_id = match customer.and_then(|c| c.get("customer_id")) {
+            Some(id) => {
+                let id = id.as_str().unwrap_or_default().to_owned();
+                if find_customer(records, &id).is_none() {
+                    return Err(());
+                }
+                Some(id)
+            }
+            // An e-mail alone: attached to the existing customer with that e-mail, unless
+            // told to always create a new one (Dodo's documented default).
+            None => customer
+                .and_then(|c| c.get("email"))
+                .and_then(Value::as_str)
+                .map(|email| {
+                    let name = customer
+                        .and_then(|c| c.get("name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or(email);
+                    attach_customer(records, email, name, always_create_new_customer(&request))
+                }),
+        };
+        records.checkouts.insert(
             session_id.clone(),
             Checkout {
-                request,
+                request: request.clone(),
                 payment_id: None,
+                customer_id,
             },
-        )
+        );
+        Ok(())
     });
+    if attached.is_err() {
+        return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Customer not found");
+    }
     axum::Json(json!({"session_id": session_id, "checkout_url": checkout_url})).into_response()
 }
 
@@ -556,11 +721,11 @@ async fn get_checkout(
         return answer;
     }
     let found = sim.with(|inner| {
-        let checkout = inner.checkouts.get(&id)?;
+        let checkout = inner.records.checkouts.get(&id)?;
         let payment = checkout
             .payment_id
             .as_ref()
-            .and_then(|p| inner.payments.get(p));
+            .and_then(|p| inner.records.payments.get(p));
         Some(json!({
             "id": id,
             "created_at": Timestamp::now().to_rfc3339(),
@@ -601,7 +766,7 @@ async fn get_subscription(
     if let Err(answer) = sim.gate(&headers, format!("GET /subscriptions/{id}")).await {
         return answer;
     }
-    match sim.with(|inner| inner.subscriptions.get(&id).cloned()) {
+    match sim.with(|inner| inner.records.subscriptions.get(&id).cloned()) {
         Some(subscription) => axum::Json(subscription).into_response(),
         None => dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Subscription not found"),
     }
@@ -626,6 +791,139 @@ async fn get_product(
     .into_response()
 }
 
+fn find_customer<'r>(records: &'r Records, id: &str) -> Option<&'r Value> {
+    records
+        .customers
+        .iter()
+        .find(|c| c["customer_id"].as_str() == Some(id))
+}
+
+fn new_customer(records: &mut Records, email: &str, name: &str) -> String {
+    let customer_id = format!("cus_{}", random_suffix());
+    records.customers.push(json!({
+        "customer_id": customer_id,
+        "business_id": "bus_simulator",
+        "email": email,
+        "name": name,
+        "created_at": Timestamp::now().to_rfc3339(),
+        "metadata": {},
+    }));
+    customer_id
+}
+
+/// The customer a checkout with only an e-mail is attached to: the existing customer with
+/// that e-mail (the oldest), unless `always_create_new` — as Dodo does.
+fn attach_customer(
+    records: &mut Records,
+    email: &str,
+    name: &str,
+    always_create_new: bool,
+) -> String {
+    if !always_create_new
+        && let Some(existing) = records
+            .customers
+            .iter()
+            .find(|c| c["email"].as_str() == Some(email))
+            .and_then(|c| c["customer_id"].as_str())
+    {
+        return existing.to_owned();
+    }
+    new_customer(records, email, name)
+}
+
+fn always_create_new_customer(request: &Value) -> bool {
+    request
+        .pointer("/feature_flags/always_create_new_customer")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+async fn create_customer(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, "POST /customers".into()).await {
+        return answer;
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (Some(email), Some(name)) = (
+        request.get("email").and_then(Value::as_str),
+        request.get("name").and_then(Value::as_str),
+    ) else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST_BODY",
+            "email and name are required",
+        );
+    };
+    let customer = sim.change(|records| {
+        let id = new_customer(records, email, name);
+        find_customer(records, &id).cloned()
+    });
+    axum::Json(customer.unwrap_or(Value::Null)).into_response()
+}
+
+async fn get_customer(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, format!("GET /customers/{id}")).await {
+        return answer;
+    }
+    match sim.customer(&id) {
+        Some(customer) => axum::Json(customer).into_response(),
+        None => dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Customer not found"),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    page_size: Option<usize>,
+    page_number: Option<usize>,
+}
+
+/// `GET /subscriptions`: newest first, `page_size` (default 10, at most 100) from
+/// `page_number` (from 0).
+async fn list_subscriptions(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, "GET /subscriptions".into()).await {
+        return answer;
+    }
+    let Ok(axum::extract::Query(query)) = query else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_QUERY",
+            "page_size and page_number must be non-negative integers",
+        );
+    };
+    let size = query.page_size.unwrap_or(10).min(100);
+    let page = query.page_number.unwrap_or(0);
+    let items = sim.with(|inner| {
+        let mut all: Vec<&Value> = inner.records.subscriptions.values().collect();
+        // Newest first; ties by id so that pages are stable.
+        all.sort_by(|a, b| {
+            let key = |s: &Value| {
+                (
+                    s["created_at"].as_str().unwrap_or_default().to_owned(),
+                    s["subscription_id"].as_str().unwrap_or_default().to_owned(),
+                )
+            };
+            key(b).cmp(&key(a))
+        });
+        all.into_iter()
+            .skip(page.saturating_mul(size))
+            .take(size)
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    axum::Json(json!({ "items": items })).into_response()
+}
+
 async fn portal_session(
     State(sim): State<DodoSimulator>,
     headers: HeaderMap,
@@ -640,16 +938,48 @@ async fn portal_session(
     {
         return answer;
     }
+    if sim.customer(&id).is_none() {
+        return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Customer not found");
+    }
     axum::Json(json!({"link": format!("{}/portal/{id}", sim.shared.public_url)})).into_response()
 }
 
-async fn portal_page(Path(customer): Path<String>) -> Html<String> {
+/// The portal page names its customer and what they bought, so a person (or a test) can
+/// see whose portal a link opens.
+async fn portal_page(State(sim): State<DodoSimulator>, Path(customer): Path<String>) -> Response {
+    let Some(record) = sim.customer(&customer) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>Customer not found</h1>".to_owned()),
+        )
+            .into_response();
+    };
+    let payments: Vec<String> = sim.with(|inner| {
+        let mut ids: Vec<String> = inner
+            .records
+            .payments
+            .values()
+            .filter(|p| {
+                p.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer)
+            })
+            .filter_map(|p| p["payment_id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    });
+    let items: String = payments
+        .iter()
+        .map(|id| format!("<li class=\"payment\">{}</li>", escape_html(id)))
+        .collect();
     Html(format!(
         "<!doctype html><title>Customer portal (Dodo simulator)</title>\
-         <h1>Customer portal</h1><p>Customer <code>{}</code>: subscriptions, cards and \
-         invoices would be managed here.</p>",
-        escape_html(&customer)
+         <h1>Customer portal</h1><p>Customer <code id=\"customer\">{}</code> \
+         (<span id=\"email\">{}</span>): subscriptions, cards and invoices would be managed \
+         here.</p><ul id=\"payments\">{items}</ul>",
+        escape_html(&customer),
+        escape_html(record["email"].as_str().unwrap_or_default()),
     ))
+    .into_response()
 }
 
 fn escape_html(text: &str) -> String {
@@ -709,8 +1039,16 @@ struct Outcome {
 async fn complete_checkout(
     State(sim): State<DodoSimulator>,
     Path(session): Path<String>,
-    Form(form): Form<Outcome>,
+    form: Result<Form<Outcome>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    // A malformed form is Dodo's JSON error, not axum's plain-text rejection.
+    let Ok(Form(form)) = form else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST_BODY",
+            "the form needs outcome=succeeded or outcome=failed",
+        );
+    };
     let succeeded = match form.outcome.as_str() {
         "succeeded" => true,
         "failed" => false,

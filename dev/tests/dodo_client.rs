@@ -18,11 +18,9 @@ fn checkout_request() -> CheckoutRequest<'static> {
             product_id: PRODUCT,
             quantity: 1,
         }],
-        customer: Some(CheckoutCustomer {
-            email: "alice@example.com",
-            name: "alice",
-        }),
+        customer: None,
         return_url: "https://app.example.com/back",
+        feature_flags: None,
         metadata: BTreeMap::from([("user_id", "u1".to_owned())]),
     }
 }
@@ -37,10 +35,16 @@ async fn creates_a_checkout_session() {
         .await
         .expect("sim");
     let client = dodo_client_for(&dodo.url);
-    let session = client
-        .create_checkout(&checkout_request())
+    let customer = client
+        .create_customer("alice@example.com", "alice")
         .await
-        .expect("created");
+        .expect("customer");
+    assert!(customer.starts_with("cus_"));
+    let mut request = checkout_request();
+    request.customer = Some(CheckoutCustomer {
+        customer_id: &customer,
+    });
+    let session = client.create_checkout(&request).await.expect("created");
     assert!(session.session_id.starts_with("cks_"));
     assert!(session.checkout_url.ends_with(&session.session_id));
     let sent = dodo
@@ -51,7 +55,7 @@ async fn creates_a_checkout_session() {
         sent["product_cart"],
         json!([{"product_id": PRODUCT, "quantity": 1}])
     );
-    assert_eq!(sent["customer"]["email"], "alice@example.com");
+    assert_eq!(sent["customer"], json!({"customer_id": customer}));
     assert_eq!(sent["metadata"], json!({"user_id": "u1"}));
 }
 

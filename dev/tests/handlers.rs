@@ -135,7 +135,6 @@ async fn has_paid_is_derived_from_the_expiry_at_read_time() {
             &paywall::store::Grant {
                 user_id: user(ALICE),
                 payment_id: "pay_old".into(),
-                customer_id: None,
                 plan: "monthly".into(),
                 days: 30,
                 source: paywall::store::GrantSource::Webhook,
@@ -186,9 +185,19 @@ async fn a_checkout_is_opened_for_the_caller_and_stored_as_pending() {
         sent["product_cart"],
         json!([{"product_id": PRODUCT, "quantity": 1}])
     );
+    // The checkout names the customer the paywall created for Alice and bound to her,
+    // never only an e-mail (which Dodo would attach to anyone's customer).
+    let bound = world
+        .store
+        .get_user(&user(ALICE))
+        .await
+        .expect("read")
+        .and_then(|p| p.customer_id)
+        .expect("a customer bound to Alice");
+    assert_eq!(sent["customer"], json!({ "customer_id": bound }));
     assert_eq!(
-        sent["customer"],
-        json!({"email": "alice@example.com", "name": "alice"})
+        world.sim().customer(&bound).expect("created")["email"],
+        "alice@example.com"
     );
     assert_eq!(sent["return_url"], SUCCESS_URL);
     assert_eq!(
@@ -514,7 +523,7 @@ async fn a_signed_payment_succeeded_grants_access() {
 }
 
 #[tokio::test]
-async fn the_webhook_links_by_session_then_by_email() {
+async fn the_webhook_links_by_session_then_by_bound_customer_never_by_anothers_email() {
     let world = World::new().await;
     let session = world.open_checkout(ALICE, "alice@example.com").await;
     let by_session = world.dodo_payment("pay_s", "succeeded", None, Some(&session));
@@ -525,9 +534,26 @@ async fn the_webhook_links_by_session_then_by_email() {
     );
 
     world.open_checkout(BOB, "Bob@Example.com").await;
+    let bobs = world
+        .store
+        .get_user(&user(BOB))
+        .await
+        .expect("read")
+        .and_then(|p| p.customer_id)
+        .expect("bound");
+    // Bob's e-mail on a customer that is not his: linked to nobody, kept for support.
     let mut by_email = world.dodo_payment("pay_e", "succeeded", None, None);
     by_email["customer"]["email"] = json!("bob@example.COM");
     let (status, body) = deliver(&world, &payment_event("payment.succeeded", &by_email)).await;
+    assert_eq!(
+        (status, body["outcome"].clone()),
+        (StatusCode::OK, json!("unmatched"))
+    );
+    assert_eq!(status_of(&world, BOB).await["has_paid"], false);
+    // His own customer, without any metadata of ours: his.
+    let mut by_customer = world.dodo_payment("pay_c", "succeeded", None, None);
+    by_customer["customer"] = json!({"customer_id": bobs, "email": "bob@example.com"});
+    let (status, body) = deliver(&world, &payment_event("payment.succeeded", &by_customer)).await;
     assert_eq!(
         (status, body["outcome"].clone()),
         (StatusCode::OK, json!("granted"))
@@ -800,9 +826,19 @@ async fn the_portal_opens_for_the_callers_own_customer_only() {
         }
     };
     let (status, body) = call(ALICE).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "never paid: {body}");
+    assert_eq!(status, StatusCode::NOT_FOUND, "no checkout yet: {body}");
     assert_eq!(body["error"]["code"], "no_customer");
 
+    // Her first checkout creates her customer; a payment naming another customer
+    // (cus_1) never rebinds her.
+    world.open_checkout(ALICE, "alice@example.com").await;
+    let hers = world
+        .store
+        .get_user(&user(ALICE))
+        .await
+        .expect("read")
+        .and_then(|p| p.customer_id)
+        .expect("bound");
     let payment = world.dodo_payment("pay_portal", "succeeded", Some(ALICE), None);
     let (status, _) = deliver(&world, &payment_event("payment.succeeded", &payment)).await;
     assert_eq!(status, StatusCode::OK);
@@ -810,15 +846,15 @@ async fn the_portal_opens_for_the_callers_own_customer_only() {
     let (status, body) = call(ALICE).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let link = body["portal_url"].as_str().expect("portal_url");
-    assert!(link.ends_with("/portal/cus_1"), "{link}");
+    assert!(link.ends_with(&format!("/portal/{hers}")), "{link}");
     assert!(
         world
             .sim()
             .api_calls()
-            .contains(&"POST /customers/cus_1/customer-portal/session".to_owned())
+            .contains(&format!("POST /customers/{hers}/customer-portal/session"))
     );
 
-    // Bob, who never paid, gets no portal, and certainly not Alice's.
+    // Bob, who never opened a checkout, gets no portal, and certainly not Alice's.
     let (status, _) = call(BOB).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = read(

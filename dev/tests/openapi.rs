@@ -141,7 +141,7 @@ async fn every_answer_conforms_to_openapi_yaml() {
     check(
         "post",
         path,
-        api(&checkout, "POST", path, Some("u1"), None).await,
+        api(&checkout, "POST", path, Some("u3"), None).await,
     );
     world
         .sim()
@@ -149,7 +149,7 @@ async fn every_answer_conforms_to_openapi_yaml() {
     check(
         "post",
         path,
-        api(&checkout, "POST", path, Some("u1"), None).await,
+        api(&checkout, "POST", path, Some("u4"), None).await,
     );
     world.sim().set_fault(None);
 

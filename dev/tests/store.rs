@@ -17,7 +17,6 @@ fn grant(user_id: &str, payment_id: &str) -> Grant {
     Grant {
         user_id: user(user_id),
         payment_id: payment_id.to_owned(),
-        customer_id: Some("cus_1".to_owned()),
         plan: "monthly".to_owned(),
         days: 30,
         source: GrantSource::Webhook,
@@ -97,6 +96,7 @@ async fn a_checkout_is_pending_and_linked_to_its_user() {
             Some(&email),
             &PendingCheckout {
                 session_id: "cks_1".into(),
+                checkout_url: None,
                 plan: "monthly".into(),
                 created_at: now,
             },
@@ -216,6 +216,7 @@ async fn a_grant_clears_the_pending_checkout() {
             None,
             &PendingCheckout {
                 session_id: "cks_1".into(),
+                checkout_url: None,
                 plan: "monthly".into(),
                 created_at: now,
             },

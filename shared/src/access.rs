@@ -152,6 +152,7 @@ mod tests {
             past_due_ends_at: Some(at(until + 200)),
             cancel_at_next_billing_date: false,
             event_at: 1,
+            ..SubscriptionRecord::fresh("sub_1")
         }
     }
 
@@ -188,6 +189,7 @@ mod tests {
                 session_id: "cks_1".into(),
                 plan: "monthly".into(),
                 created_at: at(5),
+                checkout_url: None,
             }),
             ..record()
         });
@@ -221,7 +223,14 @@ mod tests {
             (SubscriptionStatus::Paused, 1_000, false, "on_hold"),
             (SubscriptionStatus::Expired, 1_000, false, "expired"),
             (SubscriptionStatus::Failed, 1_000, false, "expired"),
-            (SubscriptionStatus::Active, 100, false, "expired"),
+            // Set to renew: access runs through the renewal grace, then ends.
+            (SubscriptionStatus::Active, 100, true, "active"),
+            (
+                SubscriptionStatus::Active,
+                100 - crate::subscription::RENEWAL_GRACE_SECONDS,
+                false,
+                "expired",
+            ),
         ];
         for (status, until, has_paid, shown) in cases {
             let view = AccessView::of(

@@ -19,6 +19,10 @@ pub struct ApiError {
     pub message: String,
     /// Dodo's own error code, when Dodo refused a request.
     pub dodo_code: Option<String>,
+    /// Seconds after which the caller may retry (`Retry-After`), when we know.
+    pub retry_after: Option<i64>,
+    /// What went wrong inside, for the log only: never sent to the caller.
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -28,7 +32,39 @@ impl ApiError {
             code,
             message: message.into(),
             dodo_code: None,
+            retry_after: None,
+            detail: None,
         }
+    }
+
+    /// Keeps `detail` for the log line of this error (never for the answer).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// `429` after too many calls: retry after `seconds`.
+    pub fn rate_limited(seconds: i64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many requests for this user: at most {} a minute; retry in {seconds} s",
+                crate::store::RATE_LIMIT_CALLS
+            ),
+        );
+        error.retry_after = Some(seconds.max(1));
+        error
+    }
+
+    /// `504` when a request could not finish in time: nothing is known to have changed
+    /// or not, and every write is idempotent, so the caller retries.
+    pub fn deadline_exceeded() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the request took too long to complete; please retry",
+        )
     }
 
     pub fn unauthorized() -> Self {
@@ -51,37 +87,61 @@ impl ApiError {
         )
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    /// The JSON answer, with the request id so that a support request can be matched to
+    /// the log line (which alone holds `detail`).
+    pub fn into_response_for(self, request_id: Option<&str>) -> Response<Body> {
         if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), code = self.code, detail = %self.message, "request failed");
+            tracing::warn!(
+                status = self.status.as_u16(),
+                code = self.code,
+                request_id,
+                detail = self.detail.as_deref().unwrap_or(""),
+                "request failed"
+            );
         }
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(dodo_code) = self.dodo_code {
             error["dodo_code"] = json!(dodo_code);
         }
-        json_response(self.status, &json!({ "error": error }))
+        if let Some(request_id) = request_id {
+            error["request_id"] = json!(request_id);
+        }
+        let mut response = json_response(self.status, &json!({ "error": error }));
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        self.into_response_for(None)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        // The SDK's message (endpoints, table names, ARNs) goes to the log only.
         match err {
             StoreError::Unavailable(_) | StoreError::Contention => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
-                format!("{err}; nothing was changed, please retry"),
+                "the payment store is unavailable; please retry",
             ),
             StoreError::Corrupt(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
-                err.to_string(),
+                "a stored record could not be read",
             ),
         }
+        .with_detail(err.to_string())
     }
 }
 
 impl From<DodoError> for ApiError {
     fn from(err: DodoError) -> Self {
+        let detail = err.to_string();
         match err {
             DodoError::Timeout => Self::new(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -91,25 +151,61 @@ impl From<DodoError> for ApiError {
             DodoError::Unavailable(_) => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "dodo_unavailable",
-                format!("{err}; please retry"),
+                "Dodo Payments could not be reached; please retry",
             ),
             DodoError::Api {
                 status,
                 ref code,
                 ref message,
-            } => Self {
-                status: StatusCode::BAD_GATEWAY,
-                code: "dodo_error",
-                message: format!("Dodo Payments refused the request ({status} {code}: {message})"),
-                dodo_code: Some(code.clone()),
-            },
+            } => {
+                let mut error = Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "dodo_error",
+                    format!("Dodo Payments refused the request ({status} {code}: {message})"),
+                );
+                error.dodo_code = Some(code.clone());
+                error
+            }
             DodoError::Decode(_) => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "dodo_bad_response",
-                err.to_string(),
+                "Dodo Payments answered in a way the paywall could not read; please retry",
             ),
         }
+        .with_detail(detail)
     }
+}
+
+/// How long an API request may take before it answers `504` itself: well before API
+/// Gateway's 30 s integration limit (which would answer a bare 503) and the function's
+/// timeout.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// The request id a caller quotes to support: Lambda's, else API Gateway's.
+pub fn request_id(request: &Request) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    if let Some(context) = request.lambda_context_ref()
+        && !context.request_id.is_empty()
+    {
+        return Some(context.request_id.clone());
+    }
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.request_id.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Answers `request` with what `respond` produces within [`REQUEST_DEADLINE`], turning
+/// an error into its JSON answer (with the request id) and a deadline into a JSON `504`.
+pub async fn answer(
+    request: &Request,
+    respond: impl std::future::Future<Output = Result<Response<Body>, ApiError>>,
+) -> Response<Body> {
+    let outcome = tokio::time::timeout(REQUEST_DEADLINE, respond)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::deadline_exceeded()));
+    outcome.unwrap_or_else(|err| err.into_response_for(request_id(request).as_deref()))
 }
 
 pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
@@ -134,6 +230,16 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Bod
 pub struct Caller {
     pub user_id: UserId,
     pub email: Option<Email>,
+    /// The identity provider vouches for the e-mail (`email_verified` is `"true"`). Only a
+    /// verified e-mail may ever link a payment to this user.
+    pub email_verified: bool,
+}
+
+impl Caller {
+    /// The caller's e-mail, if verified.
+    pub fn verified_email(&self) -> Option<&Email> {
+        self.email.as_ref().filter(|_| self.email_verified)
+    }
 }
 
 /// Reads `requestContext.authorizer.jwt.claims`. No claims, no `sub`: 401, never a
@@ -151,7 +257,14 @@ pub fn caller(request: &Request) -> Result<Caller, ApiError> {
         .ok_or_else(ApiError::unauthorized)?;
     // An unusable e-mail claim is dropped, not fatal: Dodo's page asks for one.
     let email = claims.get("email").and_then(|raw| Email::parse(raw).ok());
-    Ok(Caller { user_id, email })
+    let email_verified = claims
+        .get("email_verified")
+        .is_some_and(|raw| raw.eq_ignore_ascii_case("true"));
+    Ok(Caller {
+        user_id,
+        email,
+        email_verified,
+    })
 }
 
 /// The request body as JSON. An empty body is the type's default; anything that is not

@@ -16,6 +16,9 @@ use serde_json::Value;
 use crate::config::DodoConfig;
 use crate::ids::{PaymentId, ProductId};
 
+/// The largest page Dodo's list endpoints serve.
+pub const LIST_PAGE_SIZE: usize = 100;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -83,6 +86,8 @@ pub struct CheckoutRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer: Option<CheckoutCustomer<'a>>,
     pub return_url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_flags: Option<CheckoutFlags>,
     /// String values only: the oldest API version Dodo documents accepts nothing else.
     pub metadata: BTreeMap<&'static str, String>,
 }
@@ -93,10 +98,20 @@ pub struct CartLine<'a> {
     pub quantity: u32,
 }
 
+/// Who pays: always the customer the paywall created for the user. (A checkout that
+/// names only an e-mail is attached by Dodo to any existing customer with that e-mail.)
 #[derive(Debug, Serialize)]
 pub struct CheckoutCustomer<'a> {
-    pub email: &'a str,
-    pub name: &'a str,
+    pub customer_id: &'a str,
+}
+
+/// `feature_flags` of a checkout session.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckoutFlags {
+    /// When no customer can be named (no e-mail to create one with), Dodo's page must
+    /// create a new customer rather than attach the buyer to someone else's by e-mail.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub always_create_new_customer: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,8 +165,19 @@ pub struct Payment {
     pub customer_id: Option<String>,
     pub checkout_session_id: Option<String>,
     pub subscription_id: Option<String>,
-    /// The products bought; empty when Dodo did not say.
-    pub product_ids: Vec<String>,
+    /// What it bought, line by line; empty when Dodo did not say (which buys nothing).
+    pub product_cart: Vec<CartItem>,
+    /// A payment that only saved a new card for a subscription: it buys nothing.
+    pub is_update_payment_method: bool,
+    /// When Dodo created it (ms), to order a subscription's payments.
+    pub created_at: Option<i64>,
+}
+
+/// One line of a payment's `product_cart`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CartItem {
+    pub product_id: String,
+    pub quantity: u32,
 }
 
 fn str_field<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
@@ -169,13 +195,24 @@ impl Payment {
             .to_owned();
         let metadata = metadata_of(value);
         let customer = value.get("customer").unwrap_or(&Value::Null);
-        let product_ids = value
+        let product_cart = value
             .get("product_cart")
             .and_then(Value::as_array)
             .map(|lines| {
                 lines
                     .iter()
-                    .filter_map(|line| str_field(line, "product_id").map(str::to_owned))
+                    .filter_map(|line| {
+                        Some(CartItem {
+                            product_id: str_field(line, "product_id")?.to_owned(),
+                            // A line without a readable quantity is one item; a zero or
+                            // negative one buys nothing.
+                            quantity: match line.get("quantity") {
+                                None | Some(Value::Null) => 1,
+                                Some(q) => q.as_u64().and_then(|q| u32::try_from(q).ok())?,
+                            },
+                        })
+                    })
+                    .filter(|item| item.quantity > 0)
                     .collect()
             })
             .unwrap_or_default();
@@ -187,7 +224,12 @@ impl Payment {
             customer_id: str_field(customer, "customer_id").map(str::to_owned),
             checkout_session_id: str_field(value, "checkout_session_id").map(str::to_owned),
             subscription_id: str_field(value, "subscription_id").map(str::to_owned),
-            product_ids,
+            product_cart,
+            is_update_payment_method: value
+                .get("is_update_payment_method")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            created_at: str_field(value, "created_at").and_then(crate::time::parse_rfc3339_millis),
         })
     }
 }
@@ -348,6 +390,51 @@ impl DodoClient {
             .ok_or_else(|| DodoError::Decode("portal session without link".to_owned()))
     }
 
+    /// `POST /customers`: a new Dodo customer for one user (never looked up by e-mail).
+    #[tracing::instrument(skip_all)]
+    pub async fn create_customer(&self, email: &str, name: &str) -> Result<String, DodoError> {
+        let body = serde_json::json!({"email": email, "name": name});
+        // Not retried unless the connection never opened: a retry could create two (the
+        // store binds only one to the user either way).
+        let answer = self
+            .call(
+                Method::POST,
+                "/customers",
+                Some(&body),
+                Retry::OnlyIfNotSent,
+            )
+            .await?;
+        str_field(&answer, "customer_id")
+            .map(str::to_owned)
+            .ok_or_else(|| DodoError::Decode("customer without customer_id".to_owned()))
+    }
+
+    /// `GET /subscriptions?page_size=100&page_number=N`: one page of the business's
+    /// subscriptions, newest first. An empty or short page is the last.
+    #[tracing::instrument(skip_all, fields(page))]
+    pub async fn list_subscriptions(
+        &self,
+        page: u32,
+    ) -> Result<Vec<crate::subscription::Subscription>, DodoError> {
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("/subscriptions?page_size={LIST_PAGE_SIZE}&page_number={page}"),
+                None,
+                Retry::Safe,
+            )
+            .await?;
+        let items = answer
+            .get("items")
+            .and_then(Value::as_array)
+            .ok_or_else(|| DodoError::Decode("subscription list without items".to_owned()))?;
+        // An item we cannot read is skipped, not fatal: the rest of the page still counts.
+        Ok(items
+            .iter()
+            .filter_map(|item| crate::subscription::Subscription::from_json(item).ok())
+            .collect())
+    }
+
     /// `GET /checkouts/{id}`: the payment made in a checkout session, if any yet.
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn get_checkout_payment(&self, id: &str) -> Result<Option<String>, DodoError> {
@@ -496,7 +583,14 @@ mod tests {
         assert_eq!(payment.customer_email.as_deref(), Some("a@example.com"));
         assert_eq!(payment.checkout_session_id.as_deref(), Some("cks_1"));
         assert_eq!(payment.subscription_id, None);
-        assert_eq!(payment.product_ids, vec!["pdt_a".to_owned()]);
+        assert_eq!(
+            payment.product_cart,
+            vec![CartItem {
+                product_id: "pdt_a".to_owned(),
+                quantity: 1
+            }]
+        );
+        assert!(!payment.is_update_payment_method);
     }
 
     #[test]

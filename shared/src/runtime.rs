@@ -78,7 +78,17 @@ pub async fn run_scheduled(
     let reconciler = &reconciler;
     let service = service_fn(move |_event: LambdaEvent<serde_json::Value>| async move {
         let summary = reconciler.run(crate::time::Timestamp::now()).await;
-        Ok::<_, Infallible>(summary)
+        // Metrics for the dashboard and the alarm, read by CloudWatch from the log.
+        println!("{}", summary.metric_line(crate::time::now_millis()));
+        if summary.complete() {
+            Ok(summary)
+        } else {
+            // A failed invocation, so that the function's error alarm fires.
+            Err(format!(
+                "reconcile left {} due item(s) behind and met {} error(s)",
+                summary.left_behind, summary.failed
+            ))
+        }
     });
     if let Err(err) = Box::pin(lambda_runtime::run(service)).await {
         eprintln!("the Lambda runtime stopped: {err}");

@@ -71,15 +71,27 @@ pub struct Subscription {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// How long an active subscription that is due to renew keeps access past its
+/// `next_billing_date`: Dodo charges the renewal at that moment, and its webhook (or, if
+/// the webhook is lost, the hourly reconcile) needs a little time to tell us. A failed
+/// renewal moves the subscription `on_hold`, which ends access at once, so the grace only
+/// ever covers the time it takes to hear from Dodo.
+pub const RENEWAL_GRACE_SECONDS: i64 = crate::time::SECONDS_PER_DAY;
+
 /// Until when a subscription state gives access, if it gives any: active until the end of
-/// the paid period; past due until the grace period ends; cancelled until the end of the
-/// period already paid; on hold, paused, expired, failed and pending give none.
+/// the paid period (plus the renewal grace when it is set to renew); past due until the
+/// grace period ends; cancelled until the end of the period already paid; on hold,
+/// paused, expired, failed and pending give none.
 pub fn access_until(
     status: &SubscriptionStatus,
     next_billing_date: Option<Timestamp>,
     past_due_ends_at: Option<Timestamp>,
+    cancel_at_next_billing_date: bool,
 ) -> Option<Timestamp> {
     match status {
+        SubscriptionStatus::Active if !cancel_at_next_billing_date => {
+            next_billing_date.map(|date| date.plus_seconds(RENEWAL_GRACE_SECONDS))
+        }
         SubscriptionStatus::Active | SubscriptionStatus::Cancelled => next_billing_date,
         SubscriptionStatus::PastDue => past_due_ends_at.or(next_billing_date),
         _ => None,
@@ -121,7 +133,12 @@ impl Subscription {
     }
 
     pub fn access_until(&self) -> Option<Timestamp> {
-        access_until(&self.status, self.next_billing_date, self.past_due_ends_at)
+        access_until(
+            &self.status,
+            self.next_billing_date,
+            self.past_due_ends_at,
+            self.cancel_at_next_billing_date,
+        )
     }
 
     pub fn grants_access(&self, now: Timestamp) -> bool {
@@ -154,6 +171,12 @@ mod tests {
         let feb4 = Timestamp::parse_rfc3339("2030-02-04T00:00:00Z");
         assert_eq!(sub("active").access_until(), feb1);
         assert_eq!(sub("cancelled").access_until(), feb1);
+        let mut renewing = sub("active");
+        renewing.cancel_at_next_billing_date = false;
+        assert_eq!(
+            renewing.access_until(),
+            feb1.map(|d| d.plus_seconds(RENEWAL_GRACE_SECONDS))
+        );
         assert_eq!(sub("past_due").access_until(), feb4);
         for none in [
             "on_hold",

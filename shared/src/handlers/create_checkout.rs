@@ -9,19 +9,27 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use super::StartError;
-use crate::api::{ApiError, caller, json_body, json_response};
+use super::{StartError, rate_limit};
+use crate::api::{ApiError, Caller, answer, caller, json_body, json_response};
 use crate::config::{CheckoutConfig, DodoConfig, StoreConfig, Vars};
-use crate::dodo::{CartLine, CheckoutCustomer, CheckoutRequest, DodoClient, display_price};
+use crate::dodo::{
+    CartLine, CheckoutCustomer, CheckoutFlags, CheckoutRequest, DodoClient, display_price,
+};
+use crate::ids::UserId;
 use crate::plan::{Catalog, Plan};
 use crate::purchase::{DATAFAST_VISITOR_KEY, PLAN_KEY, USER_ID_KEY};
 use crate::runtime::Handler;
-use crate::store::{PendingCheckout, Store};
+use crate::store::{PendingCheckout, Store, UserRecord};
 use crate::subscription::SubscriptionStatus;
 use crate::time::Timestamp;
 
 /// How long a checkout waits for the product's price before answering without it.
 const PRICE_LOOKUP_LIMIT: Duration = Duration::from_secs(2);
+/// An open, unpaid checkout of the same plan younger than this is handed out again
+/// instead of opening another (a double click must not start two subscriptions).
+const REUSE_CHECKOUT_FOR: i64 = 30 * 60;
+/// How long a request waits for a concurrent one of the same user to open the checkout.
+const CONCURRENT_CHECKOUT_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Deserialize)]
 struct CheckoutInput {
@@ -84,10 +92,20 @@ impl CreateCheckoutHandler {
                 )
             })?,
         };
+        let visitor = match input.datafast_visitor_id.as_deref().map(str::trim) {
+            Some(visitor) if visitor.len() > 200 || visitor.chars().any(char::is_control) => {
+                return Err(ApiError::bad_request(
+                    "datafast_visitor_id must be at most 200 printable characters",
+                ));
+            }
+            Some(visitor) if !visitor.is_empty() => Some(visitor.to_owned()),
+            _ => None,
+        };
+        rate_limit(&self.store, &caller.user_id).await?;
 
+        let account = self.store.get_account(&caller.user_id).await?;
         if plan.is_subscription() {
             // One running subscription at a time: a second would bill twice.
-            let account = self.store.get_account(&caller.user_id).await?;
             let running = account.subscriptions.iter().any(|s| {
                 s.grants_access(now)
                     && matches!(
@@ -103,66 +121,138 @@ impl CreateCheckoutHandler {
                 ));
             }
         }
+        // A double click or a second tab: the session opened moments ago is the answer.
+        if let Some(open) = reusable(account.profile.as_ref(), plan, now) {
+            return Ok(self.answer(plan, open).await);
+        }
+        if !self.store.begin_checkout(&caller.user_id, now).await? {
+            return self
+                .await_concurrent_checkout(&caller.user_id, plan, now)
+                .await;
+        }
+        let opened = self
+            .open_checkout(&caller, plan, visitor, account.profile.as_ref(), now)
+            .await;
+        if opened.is_err() {
+            // Let the next attempt in at once rather than after the lock goes stale.
+            if let Err(err) = self.store.abandon_checkout_attempt(&caller.user_id).await {
+                tracing::warn!(error = %err, "could not release the checkout lock");
+            }
+        }
+        let opened = opened?;
+        Ok(self.answer(plan, opened).await)
+    }
 
+    /// Opens a Dodo checkout for the caller's own customer and records it as pending.
+    async fn open_checkout(
+        &self,
+        caller: &Caller,
+        plan: &Plan,
+        visitor: Option<String>,
+        profile: Option<&UserRecord>,
+        now: Timestamp,
+    ) -> Result<PendingCheckout, ApiError> {
+        let customer = self.customer_of(caller, profile).await?;
         // Metadata links the session to the caller; it comes back on the payment and on
         // every webhook about it. Values are strings, as Dodo's oldest API requires.
         let mut metadata = BTreeMap::from([
             (USER_ID_KEY, caller.user_id.to_string()),
             (PLAN_KEY, plan.name.clone()),
         ]);
-        if let Some(visitor) = input.datafast_visitor_id.as_deref().map(str::trim)
-            && !visitor.is_empty()
-        {
-            if visitor.len() > 200 || visitor.chars().any(char::is_control) {
-                return Err(ApiError::bad_request(
-                    "datafast_visitor_id must be at most 200 printable characters",
-                ));
-            }
-            metadata.insert(DATAFAST_VISITOR_KEY, visitor.to_owned());
+        if let Some(visitor) = visitor {
+            metadata.insert(DATAFAST_VISITOR_KEY, visitor);
         }
-
         let checkout_request = CheckoutRequest {
             product_cart: vec![CartLine {
                 product_id: plan.product_id.as_str(),
                 quantity: 1,
             }],
-            customer: caller.email.as_ref().map(|email| CheckoutCustomer {
-                email: email.as_str(),
-                name: email.local_part(),
-            }),
+            customer: customer
+                .as_deref()
+                .map(|customer_id| CheckoutCustomer { customer_id }),
             return_url: &self.checkout.success_url,
+            // Without a customer of ours, Dodo's page must not attach the buyer to an
+            // existing customer that has the e-mail they type.
+            feature_flags: customer.is_none().then_some(CheckoutFlags {
+                always_create_new_customer: true,
+            }),
             metadata,
         };
-        let (session, price) = tokio::join!(
-            self.dodo.create_checkout(&checkout_request),
-            self.price_of(plan)
-        );
-        let session = session?;
-
+        let session = self.dodo.create_checkout(&checkout_request).await?;
+        let pending = PendingCheckout {
+            session_id: session.session_id,
+            plan: plan.name.clone(),
+            created_at: now,
+            checkout_url: Some(session.checkout_url),
+        };
         // If this write fails the session is simply abandoned; were it paid anyway, its
         // metadata still links the payment to the caller.
         self.store
-            .record_checkout(
-                &caller.user_id,
-                caller.email.as_ref(),
-                &PendingCheckout {
-                    session_id: session.session_id.clone(),
-                    plan: plan.name.clone(),
-                    created_at: now,
-                },
-            )
+            .record_checkout(&caller.user_id, caller.verified_email(), &pending)
             .await?;
-        tracing::info!(user_id = %caller.user_id, session_id = %session.session_id, plan = %plan.name, "checkout opened");
+        tracing::info!(user_id = %caller.user_id, session_id = %pending.session_id, plan = %plan.name, "checkout opened");
+        Ok(pending)
+    }
 
-        Ok(json_response(
+    /// The caller's Dodo customer: the one bound to them, else a new one created for
+    /// them now and bound (a concurrent first checkout may have bound another first:
+    /// that one is used). `None` only when there is no e-mail to create one with.
+    async fn customer_of(
+        &self,
+        caller: &Caller,
+        profile: Option<&UserRecord>,
+    ) -> Result<Option<String>, ApiError> {
+        if let Some(bound) = profile.and_then(|p| p.customer_id.clone()) {
+            return Ok(Some(bound));
+        }
+        let Some(email) = &caller.email else {
+            return Ok(None);
+        };
+        let created = self
+            .dodo
+            .create_customer(email.as_str(), email.local_part())
+            .await?;
+        Ok(Some(
+            self.store.bind_customer(&caller.user_id, &created).await?,
+        ))
+    }
+
+    /// Another request of the same user is opening a checkout right now: answer with
+    /// its session once it is recorded, instead of opening a second one.
+    async fn await_concurrent_checkout(
+        &self,
+        user: &UserId,
+        plan: &Plan,
+        now: Timestamp,
+    ) -> Result<Response<Body>, ApiError> {
+        let deadline = tokio::time::Instant::now() + CONCURRENT_CHECKOUT_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let profile = self.store.get_user(user).await?;
+            if let Some(open) = reusable(profile.as_ref(), plan, now) {
+                return Ok(self.answer(plan, open).await);
+            }
+        }
+        let mut busy = ApiError::new(
+            StatusCode::CONFLICT,
+            "checkout_in_progress",
+            "a checkout for this user is being opened by another request; retry shortly",
+        );
+        busy.retry_after = Some(2);
+        Err(busy)
+    }
+
+    async fn answer(&self, plan: &Plan, open: PendingCheckout) -> Response<Body> {
+        let price = self.price_of(plan).await;
+        json_response(
             StatusCode::OK,
             &CheckoutResponse {
-                checkout_url: session.checkout_url,
+                checkout_url: open.checkout_url.unwrap_or_default(),
                 plan: plan.name.clone(),
                 price,
-                session_id: session.session_id,
+                session_id: open.session_id,
             },
-        ))
+        )
     }
 
     /// The plan's display price: the catalogue's, else Dodo's product price, cached for the
@@ -202,14 +292,21 @@ impl CreateCheckoutHandler {
     }
 }
 
+/// The user's open checkout of `plan`, if it is young enough to hand out again.
+fn reusable(profile: Option<&UserRecord>, plan: &Plan, now: Timestamp) -> Option<PendingCheckout> {
+    profile?.pending_checkout.clone().filter(|open| {
+        open.plan == plan.name
+            && open.checkout_url.is_some()
+            && open.created_at.unix_seconds() > now.unix_seconds() - REUSE_CHECKOUT_FOR
+    })
+}
+
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 
 impl Handler for CreateCheckoutHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        self.respond(&request, Timestamp::now())
-            .await
-            .unwrap_or_else(ApiError::into_response)
+        answer(&request, self.respond(&request, Timestamp::now())).await
     }
 }

@@ -6,8 +6,8 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
-use super::StartError;
-use crate::api::{ApiError, caller, json_response};
+use super::{StartError, rate_limit};
+use crate::api::{ApiError, answer, caller, json_response};
 use crate::config::{DodoConfig, StoreConfig, Vars};
 use crate::dodo::DodoClient;
 use crate::runtime::Handler;
@@ -32,6 +32,7 @@ impl PortalHandler {
 
     pub async fn respond(&self, request: &Request) -> Result<Response<Body>, ApiError> {
         let caller = caller(request)?;
+        rate_limit(&self.store, &caller.user_id).await?;
         let customer = self
             .store
             .get_user(&caller.user_id)
@@ -41,7 +42,7 @@ impl PortalHandler {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
                     "no_customer",
-                    "the signed-in user has never paid, so has no customer portal",
+                    "the signed-in user has no Dodo customer yet (one is created with their first checkout)",
                 )
             })?;
         let link = self.dodo.create_portal_session(&customer).await?;
@@ -54,8 +55,6 @@ impl PortalHandler {
 
 impl Handler for PortalHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        self.respond(&request)
-            .await
-            .unwrap_or_else(ApiError::into_response)
+        answer(&request, self.respond(&request)).await
     }
 }

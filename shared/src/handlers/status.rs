@@ -5,7 +5,7 @@ use lambda_http::{Body, Request, Response};
 
 use super::StartError;
 use crate::access::AccessView;
-use crate::api::{ApiError, caller, json_response};
+use crate::api::{ApiError, answer, caller, json_response};
 use crate::config::{StoreConfig, Vars};
 use crate::runtime::Handler;
 use crate::store::Store;
@@ -42,8 +42,6 @@ impl StatusHandler {
 
 impl Handler for StatusHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        self.respond(&request, Timestamp::now())
-            .await
-            .unwrap_or_else(ApiError::into_response)
+        answer(&request, self.respond(&request, Timestamp::now())).await
     }
 }

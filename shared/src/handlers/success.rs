@@ -7,16 +7,18 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::StartError;
+use super::{StartError, rate_limit};
 use crate::access::AccessView;
-use crate::api::{ApiError, caller, json_body, json_response};
+use crate::api::{ApiError, answer, caller, json_body, json_response};
 use crate::config::{DodoConfig, StoreConfig, Vars};
 use crate::dodo::{DodoClient, PaymentStatus};
 use crate::ids::PaymentId;
 use crate::plan::Catalog;
-use crate::purchase::{Linking, metadata_user, owner_of, plan_for, subscription_plan_for};
+use crate::purchase::{
+    Applied, Linking, apply_payment, metadata_user, owner_of, subscription_plan_for,
+};
 use crate::runtime::Handler;
-use crate::store::{Grant, GrantOutcome, GrantSource, Store};
+use crate::store::{GrantOutcome, GrantSource, Store};
 use crate::time::{Timestamp, now_millis};
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +65,7 @@ impl SuccessHandler {
             .ok_or_else(|| ApiError::bad_request("payment_id is required"))?;
         let payment_id =
             PaymentId::parse(&raw_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        rate_limit(&self.store, &caller.user_id).await?;
 
         let payment = self.dodo.get_payment(&payment_id).await.map_err(|err| {
             if err.is_not_found() {
@@ -121,60 +124,65 @@ impl SuccessHandler {
             }
         }
 
-        let not_ours = || {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "payment_not_for_this_product",
-                "this payment bought a product this paywall does not sell",
-            )
-        };
-        let plan = plan_for(&self.catalog, &payment);
-        if let Some(subscription_id) = &payment.subscription_id {
-            // A subscription's payment: access follows the subscription, so take its
-            // state from Dodo now (the freshest there is) instead of granting days.
-            let subscription = self.dodo.get_subscription(subscription_id).await?;
-            let named_owner = metadata_user(&subscription.metadata);
-            if named_owner.is_some_and(|owner| owner != caller.user_id) {
+        let applied = apply_payment(
+            &self.store,
+            &self.catalog,
+            &caller.user_id,
+            &payment,
+            GrantSource::SuccessCall,
+            now,
+        )
+        .await?;
+        match applied {
+            Applied::Nothing(why) => {
+                tracing::info!(payment_id = %payment_id, reason = why.as_str(), "the payment bought nothing this paywall sells");
                 return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "payment_not_yours",
-                    "this payment's subscription belongs to another user",
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "payment_not_for_this_product",
+                    "this payment bought nothing this paywall sells",
                 ));
             }
-            let plan = subscription_plan_for(&self.catalog, &subscription).ok_or_else(not_ours)?;
-            self.store
-                .apply_subscription(&caller.user_id, &subscription, &plan.name, now_millis())
-                .await?;
-        } else {
-            let plan = plan.filter(|p| !p.is_subscription()).ok_or_else(not_ours)?;
-            let grant = Grant {
-                user_id: caller.user_id.clone(),
-                payment_id: payment.payment_id.clone(),
-                customer_id: payment.customer_id.clone(),
-                plan: plan.name.clone(),
-                days: plan.days,
-                source: GrantSource::SuccessCall,
-            };
-            match self.store.apply_grant(&grant, now).await? {
-                GrantOutcome::Applied(_) => {
-                    tracing::info!(user_id = %caller.user_id, payment_id = %payment_id, "payment granted by the success call");
-                }
-                // Granted before (by the webhook or an earlier call): answer as a success.
-                GrantOutcome::AlreadyApplied { owner } if owner == caller.user_id => {}
-                GrantOutcome::AlreadyApplied { .. } => {
+            Applied::SubscriptionPayment { subscription_id } => {
+                // Access follows the subscription: take its state from Dodo now (the
+                // freshest there is) instead of waiting for its webhook.
+                let subscription = self.dodo.get_subscription(&subscription_id).await?;
+                if metadata_user(&subscription.metadata)
+                    .is_some_and(|owner| owner != caller.user_id)
+                {
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
                         "payment_not_yours",
-                        "this payment does not belong to the signed-in user",
+                        "this payment's subscription belongs to another user",
                     ));
                 }
-                GrantOutcome::Revoked => {
-                    return Err(ApiError::new(
-                        StatusCode::PAYMENT_REQUIRED,
-                        "payment_refunded",
-                        "this payment was refunded or lost in a dispute; no access was granted",
-                    ));
-                }
+                let plan = subscription_plan_for(&self.catalog, &subscription);
+                self.store
+                    .apply_subscription(
+                        &caller.user_id,
+                        &subscription,
+                        plan.map(|p| p.name.as_str()),
+                        now_millis(),
+                    )
+                    .await?;
+            }
+            Applied::Pass(GrantOutcome::Applied(_)) => {
+                tracing::info!(user_id = %caller.user_id, payment_id = %payment_id, "payment granted by the success call");
+            }
+            // Granted before (by the webhook or an earlier call): answer as a success.
+            Applied::Pass(GrantOutcome::AlreadyApplied { owner }) if owner == caller.user_id => {}
+            Applied::Pass(GrantOutcome::AlreadyApplied { .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "payment_not_yours",
+                    "this payment does not belong to the signed-in user",
+                ));
+            }
+            Applied::Pass(GrantOutcome::Revoked) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_refunded",
+                    "this payment was refunded or lost in a dispute; no access was granted",
+                ));
             }
         }
 
@@ -196,8 +204,6 @@ impl SuccessHandler {
 
 impl Handler for SuccessHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        self.respond(&request, Timestamp::now())
-            .await
-            .unwrap_or_else(ApiError::into_response)
+        answer(&request, self.respond(&request, Timestamp::now())).await
     }
 }

@@ -7,16 +7,19 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
 use super::StartError;
-use crate::api::{ApiError, json_response};
+use crate::api::{ApiError, answer, json_response};
 use crate::config::{StoreConfig, Vars, WebhookConfig};
 use crate::dodo::{Payment, PaymentStatus};
 use crate::events::{self, Event};
 use crate::ids::UserId;
 use crate::plan::Catalog;
-use crate::purchase::{Linking, owner_of, plan_for, subscription_owner_of, subscription_plan_for};
+use crate::purchase::{
+    Applied, Linking, Purchase, apply_payment, owner_of, subscription_owner_of,
+    subscription_plan_for, what_payment_buys,
+};
 use crate::runtime::Handler;
 use crate::store::{
-    AuditEntry, Claim, ClaimOutcome, Grant, GrantOutcome, GrantSource, Store, SubscriptionOutcome,
+    AuditEntry, Claim, ClaimOutcome, GrantOutcome, GrantSource, Store, SubscriptionOutcome,
 };
 use crate::subscription::Subscription;
 use crate::time::{Timestamp, now_millis};
@@ -137,13 +140,16 @@ impl WebhookHandler {
         ))
     }
 
-    /// The user a payment was granted to, if it was.
+    /// The user a payment was granted to (a pass) or paid for (a subscription), if any.
     async fn grantee(&self, payment_id: &str) -> Result<Option<UserId>, ApiError> {
+        if let Some(grant) = self.store.payment_grant(payment_id).await? {
+            return Ok(Some(grant.user_id));
+        }
         Ok(self
             .store
-            .payment_grant(payment_id)
+            .subscription_payment(payment_id)
             .await?
-            .map(|g| g.user_id))
+            .map(|paid| paid.user_id))
     }
 
     async fn on_payment_succeeded(
@@ -160,22 +166,14 @@ impl WebhookHandler {
             tracing::info!(payment_id, status = ?payment.status, "payment.succeeded carries a payment that has not succeeded");
             return Ok(("ignored", None));
         }
-        if let Some(subscription_id) = &payment.subscription_id {
-            // Its subscription's events grant the access; remember whose it is, for
-            // subscription events that carry no metadata of ours.
-            let user = owner_of(&self.store, payment, Linking::AllowEmail).await?;
-            if let Some(user) = &user {
-                self.store.link_subscription(user, subscription_id).await?;
-            }
-            return Ok(("subscription_payment", user));
-        }
-        let Some(plan) = plan_for(&self.catalog, payment).filter(|p| !p.is_subscription()) else {
+        if let Purchase::Nothing(why) = what_payment_buys(&self.catalog, payment) {
             tracing::info!(
                 payment_id,
-                "payment for a product this paywall does not sell"
+                reason = why.as_str(),
+                "payment buys nothing this paywall sells"
             );
             return Ok(("ignored", None));
-        };
+        }
         let Some(user_id) = owner_of(&self.store, payment, Linking::AllowEmail).await? else {
             // Retrying cannot help; keep it for support rather than lose it.
             self.store
@@ -192,23 +190,27 @@ impl WebhookHandler {
             );
             return Ok(("unmatched", None));
         };
-        let grant = Grant {
-            user_id,
-            payment_id: payment_id.clone(),
-            customer_id: payment.customer_id.clone(),
-            plan: plan.name.clone(),
-            days: plan.days,
-            source: GrantSource::Webhook,
-        };
-        let outcome = match self.store.apply_grant(&grant, now).await? {
-            GrantOutcome::Applied(_) => {
-                tracing::info!(payment_id, user_id = %grant.user_id, "payment granted by webhook");
+        let applied = apply_payment(
+            &self.store,
+            &self.catalog,
+            &user_id,
+            payment,
+            GrantSource::Webhook,
+            now,
+        )
+        .await?;
+        let outcome = match applied {
+            Applied::Pass(GrantOutcome::Applied(_)) => {
+                tracing::info!(payment_id, user_id = %user_id, "payment granted by webhook");
                 "granted"
             }
-            GrantOutcome::AlreadyApplied { .. } => "duplicate",
-            GrantOutcome::Revoked => "revoked",
+            Applied::Pass(GrantOutcome::AlreadyApplied { .. }) => "duplicate",
+            Applied::Pass(GrantOutcome::Revoked) => "revoked",
+            // Its subscription's events grant the access.
+            Applied::SubscriptionPayment { .. } => "subscription_payment",
+            Applied::Nothing(_) => "ignored",
         };
-        Ok((outcome, Some(grant.user_id)))
+        Ok((outcome, Some(user_id)))
     }
 
     /// Stores the subscription's state for its owner unless a newer event was applied.
@@ -220,27 +222,37 @@ impl WebhookHandler {
         now: Timestamp,
     ) -> Result<(&'static str, Option<UserId>), ApiError> {
         let id = &subscription.subscription_id;
-        let Some(plan) = subscription_plan_for(&self.catalog, subscription) else {
-            tracing::info!(subscription_id = %id, "subscription to a product this paywall does not sell");
-            return Ok(("ignored", None));
+        let plan = subscription_plan_for(&self.catalog, subscription);
+        let owner = subscription_owner_of(&self.store, subscription, Linking::AllowEmail).await?;
+        let user = match (plan, owner) {
+            (_, Some(user)) => user,
+            (None, None) => {
+                tracing::info!(subscription_id = %id, "subscription to a product this paywall does not sell");
+                return Ok(("ignored", None));
+            }
+            (Some(_), None) => {
+                self.store
+                    .record_unmatched(
+                        "SUBSCRIPTION",
+                        id,
+                        subscription.customer_email.as_deref(),
+                        now,
+                    )
+                    .await?;
+                tracing::warn!(subscription_id = %id, "subscription linked to no user; kept as unmatched");
+                return Ok(("unmatched", None));
+            }
         };
-        let Some(user) =
-            subscription_owner_of(&self.store, subscription, Linking::AllowEmail).await?
-        else {
-            self.store
-                .record_unmatched(
-                    "SUBSCRIPTION",
-                    id,
-                    subscription.customer_email.as_deref(),
-                    now,
-                )
-                .await?;
-            tracing::warn!(subscription_id = %id, "subscription linked to no user; kept as unmatched");
-            return Ok(("unmatched", None));
-        };
+        // A subscription of ours moved to a product we do not sell still has its state
+        // stored: it then gives access only until the end of the period already paid.
         let outcome = self
             .store
-            .apply_subscription(&user, subscription, &plan.name, occurred_at)
+            .apply_subscription(
+                &user,
+                subscription,
+                plan.map(|p| p.name.as_str()),
+                occurred_at,
+            )
             .await?;
         tracing::info!(subscription_id = %id, user_id = %user, event_type, status = subscription.status.as_str(), ?outcome, "subscription event");
         let outcome = match outcome {
@@ -262,8 +274,6 @@ fn claim_outcome(outcome: ClaimOutcome) -> &'static str {
 
 impl Handler for WebhookHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        self.respond(&request, Timestamp::now())
-            .await
-            .unwrap_or_else(ApiError::into_response)
+        answer(&request, self.respond(&request, Timestamp::now())).await
     }
 }

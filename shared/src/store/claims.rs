@@ -1,0 +1,268 @@
+//! Claims: refunds and disputes of a payment, and what they take back or give back.
+
+use super::*;
+
+/// What Dodo said about a payment after it was made: refunds and disputes. Kept per
+/// payment, so that a refund or a dispute that arrives before the payment itself is still
+/// applied when the payment arrives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claims {
+    pub fully_refunded: bool,
+    pub dispute_status: Option<String>,
+    /// When the dispute state applied occurred (ms); older dispute events are ignored.
+    pub dispute_event_at: i64,
+    pub(super) version: i64,
+}
+
+impl Claims {
+    /// Whether the payment's access is taken back: refunded in full, or a dispute lost or
+    /// accepted (money returned to the buyer).
+    pub fn revokes(&self) -> bool {
+        self.fully_refunded || self.dispute_lost()
+    }
+
+    /// A dispute of the payment was lost or accepted.
+    pub fn dispute_lost(&self) -> bool {
+        matches!(
+            self.dispute_status.as_deref(),
+            Some("dispute_lost" | "dispute_accepted")
+        )
+    }
+}
+
+/// One refund or dispute event about a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// `refund.succeeded`: a partial refund changes nothing.
+    Refund { full: bool },
+    /// `dispute.*`: the dispute's latest status, as of `event_at` (ms).
+    Dispute { status: String, event_at: i64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The payment's access was taken back.
+    Revoked,
+    /// The payment's access was given back (a dispute won).
+    Restored,
+    /// Recorded; the payment's access did not change (not granted yet, or no change).
+    Recorded,
+    /// A duplicate or an older event: nothing changed.
+    Unchanged,
+}
+
+impl Store {
+    /// The refunds and disputes recorded for a payment.
+    pub async fn payment_claims(&self, payment_id: &str) -> Result<Claims, StoreError> {
+        let Some(item) = self.get(claims_key(payment_id)).await? else {
+            return Ok(Claims::default());
+        };
+        Ok(Claims {
+            fully_refunded: get_bool(&item, "fully_refunded"),
+            dispute_status: get_s(&item, "dispute_status").map(str::to_owned),
+            dispute_event_at: get_n(&item, "dispute_event_at")?.unwrap_or(0),
+            version: get_n(&item, "version")?.unwrap_or(0),
+        })
+    }
+
+    /// Records a refund or a dispute of a payment and, when it changes whether the
+    /// payment's access stands, takes the access back (or gives it back) in the same
+    /// transaction: the user's expiry moves by the days the payment granted.
+    pub async fn apply_claim(
+        &self,
+        payment_id: &str,
+        claim: &Claim,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let build_error =
+            |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
+        for attempt in 0..MAX_GRANT_ATTEMPTS {
+            let before = self.payment_claims(payment_id).await?;
+            let mut after = before.clone();
+            match claim {
+                Claim::Refund { full } => after.fully_refunded |= *full,
+                Claim::Dispute { status, event_at } => {
+                    if *event_at >= before.dispute_event_at {
+                        after.dispute_status = Some(status.clone());
+                        after.dispute_event_at = *event_at;
+                    }
+                }
+            }
+            if after == before {
+                return Ok(ClaimOutcome::Unchanged);
+            }
+            let mut item = claims_key(payment_id);
+            item.extend(values([
+                ("fully_refunded", AttributeValue::Bool(after.fully_refunded)),
+                ("dispute_event_at", n(after.dispute_event_at)),
+                ("version", n(before.version + 1)),
+                ("updated_at", n(now.unix_seconds())),
+            ]));
+            if let Some(status) = &after.dispute_status {
+                item.insert("dispute_status".to_owned(), s(status));
+            }
+            let claims = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR version = :version")
+                .expression_attribute_values(":version", n(before.version))
+                .build()
+                .map_err(build_error)?;
+            let mut request = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(claims).build());
+
+            let grant = self.payment_grant(payment_id).await?;
+            let outcome = match &grant {
+                Some(grant) if grant.revoked != after.revokes() => {
+                    let revoke = after.revokes();
+                    let profile = self
+                        .get_user(&grant.user_id)
+                        .await?
+                        .unwrap_or_else(|| UserRecord::empty(grant.user_id.clone()));
+                    let shift =
+                        i64::from(grant.days) * SECONDS_PER_DAY * if revoke { -1 } else { 1 };
+                    let until = profile
+                        .paid_until
+                        .map_or(grant.granted_until, |until| until.plus_seconds(shift));
+                    let mark = Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(grant_key(payment_id)))
+                        .update_expression("SET revoked = :revoked")
+                        .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_values(":revoked", AttributeValue::Bool(revoke))
+                        .build()
+                        .map_err(build_error)?;
+                    let access = Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(user_key(&grant.user_id)))
+                        .update_expression(
+                            "SET user_id = :user, paid_until = :until, refunded = :refunded, version = :next",
+                        )
+                        .condition_expression("attribute_not_exists(pk) OR version = :version")
+                        .set_expression_attribute_values(Some(values([
+                            (":user", s(grant.user_id.as_str())),
+                            (":until", n(until.unix_seconds())),
+                            (":refunded", AttributeValue::Bool(revoke)),
+                            (":version", n(profile.version as i64)),
+                            (":next", n(profile.version as i64 + 1)),
+                        ])))
+                        .build()
+                        .map_err(build_error)?;
+                    request = request
+                        .transact_items(TransactWriteItem::builder().update(mark).build())
+                        .transact_items(TransactWriteItem::builder().update(access).build());
+                    if revoke {
+                        ClaimOutcome::Revoked
+                    } else {
+                        ClaimOutcome::Restored
+                    }
+                }
+                Some(_) => ClaimOutcome::Recorded,
+                None => match self.subscription_payment(payment_id).await? {
+                    // A subscription's payment: a lost dispute ends the subscription's
+                    // access at once; a full refund of its latest payment ends it until
+                    // a later payment succeeds.
+                    Some(paid) => {
+                        let (update, outcome) = self
+                            .subscription_claim_update(&paid, payment_id, &after)
+                            .await?;
+                        if let Some(update) = update {
+                            request = request.transact_items(
+                                TransactWriteItem::builder().update(update).build(),
+                            );
+                        }
+                        outcome
+                    }
+                    None => {
+                        // Not granted yet: the claim must land before any grant does, or
+                        // the grant must see it; checking that neither a grant nor a
+                        // subscription payment exists serialises the two.
+                        for absent_key in
+                            [grant_key(payment_id), subscription_payment_key(payment_id)]
+                        {
+                            let absent = ConditionCheck::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(absent_key))
+                                .condition_expression("attribute_not_exists(pk)")
+                                .build()
+                                .map_err(build_error)?;
+                            request = request.transact_items(
+                                TransactWriteItem::builder().condition_check(absent).build(),
+                            );
+                        }
+                        ClaimOutcome::Recorded
+                    }
+                },
+            };
+            match conflict_of(request.send().await) {
+                Ok(()) => return Ok(outcome),
+                Err(WriteConflict::Cancelled) => tokio::time::sleep(backoff(attempt)).await,
+                Err(WriteConflict::Failed(err)) => return Err(err),
+            }
+        }
+        Err(StoreError::Contention)
+    }
+
+    /// The change a subscription payment's claims make to its subscription, read now and
+    /// checked at write time against the subscription's revision.
+    async fn subscription_claim_update(
+        &self,
+        paid: &SubscriptionPayment,
+        payment_id: &str,
+        after: &Claims,
+    ) -> Result<(Option<Update>, ClaimOutcome), StoreError> {
+        let Some(record) = self
+            .get_subscription(&paid.user_id, &paid.subscription_id)
+            .await?
+        else {
+            return Ok((None, ClaimOutcome::Recorded));
+        };
+        let latest = record.last_payment_id.as_deref() == Some(payment_id);
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        if after.fully_refunded
+            && latest
+            && record.refunded_payment_id.as_deref() != Some(payment_id)
+        {
+            set.push("refunded_payment_id = :payment");
+        }
+        let lost_here = record.lost_dispute_payment_id.as_deref() == Some(payment_id);
+        if after.dispute_lost() && record.lost_dispute_payment_id.is_none() {
+            set.push("lost_dispute_payment_id = :payment");
+        } else if !after.dispute_lost() && lost_here {
+            remove.push("lost_dispute_payment_id");
+        }
+        if set.is_empty() && remove.is_empty() {
+            return Ok((None, ClaimOutcome::Recorded));
+        }
+        let granted_before = record.access_until().is_some();
+        let (unchanged, rev_value) = unchanged_since(record.rev);
+        set.push("rev = :next");
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(subscription_key(&paid.user_id, &paid.subscription_id)))
+            .update_expression(expression)
+            .condition_expression(format!("attribute_exists(pk) AND ({unchanged})"))
+            .set_expression_attribute_values(Some(values([
+                (":payment", s(payment_id)),
+                (":rev", rev_value),
+                (":next", n(record.rev + 1)),
+            ])))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let outcome = if remove.is_empty() {
+            ClaimOutcome::Revoked
+        } else if granted_before || !after.revokes() {
+            ClaimOutcome::Restored
+        } else {
+            ClaimOutcome::Recorded
+        };
+        Ok((Some(update), outcome))
+    }
+}
