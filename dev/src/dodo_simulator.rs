@@ -254,6 +254,16 @@ impl DodoSimulator {
         }
     }
 
+    /// Makes `payment_id` the payment of checkout `session_id` (as if paid there), for
+    /// payments of any shape stored with [`Self::put_payment`].
+    pub fn set_checkout_payment(&self, session_id: &str, payment_id: &str) {
+        self.change(|records| {
+            if let Some(checkout) = records.checkouts.get_mut(session_id) {
+                checkout.payment_id = Some(payment_id.to_owned());
+            }
+        });
+    }
+
     pub fn subscription(&self, id: &str) -> Option<Value> {
         self.with(|inner| inner.records.subscriptions.get(id).cloned())
     }
@@ -904,21 +914,24 @@ async fn list_subscriptions(
     let size = query.page_size.unwrap_or(10).min(100);
     let page = query.page_number.unwrap_or(0);
     let items = sim.with(|inner| {
-        let mut all: Vec<&Value> = inner.records.subscriptions.values().collect();
         // Newest first; ties by id so that pages are stable.
-        all.sort_by(|a, b| {
-            let key = |s: &Value| {
+        let mut all: Vec<(&str, &str, &Value)> = inner
+            .records
+            .subscriptions
+            .values()
+            .map(|s| {
                 (
-                    s["created_at"].as_str().unwrap_or_default().to_owned(),
-                    s["subscription_id"].as_str().unwrap_or_default().to_owned(),
+                    s["created_at"].as_str().unwrap_or_default(),
+                    s["subscription_id"].as_str().unwrap_or_default(),
+                    s,
                 )
-            };
-            key(b).cmp(&key(a))
-        });
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
         all.into_iter()
             .skip(page.saturating_mul(size))
             .take(size)
-            .cloned()
+            .map(|(_, _, s)| s.clone())
             .collect::<Vec<_>>()
     });
     axum::Json(json!({ "items": items })).into_response()

@@ -778,6 +778,33 @@ async fn a_store_outage_is_503_then_the_retry_grants_once() {
     let now = Timestamp::now().unix_seconds();
     let (status, answer) = read(webhook.handle(signed_webhook(&body, "msg_o", now)).await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    // What the caller needs (a stable code, a plain message, the request id to quote),
+    // never the SDK's error, the endpoint or the table.
+    let (status, answer) = read(
+        paywall::handlers::StatusHandler::new(store.clone())
+            .handle(api_event(
+                "GET",
+                "/payment/status",
+                Some((ALICE, None)),
+                None,
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "store_unavailable");
+    assert_eq!(answer["error"]["request_id"], "O4x9ajQnoAMEVbw=");
+    let text = answer.to_string();
+    for internal in [
+        "dispatch",
+        "tcp",
+        "127.0.0.1",
+        "io error",
+        TABLE,
+        "nothing was changed",
+    ] {
+        assert!(!text.contains(internal), "{internal} leaked: {text}");
+    }
 
     // The engine comes back on the same file and port; Dodo retries the delivery.
     let _dynamo = dev::local_dynamodb::LocalDynamo::on_disk(&file, &address)

@@ -370,3 +370,145 @@ async fn a_second_subscription_is_refused_while_one_runs_and_its_payment_confirm
     let (status, body) = read(checkout.handle(open("monthly")).await).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// A subscription's payments, as Dodo sends them: `payment.succeeded` with the
+/// subscription and its product in the cart, at `created_ms`.
+fn subscription_payment(payment: &str, sub: &str, user: &str, created_ms: i64) -> Value {
+    json!({
+        "payload_type": "Payment", "payment_id": payment, "status": "succeeded",
+        "subscription_id": sub, "metadata": {"user_id": user, "plan": "pro"},
+        "customer": {"customer_id": format!("cus_{user}"), "email": format!("{user}@example.com")},
+        "product_cart": [{"product_id": PRO, "quantity": 1}],
+        "created_at": format!("{}.{:03}Z", iso(created_ms / 1000).trim_end_matches('Z'), created_ms % 1000),
+        "total_amount": 2900, "currency": "USD",
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refund_of_a_subscriptions_latest_payment_ends_access_until_a_later_payment() {
+    let runner = Runner::new().await;
+    let now = runner.now.unix_seconds();
+    let t0 = now * 1000 - 3_600_000;
+    let events = |run: usize, renewed: bool| -> Vec<String> {
+        let user = format!("refunded-sub-{run}");
+        let sub = format!("sub_refund_{run}");
+        let first = format!("pay_first_{run}");
+        let mut events = vec![
+            envelope(
+                "subscription.active",
+                t0,
+                json!({
+                    "payload_type": "Subscription", "subscription_id": sub, "status": "active",
+                    "product_id": PRO, "next_billing_date": iso(now + 30 * SECONDS_PER_DAY),
+                    "cancel_at_next_billing_date": false, "metadata": {"user_id": user, "plan": "pro"},
+                }),
+            ),
+            envelope(
+                "payment.succeeded",
+                t0 + 10,
+                subscription_payment(&first, &sub, &user, t0),
+            ),
+            envelope(
+                "refund.succeeded",
+                t0 + 60_000,
+                json!({"payload_type": "Refund", "refund_id": format!("ref_{run}"), "payment_id": first,
+                       "is_partial": false, "amount": 2900, "status": "succeeded"}),
+            ),
+        ];
+        if renewed {
+            events.push(envelope(
+                "payment.succeeded",
+                t0 + 120_000,
+                subscription_payment(&format!("pay_later_{run}"), &sub, &user, t0 + 120_000),
+            ));
+        }
+        events
+    };
+    // Refunded, nothing paid since: no access, in every order.
+    let expected = runner
+        .run("refunded-sub-0", &events(0, false), &[0, 1, 2])
+        .await;
+    assert_eq!(
+        (expected["has_paid"].clone(), expected["status"].clone()),
+        (json!(false), json!("refunded")),
+        "{expected}"
+    );
+    for (run, order) in permutations(3).into_iter().enumerate().skip(1) {
+        let user = format!("refunded-sub-{run}");
+        let got = runner.run(&user, &events(run, false), &order).await;
+        assert_eq!(got, expected, "order {order:?}");
+    }
+    // A later payment succeeds: access again, in every order.
+    let expected = runner
+        .run("refunded-sub-100", &events(100, true), &[0, 1, 2, 3])
+        .await;
+    assert_eq!(expected["has_paid"], true, "{expected}");
+    for (run, order) in permutations(4).into_iter().enumerate().skip(1) {
+        let user = format!("refunded-sub-{}", 100 + run);
+        let got = runner.run(&user, &events(100 + run, true), &order).await;
+        assert_eq!(got, expected, "order {order:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_dispute_on_a_subscription_payment_ends_its_access_at_once() {
+    let runner = Runner::new().await;
+    let now = runner.now.unix_seconds();
+    let t0 = now * 1000 - 3_600_000;
+    let events = |run: usize, won_later: bool| -> Vec<String> {
+        let user = format!("disputed-sub-{run}");
+        let sub = format!("sub_dispute_{run}");
+        let payment = format!("pay_disputed_{run}");
+        let dispute = |event_type: &str, status: &str, at: i64| {
+            envelope(
+                event_type,
+                at,
+                json!({"payload_type": "Dispute", "dispute_id": format!("dsp_{run}"), "payment_id": payment,
+                       "dispute_status": status, "dispute_stage": "dispute", "amount": "2900", "currency": "USD"}),
+            )
+        };
+        let mut events = vec![
+            envelope(
+                "subscription.active",
+                t0,
+                json!({
+                    "payload_type": "Subscription", "subscription_id": sub, "status": "active",
+                    "product_id": PRO, "next_billing_date": iso(now + 30 * SECONDS_PER_DAY),
+                    "cancel_at_next_billing_date": false, "metadata": {"user_id": user, "plan": "pro"},
+                }),
+            ),
+            envelope(
+                "payment.succeeded",
+                t0 + 10,
+                subscription_payment(&payment, &sub, &user, t0),
+            ),
+            dispute("dispute.lost", "dispute_lost", t0 + 60_000),
+        ];
+        if won_later {
+            events.push(dispute("dispute.won", "dispute_won", t0 + 120_000));
+        }
+        events
+    };
+    let expected = runner
+        .run("disputed-sub-0", &events(0, false), &[0, 1, 2])
+        .await;
+    assert_eq!(
+        (expected["has_paid"].clone(), expected["status"].clone()),
+        (json!(false), json!("refunded")),
+        "{expected}"
+    );
+    for (run, order) in permutations(3).into_iter().enumerate().skip(1) {
+        let user = format!("disputed-sub-{run}");
+        let got = runner.run(&user, &events(run, false), &order).await;
+        assert_eq!(got, expected, "order {order:?}");
+    }
+    let expected = runner
+        .run("disputed-sub-100", &events(100, true), &[0, 1, 2, 3])
+        .await;
+    assert_eq!(expected["has_paid"], true, "won after all: {expected}");
+    for (run, order) in permutations(4).into_iter().enumerate().skip(1) {
+        let user = format!("disputed-sub-{}", 100 + run);
+        let got = runner.run(&user, &events(100 + run, true), &order).await;
+        assert_eq!(got, expected, "order {order:?}");
+    }
+}

@@ -25,10 +25,8 @@ impl Drop for Server {
 }
 
 async fn start(name: &str) -> Server {
-    let state = std::env::temp_dir().join(format!(
-        "paywall-dev-errors-{name}-{}",
-        std::process::id()
-    ));
+    let state =
+        std::env::temp_dir().join(format!("paywall-dev-errors-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

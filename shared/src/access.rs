@@ -66,6 +66,7 @@ impl AccessView {
             (_, false, true) => ("active", pass_plan.clone(), pass_until),
             (Some(sub), false, false) if pending.is_none() => {
                 let status = match sub.status {
+                    _ if sub.revoked() => "refunded",
                     SubscriptionStatus::OnHold | SubscriptionStatus::Paused => "on_hold",
                     SubscriptionStatus::Cancelled => "cancelled",
                     SubscriptionStatus::Pending => "pending",

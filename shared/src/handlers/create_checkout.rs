@@ -130,8 +130,15 @@ impl CreateCheckoutHandler {
                 .await_concurrent_checkout(&caller.user_id, plan, now)
                 .await;
         }
+        // Holding the lock: read again, for a session recorded (and the lock released)
+        // between the first read and taking the lock.
+        let profile = self.store.get_user(&caller.user_id).await?;
+        if let Some(open) = reusable(profile.as_ref(), plan, now) {
+            self.store.abandon_checkout_attempt(&caller.user_id).await?;
+            return Ok(self.answer(plan, open).await);
+        }
         let opened = self
-            .open_checkout(&caller, plan, visitor, account.profile.as_ref(), now)
+            .open_checkout(&caller, plan, visitor, profile.as_ref(), now)
             .await;
         if opened.is_err() {
             // Let the next attempt in at once rather than after the lock goes stale.

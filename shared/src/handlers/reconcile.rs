@@ -16,6 +16,7 @@
 //! says so in its summary, in a metric, and by failing, so that the alarm fires.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -68,6 +69,8 @@ pub struct Summary {
     pub subscriptions_refreshed: u32,
     pub payments_granted: u32,
     pub checkouts_abandoned: u32,
+    /// Checkouts paid for nothing this paywall sells (or refunded first): done, no grant.
+    pub checkouts_closed: u32,
     /// Checked, nothing new yet: deferred to a later run.
     pub unchanged: u32,
     pub failed: u32,
@@ -117,9 +120,12 @@ impl Summary {
 pub struct Reconciler {
     store: Store,
     dodo: DodoClient,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     limits: Limits,
 }
+
+/// Subscriptions repaired at once (each is a read and a transaction in the store).
+const REPAIR_CONCURRENCY: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 enum ItemError {
@@ -137,6 +143,8 @@ enum Repair {
     Refreshed,
     Granted,
     Abandoned,
+    /// Paid, for nothing this paywall sells: the checkout is done, nothing granted.
+    Closed,
     /// Nothing new: check again later.
     Unchanged,
 }
@@ -194,7 +202,7 @@ impl Reconciler {
         Self {
             store,
             dodo,
-            catalog,
+            catalog: Arc::new(catalog),
             limits,
         }
     }
@@ -254,7 +262,10 @@ impl Reconciler {
                 Due::Subscription {
                     subscription_id, ..
                 } => match self.fetch_subscription(subscription_id, &mut budget).await {
-                    Ok(subscription) => self.repair_subscription(&item, &subscription, now).await,
+                    Ok(subscription) => {
+                        repair_subscription(&self.store, &self.catalog, &item, &subscription, now)
+                            .await
+                    }
                     Err(err) => Err(err),
                 },
                 Due::Checkout { .. } => self.repair_checkout(&item, now, &mut budget).await,
@@ -295,18 +306,54 @@ impl Reconciler {
                 }
             };
             let last_page = subscriptions.len() < LIST_PAGE_SIZE;
-            for subscription in subscriptions {
-                let Some(item) = waiting.remove(&subscription.subscription_id) else {
-                    continue;
-                };
-                summary.checked += 1;
-                let result = self.repair_subscription(&item, &subscription, now).await;
-                self.count(&item, result, now, summary).await;
-            }
+            let found: Vec<(DueItem, Subscription)> = subscriptions
+                .into_iter()
+                .filter_map(|subscription| {
+                    let item = waiting.remove(&subscription.subscription_id)?;
+                    Some((item, subscription))
+                })
+                .collect();
+            self.repair_all(found, now, summary).await;
             if last_page {
                 break;
             }
             page += 1;
+        }
+    }
+
+    /// Repairs a page's worth of subscriptions, a few at a time: each is two store
+    /// round trips, and ten thousand of them one after another would outlast the run.
+    async fn repair_all(
+        &self,
+        found: Vec<(DueItem, Subscription)>,
+        now: Timestamp,
+        summary: &mut Summary,
+    ) {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut found = found.into_iter();
+        loop {
+            while tasks.len() < REPAIR_CONCURRENCY
+                && let Some((item, subscription)) = found.next()
+            {
+                let store = self.store.clone();
+                let catalog = Arc::clone(&self.catalog);
+                tasks.spawn(async move {
+                    let result =
+                        repair_subscription(&store, &catalog, &item, &subscription, now).await;
+                    (item, result)
+                });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            summary.checked += 1;
+            match joined {
+                Ok((item, result)) => self.count(&item, result, now, summary).await,
+                Err(err) => {
+                    tracing::error!(error = %err, "a repair task failed");
+                    summary.failed += 1;
+                }
+            }
         }
     }
 
@@ -340,6 +387,10 @@ impl Reconciler {
                 summary.checkouts_abandoned += 1;
                 false
             }
+            Ok(Repair::Closed) => {
+                summary.checkouts_closed += 1;
+                false
+            }
             Ok(Repair::Unchanged) => {
                 summary.unchanged += 1;
                 true
@@ -364,40 +415,6 @@ impl Reconciler {
         }
     }
 
-    /// Stores what Dodo says of a due subscription, unless it says nothing new (still
-    /// active, its renewal not charged yet).
-    async fn repair_subscription(
-        &self,
-        item: &DueItem,
-        subscription: &Subscription,
-        now: Timestamp,
-    ) -> Result<Repair, ItemError> {
-        let Due::Subscription { user, .. } = &item.what else {
-            return Err(ItemError::Other("not a subscription".into()));
-        };
-        let renewal_pending = subscription.status == SubscriptionStatus::Active
-            && !subscription.cancel_at_next_billing_date
-            && subscription
-                .next_billing_date
-                .is_some_and(|date| date <= now);
-        if renewal_pending {
-            return Ok(Repair::Unchanged);
-        }
-        let plan = subscription_plan_for(&self.catalog, subscription);
-        // Dodo's answer now is the newest state there is.
-        self.store
-            .apply_subscription(
-                user,
-                subscription,
-                plan.map(|p| p.name.as_str()),
-                now_millis(),
-            )
-            .await?;
-        // Stored: it is due again by its own rule (its next renewal, a few hours on for
-        // one on hold), or has left the index.
-        Ok(Repair::Refreshed)
-    }
-
     async fn repair_checkout(
         &self,
         item: &DueItem,
@@ -415,11 +432,11 @@ impl Reconciler {
         let age = now.unix_seconds() - created_at.unix_seconds();
         budget.take().await?;
         if let Some(payment_id) = self.dodo.get_checkout_payment(session_id).await?
-            && self
+            && let Some(done) = self
                 .grant_checkout_payment(user, session_id, &payment_id, now, budget)
                 .await?
         {
-            return Ok(Repair::Granted);
+            return Ok(done);
         }
         if age > self.limits.abandon_checkout_after {
             self.store.forget_pending_checkout(user, session_id).await?;
@@ -429,7 +446,7 @@ impl Reconciler {
     }
 
     /// Applies a checkout's payment if Dodo says it succeeded (a no-op if the webhook or
-    /// the success call did already). Returns whether the checkout is done.
+    /// the success call did already). `None`: not paid yet.
     async fn grant_checkout_payment(
         &self,
         user: &UserId,
@@ -437,12 +454,12 @@ impl Reconciler {
         payment_id: &str,
         now: Timestamp,
         budget: &mut Budget,
-    ) -> Result<bool, ItemError> {
+    ) -> Result<Option<Repair>, ItemError> {
         let id = PaymentId::parse(payment_id).map_err(|e| ItemError::Other(e.to_string()))?;
         budget.take().await?;
         let payment = self.dodo.get_payment(&id).await?;
         if payment.status != PaymentStatus::Succeeded {
-            return Ok(false);
+            return Ok(None);
         }
         if payment
             .checkout_session_id
@@ -462,7 +479,7 @@ impl Reconciler {
             now,
         )
         .await?;
-        Ok(match applied {
+        Ok(Some(match applied {
             Applied::SubscriptionPayment { subscription_id } => {
                 // Its subscription's state, so that access starts now.
                 let subscription = self.fetch_subscription(&subscription_id, budget).await?;
@@ -475,18 +492,53 @@ impl Reconciler {
                         now_millis(),
                     )
                     .await?;
-                true
+                Repair::Granted
             }
             Applied::Pass(GrantOutcome::Applied(_)) => {
                 tracing::info!(user_id = %user, payment_id, "reconcile granted a payment whose webhook was lost");
-                true
+                Repair::Granted
             }
-            Applied::Pass(GrantOutcome::AlreadyApplied { .. }) => true,
+            Applied::Pass(GrantOutcome::AlreadyApplied { .. }) => Repair::Granted,
             // Paid, but for nothing it can grant: the checkout is done all the same.
             Applied::Pass(GrantOutcome::Revoked) | Applied::Nothing(_) => {
                 self.store.complete_checkout(user, session_id).await?;
-                true
+                Repair::Closed
             }
-        })
+        }))
     }
+}
+
+/// Stores what Dodo says of a due subscription, unless it says nothing new (still
+/// active, its renewal not charged yet).
+async fn repair_subscription(
+    store: &Store,
+    catalog: &Catalog,
+    item: &DueItem,
+    subscription: &Subscription,
+    now: Timestamp,
+) -> Result<Repair, ItemError> {
+    let Due::Subscription { user, .. } = &item.what else {
+        return Err(ItemError::Other("not a subscription".into()));
+    };
+    let renewal_pending = subscription.status == SubscriptionStatus::Active
+        && !subscription.cancel_at_next_billing_date
+        && subscription
+            .next_billing_date
+            .is_some_and(|date| date <= now);
+    if renewal_pending {
+        return Ok(Repair::Unchanged);
+    }
+    let plan = subscription_plan_for(catalog, subscription);
+    // Dodo's answer now is the newest state there is.
+    store
+        .apply_subscription(
+            user,
+            subscription,
+            plan.map(|p| p.name.as_str()),
+            now_millis(),
+        )
+        .await?;
+    // Stored: it is due again by its own rule (its next renewal, a few hours on for one
+    // on hold), or has left the index.
+    Ok(Repair::Refreshed)
 }

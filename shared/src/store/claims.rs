@@ -247,13 +247,17 @@ impl Store {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(subscription_key(&paid.user_id, &paid.subscription_id)))
-            .update_expression(expression)
+            .update_expression(expression.clone())
             .condition_expression(format!("attribute_exists(pk) AND ({unchanged})"))
-            .set_expression_attribute_values(Some(values([
-                (":payment", s(payment_id)),
-                (":rev", rev_value),
-                (":next", n(record.rev + 1)),
-            ])))
+            .set_expression_attribute_values(Some({
+                let mut attribute_values =
+                    values([(":rev", rev_value), (":next", n(record.rev + 1))]);
+                // DynamoDB refuses a value the expression does not use.
+                if expression.contains(":payment") {
+                    attribute_values.insert(":payment".to_owned(), s(payment_id));
+                }
+                attribute_values
+            }))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let outcome = if remove.is_empty() {

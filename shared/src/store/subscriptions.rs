@@ -70,6 +70,13 @@ impl SubscriptionRecord {
         }
     }
 
+    /// Its access was taken back: a dispute lost, or its latest payment refunded in full.
+    pub fn revoked(&self) -> bool {
+        self.lost_dispute_payment_id.is_some()
+            || (self.refunded_payment_id.is_some()
+                && self.refunded_payment_id == self.last_payment_id)
+    }
+
     /// What the state alone gives, before refunds, disputes and product changes.
     fn state_access_until(&self) -> Option<Timestamp> {
         crate::subscription::access_until(
