@@ -16,6 +16,7 @@ usage: cargo run -p dev -- trigger <event type> [options]
   --url URL             webhook URL (default http://127.0.0.1:3000/payment/webhook)
   --secret whsec_...    signing secret (default $DODO_PAYMENTS_WEBHOOK_SECRET, else the local server's)
   --email EMAIL         the customer's e-mail (default buyer@example.com)
+  --customer-id ID      the payment's Dodo customer (default: one of its own)
   --user-id ID          put our user id in the payment's metadata (links it to that user)
   --payment-id ID       the payment id (default a new pay_trigger_…)
   --session-id ID       the checkout session id
@@ -33,6 +34,7 @@ pub struct Trigger {
     pub session_id: Option<String>,
     pub product_id: String,
     pub status: Option<String>,
+    pub customer_id: Option<String>,
 }
 
 impl Trigger {
@@ -51,6 +53,7 @@ impl Trigger {
             product_id: std::env::var("DODO_PRODUCT_ID")
                 .unwrap_or_else(|_| "pdt_local_demo".to_owned()),
             status: None,
+            customer_id: None,
         };
         while let Some(flag) = args.next() {
             let value = args
@@ -66,10 +69,19 @@ impl Trigger {
                 "--session-id" => trigger.session_id = Some(value),
                 "--product-id" => trigger.product_id = value,
                 "--status" => trigger.status = Some(value),
+                "--customer-id" => trigger.customer_id = Some(value),
                 other => return Err(format!("unknown option {other}")),
             }
         }
         Ok(trigger)
+    }
+
+    /// The payment's customer: the one given, else one of its own (a test event never
+    /// names a customer that might be a real user's).
+    fn customer_id(&self) -> String {
+        self.customer_id
+            .clone()
+            .unwrap_or_else(|| format!("cus_trigger_{}", self.payment_id))
     }
 
     /// The event body, shaped like Dodo's envelope with a Payment (or Refund) payload.
@@ -91,7 +103,7 @@ impl Trigger {
                 "payment_id": self.payment_id, "business_id": "bus_trigger", "is_partial": false,
                 "amount": 1900, "currency": "USD", "status": self.status.as_deref().unwrap_or("succeeded"),
                 "created_at": now, "metadata": {},
-                "customer": {"customer_id": "cus_trigger", "email": self.email, "name": "Buyer"},
+                "customer": {"customer_id": self.customer_id(), "email": self.email, "name": "Buyer"},
             })
         } else {
             json!({
@@ -99,7 +111,7 @@ impl Trigger {
                 "brand_id": "bus_trigger", "created_at": now,
                 "status": self.status.as_deref().unwrap_or(default_status),
                 "total_amount": 1900, "currency": "USD", "settlement_amount": 1900, "settlement_currency": "USD",
-                "customer": {"customer_id": "cus_trigger", "email": self.email, "name": "Buyer"},
+                "customer": {"customer_id": self.customer_id(), "email": self.email, "name": "Buyer"},
                 "billing": {"country": "US"}, "metadata": metadata,
                 "checkout_session_id": self.session_id, "subscription_id": null,
                 "product_cart": [{"product_id": self.product_id, "quantity": 1}],

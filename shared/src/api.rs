@@ -180,6 +180,9 @@ impl From<DodoError> for ApiError {
 /// Gateway's 30 s integration limit (which would answer a bare 503) and the function's
 /// timeout.
 pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
+/// The webhook's: inside Dodo's delivery timeout, so that a slow store answers a `504`
+/// Dodo retries, instead of a timeout Dodo cannot tell from a lost answer.
+pub const WEBHOOK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(12);
 
 /// The request id a caller quotes to support: Lambda's, else API Gateway's.
 pub fn request_id(request: &Request) -> Option<String> {
@@ -202,7 +205,16 @@ pub async fn answer(
     request: &Request,
     respond: impl std::future::Future<Output = Result<Response<Body>, ApiError>>,
 ) -> Response<Body> {
-    let outcome = tokio::time::timeout(REQUEST_DEADLINE, respond)
+    answer_within(REQUEST_DEADLINE, request, respond).await
+}
+
+/// [`answer`] with another deadline.
+pub async fn answer_within(
+    deadline: std::time::Duration,
+    request: &Request,
+    respond: impl std::future::Future<Output = Result<Response<Body>, ApiError>>,
+) -> Response<Body> {
+    let outcome = tokio::time::timeout(deadline, respond)
         .await
         .unwrap_or_else(|_| Err(ApiError::deadline_exceeded()));
     outcome.unwrap_or_else(|err| err.into_response_for(request_id(request).as_deref()))
@@ -276,4 +288,58 @@ pub fn json_body<T: DeserializeOwned + Default>(request: &Request) -> Result<T, 
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn body_of(response: &Response<Body>) -> serde_json::Value {
+        match response.body() {
+            Body::Text(text) => serde_json::from_str(text).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_answers_a_json_504_itself() {
+        let request = Request::new(Body::Empty);
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(json_response(StatusCode::OK, &json!({})))
+        };
+        let response = answer_within(Duration::from_millis(20), &request, slow).await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body_of(&response)["error"]["code"], "timeout");
+    }
+
+    #[test]
+    fn server_errors_keep_their_detail_out_of_the_answer() {
+        let error: ApiError = StoreError::Unavailable(
+            "dispatch failure: io error: tcp connect error: 127.0.0.1:8000 table paywall-prod"
+                .into(),
+        )
+        .into();
+        let response = error.into_response_for(Some("req-1"));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_of(&response);
+        assert_eq!(body["error"]["code"], "store_unavailable");
+        assert_eq!(body["error"]["request_id"], "req-1");
+        let text = body.to_string();
+        assert!(
+            !text.contains("dispatch") && !text.contains("paywall-prod"),
+            "{text}"
+        );
+
+        let limited = ApiError::rate_limited(7).into_response();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            limited
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"7"[..])
+        );
+    }
 }

@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
 use super::StartError;
-use crate::api::{ApiError, answer, json_response};
+use crate::api::{ApiError, WEBHOOK_DEADLINE, answer_within, json_response};
 use crate::config::{StoreConfig, Vars, WebhookConfig};
 use crate::dodo::{Payment, PaymentStatus};
 use crate::events::{self, Event};
@@ -274,6 +274,11 @@ fn claim_outcome(outcome: ClaimOutcome) -> &'static str {
 
 impl Handler for WebhookHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        answer(&request, self.respond(&request, Timestamp::now())).await
+        answer_within(
+            WEBHOOK_DEADLINE,
+            &request,
+            self.respond(&request, Timestamp::now()),
+        )
+        .await
     }
 }
