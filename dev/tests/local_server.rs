@@ -215,6 +215,25 @@ async fn a_purchase_over_http_then_a_restart_then_ctrl_c() {
     assert!(!forged.status.success());
     assert!(String::from_utf8_lossy(&forged.stdout).contains("answered 401"));
 
+    // A checkout opened before the restart and paid after it.
+    let later = token(&server, "http-later").await;
+    let open: Value = http()
+        .post(format!("{}/payment/create-checkout-session", server.base))
+        .bearer_auth(&later)
+        .send()
+        .await
+        .expect("checkout")
+        .json()
+        .await
+        .expect("json");
+    let later_url = open["checkout_url"].as_str().expect("url").to_owned();
+    let payment_id = location
+        .split("payment_id=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .expect("payment id")
+        .to_owned();
+
     assert_eq!(server.interrupt().await, 0, "Ctrl-C is a clean stop");
 
     let server = start(port, &state).await;
@@ -224,6 +243,26 @@ async fn a_purchase_over_http_then_a_restart_then_ctrl_c() {
         true,
         "state survives a restart"
     );
+    // The simulator's state survives too: the payment can be confirmed again…
+    let confirmed = http()
+        .post(format!("{}/payment/success", server.base))
+        .bearer_auth(&buyer)
+        .json(&serde_json::json!({ "payment_id": payment_id }))
+        .send()
+        .await
+        .expect("confirmed");
+    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.text().await);
+    // …and the checkout opened before the restart can still be paid.
+    let paid_later = http()
+        .post(&later_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("outcome=succeeded")
+        .send()
+        .await
+        .expect("paid");
+    assert_eq!(paid_later.status(), 303);
+    let later = token(&server, "http-later").await;
+    assert_eq!(status(&server, &later).await["has_paid"], true);
     assert_eq!(server.interrupt().await, 0);
     let _ = std::fs::remove_dir_all(&state);
 }

@@ -66,7 +66,11 @@ fn event_for(
     sim: &DodoSimulator,
     secret: &WebhookSecret,
 ) -> (Value, u64) {
-    let user = Some(("bench-user", Some("bench@example.com")));
+    // One user per invocation, as a population of users calls it: one user alone may
+    // make only ten Dodo-calling requests a minute.
+    let sub = format!("bench-user-{i}");
+    let email = format!("bench{i}@example.com");
+    let user = Some((sub.as_str(), Some(email.as_str())));
     match function {
         "status" => (api_gateway_event("GET", "/payment/status", user, None), 200),
         "create-checkout" => (
@@ -77,7 +81,7 @@ fn event_for(
             let id = format!("pay_bench_s{i}");
             sim.put_payment(json!({
                 "payment_id": id, "status": "succeeded",
-                "metadata": {"user_id": "bench-user", "plan": "monthly"},
+                "metadata": {"user_id": sub, "plan": "monthly"},
                 "product_cart": [{"product_id": PRODUCT, "quantity": 1}],
             }));
             let body = json!({"payment_id": id}).to_string();
@@ -91,7 +95,7 @@ fn event_for(
                 "business_id": "bus_bench", "type": "payment.succeeded",
                 "timestamp": Timestamp::now().to_rfc3339(),
                 "data": {"payload_type": "Payment", "payment_id": format!("pay_bench_w{i}"),
-                         "status": "succeeded", "metadata": {"user_id": "bench-user"},
+                         "status": "succeeded", "metadata": {"user_id": sub},
                          "product_cart": [{"product_id": PRODUCT, "quantity": 1}]}
             })
             .to_string();

@@ -245,6 +245,12 @@ impl WebhookHandler {
         };
         // A subscription of ours moved to a product we do not sell still has its state
         // stored: it then gives access only until the end of the period already paid.
+        // One that was never on ours (another product of the same business) is none of
+        // the paywall's business.
+        if plan.is_none() && self.store.get_subscription(&user, id).await?.is_none() {
+            tracing::info!(subscription_id = %id, "subscription to a product this paywall does not sell");
+            return Ok(("ignored", None));
+        }
         let outcome = self
             .store
             .apply_subscription(

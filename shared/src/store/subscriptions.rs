@@ -239,15 +239,19 @@ impl Store {
             let rev = stored.as_ref().map_or(0, |s| s.rev);
             let latest = stored.as_ref().is_none_or(|s| s.last_payment_at <= paid_at);
 
+            // A payment may arrive before any event of its subscription: until one does,
+            // the subscription is pending (no access, no plan yet).
             let mut set = vec![
                 "user_id = :user",
                 "subscription_id = :subscription",
                 "rev = :next",
+                "#status = if_not_exists(#status, :pending)",
             ];
             let mut attribute_values = values([
                 (":user", s(user.as_str())),
                 (":subscription", s(subscription_id)),
                 (":next", n(rev + 1)),
+                (":pending", s(SubscriptionStatus::Pending.as_str())),
             ]);
             if latest {
                 set.push("last_payment_id = :payment");
@@ -269,6 +273,7 @@ impl Store {
                 .set_key(Some(subscription_key(user, subscription_id)))
                 .update_expression(format!("SET {}", set.join(", ")))
                 .condition_expression(condition)
+                .expression_attribute_names("#status", "status")
                 .set_expression_attribute_values(Some(attribute_values))
                 .build()
                 .map_err(build_error)?;
