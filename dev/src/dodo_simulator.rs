@@ -892,10 +892,11 @@ async fn get_customer(
 struct ListQuery {
     page_size: Option<usize>,
     page_number: Option<usize>,
+    status: Option<String>,
 }
 
 /// `GET /subscriptions`: newest first, `page_size` (default 10, at most 100) from
-/// `page_number` (from 0).
+/// `page_number` (from 0), only those in `status` when it is given.
 async fn list_subscriptions(
     State(sim): State<DodoSimulator>,
     headers: HeaderMap,
@@ -919,6 +920,12 @@ async fn list_subscriptions(
             .records
             .subscriptions
             .values()
+            .filter(|s| {
+                query
+                    .status
+                    .as_deref()
+                    .is_none_or(|wanted| s["status"].as_str() == Some(wanted))
+            })
             .map(|s| {
                 (
                     s["created_at"].as_str().unwrap_or_default(),

@@ -153,7 +153,7 @@ async fn a_subscription_lifecycle_ends_the_same_in_every_order() {
                     "payload_type": "Payment", "payment_id": format!("pay_sub_{run}"), "status": "succeeded",
                     "subscription_id": sub, "metadata": {"user_id": user, "plan": "pro"},
                     "customer": {"customer_id": format!("cus_{run}"), "email": format!("{user}@example.com")},
-                    "product_cart": [{"product_id": PRO, "quantity": 1}],
+                    // As Dodo sends a subscription's payments: no product_cart.
                     "total_amount": 2900, "currency": "USD",
                 }),
             ),
@@ -309,7 +309,7 @@ async fn a_second_subscription_is_refused_while_one_runs_and_its_payment_confirm
     world.sim().put_subscription(subscription);
     world.sim().put_payment(json!({
         "payment_id": "pay_sub_first", "status": "succeeded", "subscription_id": "sub_live",
-        "product_cart": [{"product_id": PRO, "quantity": 1}],
+        // As Dodo sends a subscription's payments: no product_cart.
         "metadata": {"user_id": user, "plan": "pro"},
         "customer": {"customer_id": "cus_sub", "email": "subscriber@example.com"},
     }));
@@ -378,7 +378,7 @@ fn subscription_payment(payment: &str, sub: &str, user: &str, created_ms: i64) -
         "payload_type": "Payment", "payment_id": payment, "status": "succeeded",
         "subscription_id": sub, "metadata": {"user_id": user, "plan": "pro"},
         "customer": {"customer_id": format!("cus_{user}"), "email": format!("{user}@example.com")},
-        "product_cart": [{"product_id": PRO, "quantity": 1}],
+        // As Dodo sends a subscription's payments: no product_cart.
         "created_at": format!("{}.{:03}Z", iso(created_ms / 1000).trim_end_matches('Z'), created_ms % 1000),
         "total_amount": 2900, "currency": "USD",
     })

@@ -278,8 +278,13 @@ async fn every_dodo_call_counts_and_a_run_that_leaves_work_behind_says_so() {
 async fn an_item_that_fails_backs_off_and_does_not_starve_the_others() {
     let world = World::new().await;
     let now = Timestamp::now();
-    // Unknown to Dodo (404), due first.
-    seen(&world, "sub_gone", "gone", now.plus_seconds(-600)).await;
+    // Dodo answers something unreadable for this one (no status), due first.
+    seen(&world, "sub_odd", "odd", now.plus_seconds(-600)).await;
+    let mut odd = subscription_json("sub_odd", "odd", now.plus_days(30));
+    odd.as_object_mut().expect("object").remove("status");
+    world.sim().put_subscription(odd);
+    // Dodo does not know this one at all (404).
+    seen(&world, "sub_gone", "gone", now.plus_seconds(-300)).await;
     for i in 0..3 {
         let owner = format!("fine-{i}");
         seen(&world, &format!("sub_f{i}"), &owner, now).await;
@@ -296,21 +301,48 @@ async fn an_item_that_fails_backs_off_and_does_not_starve_the_others() {
     let run_at = now.plus_seconds(60);
     let summary = reconciler(&world, limits).run(run_at).await;
     assert_eq!(
-        (summary.failed, summary.subscriptions_refreshed),
-        (1, 3),
+        (
+            summary.failed,
+            summary.dropped,
+            summary.subscriptions_refreshed
+        ),
+        (2, 1, 3),
         "{summary:?}"
     );
-    assert!(!summary.complete());
-    // Deferred: the next hourly run does not spend a call on it again…
+    assert!(
+        !summary.complete(),
+        "a run with errors fails, so the alarm fires"
+    );
+    // The unknown one is gone from the index; the unreadable one is deferred: the next
+    // hourly run does not spend a call on either…
     let next = reconciler(&world, limits)
         .run(run_at.plus_seconds(1800))
         .await;
-    assert_eq!(next.due, 0, "{next:?}");
-    // …but one after its back-off does.
+    assert_eq!((next.due, next.dodo_calls), (0, 0), "{next:?}");
+    // …the one after its back-off asks about the unreadable one again, then waits twice
+    // as long.
     let later = reconciler(&world, limits)
         .run(run_at.plus_seconds(3700))
         .await;
-    assert_eq!(later.failed, 1, "{later:?}");
+    assert_eq!((later.due, later.failed), (1, 1), "{later:?}");
+    let sooner = reconciler(&world, limits)
+        .run(run_at.plus_seconds(3700 + 3700))
+        .await;
+    assert_eq!(sooner.due, 0, "backed off two hours: {sooner:?}");
+    let then = reconciler(&world, limits)
+        .run(run_at.plus_seconds(3700 + 7300))
+        .await;
+    assert_eq!(then.due, 1, "{then:?}");
+    // Ten checks without a result, and it is dropped for good, not failed every run.
+    let mut at = run_at.plus_seconds(3700 + 7300);
+    let mut dropped = 0;
+    for _ in 0..10 {
+        at = at.plus_seconds(SECONDS_PER_DAY + 60);
+        dropped += reconciler(&world, limits).run(at).await.dropped;
+    }
+    assert_eq!(dropped, 1);
+    let after = reconciler(&world, limits).run(at.plus_days(2)).await;
+    assert_eq!(after.due, 0, "{after:?}");
 }
 
 #[tokio::test]
@@ -367,7 +399,6 @@ async fn thirty_five_subscription_sales_then_a_month_of_lost_renewals() {
             "metadata": {"user_id": who, "plan": "pro"},
             "customer": {"customer_id": customer, "email": format!("{who}@example.com")},
             "checkout_session_id": session_id, "subscription_id": subscription_id,
-            "product_cart": [{"product_id": PRO, "quantity": 1}],
             "created_at": now.to_rfc3339(),
         }));
         let request = api_event(
@@ -409,4 +440,58 @@ async fn thirty_five_subscription_sales_then_a_month_of_lost_renewals() {
         let access = view(&world, who, end_of_grace).await;
         assert_eq!(access["has_paid"], true, "{who}: {access}");
     }
+}
+
+/// The buyer paid a subscription and closed the tab; the payment's webhook arrived, but
+/// every delivery of `subscription.active` was lost. Reconcile asks Dodo an hour later.
+#[tokio::test]
+async fn a_paid_subscription_whose_activation_was_lost_is_repaired() {
+    let world = World::new().await;
+    let now = Timestamp::now();
+    let webhook = paywall::handlers::WebhookHandler::new(
+        world.store.clone(),
+        secret(),
+        catalog_with_subscription(),
+    );
+    let session = open_checkout_at(&world, "closed-tab", "pro", now).await;
+    let session_id = session["session_id"].as_str().expect("session");
+    world.sim().put_subscription(subscription_json(
+        "sub_tab",
+        "closed-tab",
+        now.plus_days(30),
+    ));
+    // As Dodo sends a subscription's payment: no product_cart.
+    let payment = json!({
+        "payment_id": "pay_tab", "status": "succeeded", "subscription_id": "sub_tab",
+        "metadata": {"user_id": "closed-tab", "plan": "pro"},
+        "customer": {"customer_id": "cus_tab", "email": "closed-tab@example.com"},
+        "checkout_session_id": session_id, "created_at": now.to_rfc3339(),
+    });
+    let (status, answer) = read(
+        paywall::runtime::Handler::handle(
+            &webhook,
+            signed_webhook(
+                &payment_event("payment.succeeded", &payment),
+                "msg_tab",
+                Timestamp::now().unix_seconds(),
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "subscription_payment");
+    let before = view(&world, "closed-tab", now.plus_seconds(60)).await;
+    assert_eq!(before["has_paid"], false, "{before}");
+
+    let summary = reconciler(&world, unpaced())
+        .run(now.plus_seconds(3700))
+        .await;
+    assert_eq!(summary.subscriptions_refreshed, 1, "{summary:?}");
+    let after = view(&world, "closed-tab", now.plus_seconds(3700)).await;
+    assert_eq!(
+        (after["has_paid"].clone(), after["plan"].clone()),
+        (json!(true), json!("pro")),
+        "{after}"
+    );
 }

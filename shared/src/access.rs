@@ -28,16 +28,17 @@ pub struct AccessView {
 }
 
 /// The subscription that speaks for the user: one that gives access now (the longest),
-/// else the one changed most recently.
+/// else the one changed most recently. One that was never on a plan we sell (a payment
+/// recorded before its subscription was heard of, or another product's) is not shown.
 fn current_subscription(
     subscriptions: &[SubscriptionRecord],
     now: Timestamp,
 ) -> Option<&SubscriptionRecord> {
-    subscriptions
-        .iter()
+    let ours = || subscriptions.iter().filter(|s| !s.plan.is_empty());
+    ours()
         .filter(|s| s.grants_access(now))
         .max_by_key(|s| s.access_until())
-        .or_else(|| subscriptions.iter().max_by_key(|s| s.event_at))
+        .or_else(|| ours().max_by_key(|s| s.event_at))
 }
 
 impl AccessView {

@@ -69,6 +69,10 @@ pub struct DodoClient {
     base_url: String,
     api_key: SecretString,
     timeouts: Timeouts,
+    /// Whether a failed read is tried once more (the API functions: a user is waiting);
+    /// off for reconcile, which counts every request against its budget and tries again
+    /// next run.
+    retry_reads: bool,
 }
 
 impl std::fmt::Debug for DodoClient {
@@ -311,7 +315,15 @@ impl DodoClient {
             base_url: config.base_url.clone(),
             api_key: config.api_key.clone(),
             timeouts,
+            retry_reads: true,
         })
+    }
+
+    /// The same client, sending each request once: every HTTP request then is exactly
+    /// one call a caller counts.
+    pub fn without_retries(mut self) -> Self {
+        self.retry_reads = false;
+        self
     }
 
     /// `POST /checkouts`: a hosted checkout session.
@@ -409,17 +421,24 @@ impl DodoClient {
             .ok_or_else(|| DodoError::Decode("customer without customer_id".to_owned()))
     }
 
-    /// `GET /subscriptions?page_size=100&page_number=N`: one page of the business's
-    /// subscriptions, newest first. An empty or short page is the last.
+    /// `GET /subscriptions?status=S&page_size=100&page_number=N`: one page of the
+    /// business's subscriptions in status `S`, newest first, and how many items Dodo
+    /// listed (an item that cannot be read is left out of the first, not the second). A
+    /// page shorter than 100 is the last.
     #[tracing::instrument(skip_all, fields(page))]
     pub async fn list_subscriptions(
         &self,
         page: u32,
-    ) -> Result<Vec<crate::subscription::Subscription>, DodoError> {
+        status: &str,
+    ) -> Result<(Vec<crate::subscription::Subscription>, usize), DodoError> {
+        let status =
+            crate::ids::PaymentId::parse(status).map_err(|e| DodoError::Decode(e.to_string()))?;
         let answer = self
             .call(
                 Method::GET,
-                &format!("/subscriptions?page_size={LIST_PAGE_SIZE}&page_number={page}"),
+                &format!(
+                    "/subscriptions?status={status}&page_size={LIST_PAGE_SIZE}&page_number={page}"
+                ),
                 None,
                 Retry::Safe,
             )
@@ -429,10 +448,11 @@ impl DodoClient {
             .and_then(Value::as_array)
             .ok_or_else(|| DodoError::Decode("subscription list without items".to_owned()))?;
         // An item we cannot read is skipped, not fatal: the rest of the page still counts.
-        Ok(items
+        let readable = items
             .iter()
             .filter_map(|item| crate::subscription::Subscription::from_json(item).ok())
-            .collect())
+            .collect();
+        Ok((readable, items.len()))
     }
 
     /// `GET /checkouts/{id}`: the payment made in a checkout session, if any yet.
@@ -463,6 +483,7 @@ impl DodoClient {
         let retryable = match (&first, &retry) {
             (Ok(_), _) => false,
             (Err(Attempt::NotSent(_)), _) => true,
+            (Err(Attempt::Failed(_)), Retry::Safe) if !self.retry_reads => false,
             (Err(Attempt::Failed(err)), Retry::Safe) => match err {
                 DodoError::Timeout | DodoError::Unavailable(_) => true,
                 DodoError::Api { status, .. } => *status == 429 || *status >= 500,

@@ -24,7 +24,8 @@ pub const DATAFAST_VISITOR_KEY: &str = "datafast_visitor_id";
 pub enum Purchase<'c> {
     /// Days of a pass: `plan`'s days for each pass line we sell, times its quantity.
     Pass { plan: &'c Plan, days: u32 },
-    /// A payment of a subscription to a plan we sell: access follows the subscription.
+    /// A payment of a subscription: access follows the subscription, on the plan its
+    /// product is sold as (none if it is not on a product we sell).
     Subscription { subscription_id: String },
     /// Nothing this paywall sells.
     Nothing(NothingBought),
@@ -59,22 +60,27 @@ pub fn what_payment_buys<'c>(catalog: &'c Catalog, payment: &Payment) -> Purchas
     if payment.is_update_payment_method {
         return Purchase::Nothing(NothingBought::UpdatePaymentMethod);
     }
-    if payment.product_cart.is_empty() {
-        return Purchase::Nothing(NothingBought::EmptyCart);
-    }
     let sold: Vec<(&Plan, u32)> = payment
         .product_cart
         .iter()
         .filter_map(|line| Some((catalog.by_product(&line.product_id)?, line.quantity)))
         .collect();
     if let Some(subscription_id) = &payment.subscription_id {
-        return if sold.iter().any(|(plan, _)| plan.is_subscription()) {
+        // Dodo sends a `product_cart` with one-time payments only: a subscription's
+        // payment buys what its subscription is on, which the subscription's own state
+        // decides (see `subscription_plan_for`). A cart that is there must agree.
+        let agrees =
+            payment.product_cart.is_empty() || sold.iter().any(|(plan, _)| plan.is_subscription());
+        return if agrees {
             Purchase::Subscription {
                 subscription_id: subscription_id.clone(),
             }
         } else {
             Purchase::Nothing(NothingBought::NotSold)
         };
+    }
+    if payment.product_cart.is_empty() {
+        return Purchase::Nothing(NothingBought::EmptyCart);
     }
     let passes: Vec<(&Plan, u32)> = sold
         .into_iter()
@@ -393,6 +399,15 @@ mod tests {
             what_payment_buys(&catalog, &renewal),
             Purchase::Subscription {
                 subscription_id: "sub_1".into()
+            }
+        );
+        // As Dodo sends a subscription's payments: no cart at all.
+        let mut cartless = payment(&[], &[]);
+        cartless.subscription_id = Some("sub_3".into());
+        assert_eq!(
+            what_payment_buys(&catalog, &cartless),
+            Purchase::Subscription {
+                subscription_id: "sub_3".into()
             }
         );
         let mut elsewhere = payment(&[("pdt_other", 1)], &[]);

@@ -79,6 +79,9 @@ pub struct Summary {
     pub list_pages: u32,
     /// Due items this run did not reach (budget or time): the next run takes them.
     pub left_behind: u32,
+    /// Items taken out of the index for good: unknown to Dodo, or checked too often
+    /// without result (each also counts as failed, once).
+    pub dropped: u32,
 }
 
 impl Summary {
@@ -137,6 +140,18 @@ enum ItemError {
     Other(String),
     #[error("the run's Dodo call budget is spent")]
     OutOfBudget,
+    /// Asking again cannot help (Dodo does not know it, or its id is not one).
+    #[error("{0}")]
+    Gone(String),
+}
+
+/// Dodo's 404: the object is not Dodo's (any more), so there is nothing to repair.
+fn gone_if_unknown(err: crate::dodo::DodoError) -> ItemError {
+    if err.is_not_found() {
+        ItemError::Gone(err.to_string())
+    } else {
+        ItemError::Dodo(err)
+    }
 }
 
 enum Repair {
@@ -191,6 +206,10 @@ impl Budget {
     }
 }
 
+/// Checks that find nothing new (or fail) before an item is dropped: with the back-off
+/// below, about six days.
+const MAX_ATTEMPTS: u32 = 10;
+
 /// How long an item that changed nothing (or failed) waits: an hour, doubling with each
 /// attempt, at most a day.
 fn defer_for(attempts: u32) -> i64 {
@@ -201,7 +220,8 @@ impl Reconciler {
     pub fn new(store: Store, dodo: DodoClient, catalog: Catalog, limits: Limits) -> Self {
         Self {
             store,
-            dodo,
+            // One request, one counted call: nothing retried behind the budget's back.
+            dodo: dodo.without_retries(),
             catalog: Arc::new(catalog),
             limits,
         }
@@ -261,13 +281,22 @@ impl Reconciler {
             let result = match &item.what {
                 Due::Subscription {
                     subscription_id, ..
-                } => match self.fetch_subscription(subscription_id, &mut budget).await {
-                    Ok(subscription) => {
-                        repair_subscription(&self.store, &self.catalog, &item, &subscription, now)
+                } => {
+                    let observed_at = now_millis();
+                    match self.fetch_subscription(subscription_id, &mut budget).await {
+                        Ok(subscription) => {
+                            repair_subscription(
+                                &self.store,
+                                &self.catalog,
+                                &item,
+                                &subscription,
+                                (now, observed_at),
+                            )
                             .await
+                        }
+                        Err(err) => Err(err),
                     }
-                    Err(err) => Err(err),
-                },
+                }
                 Due::Checkout { .. } => self.repair_checkout(&item, now, &mut budget).await,
             };
             self.count(&item, result, now, &mut summary).await;
@@ -281,8 +310,11 @@ impl Reconciler {
         summary
     }
 
-    /// Pages through `GET /subscriptions` until every waiting subscription was seen (or
-    /// the pages end, or the budget does), repairing each one seen.
+    /// Pages through the active subscriptions (`GET /subscriptions?status=active`) until
+    /// every waiting subscription was seen, the pages end, or the sweep has cost half what
+    /// asking one by one would (a business with many more subscribers than are due is
+    /// better served one by one); repairs each one seen. What is left is asked about one
+    /// by one.
     async fn sweep_subscription_list(
         &self,
         waiting: &mut HashMap<String, DueItem>,
@@ -290,14 +322,16 @@ impl Reconciler {
         budget: &mut Budget,
         summary: &mut Summary,
     ) {
+        let most_pages = (waiting.len() / 2).max(1) as u32;
         let mut page = 0;
-        while !waiting.is_empty() && budget.left() > 0 {
+        while !waiting.is_empty() && budget.left() > 0 && page < most_pages {
             if budget.take().await.is_err() {
                 break;
             }
             summary.list_pages += 1;
-            let subscriptions = match self.dodo.list_subscriptions(page).await {
-                Ok(subscriptions) => subscriptions,
+            let observed_at = now_millis();
+            let (subscriptions, listed) = match self.dodo.list_subscriptions(page, "active").await {
+                Ok(answer) => answer,
                 Err(err) => {
                     // The per-item look-ups below still run for what is left.
                     tracing::warn!(error = %err, page, "could not list subscriptions");
@@ -305,7 +339,8 @@ impl Reconciler {
                     return;
                 }
             };
-            let last_page = subscriptions.len() < LIST_PAGE_SIZE;
+            // Judged by what Dodo listed, not by what could be read of it.
+            let last_page = listed < LIST_PAGE_SIZE;
             let found: Vec<(DueItem, Subscription)> = subscriptions
                 .into_iter()
                 .filter_map(|subscription| {
@@ -313,7 +348,7 @@ impl Reconciler {
                     Some((item, subscription))
                 })
                 .collect();
-            self.repair_all(found, now, summary).await;
+            self.repair_all(found, (now, observed_at), summary).await;
             if last_page {
                 break;
             }
@@ -326,7 +361,7 @@ impl Reconciler {
     async fn repair_all(
         &self,
         found: Vec<(DueItem, Subscription)>,
-        now: Timestamp,
+        (now, observed_at): (Timestamp, i64),
         summary: &mut Summary,
     ) {
         let mut tasks = tokio::task::JoinSet::new();
@@ -338,8 +373,14 @@ impl Reconciler {
                 let store = self.store.clone();
                 let catalog = Arc::clone(&self.catalog);
                 tasks.spawn(async move {
-                    let result =
-                        repair_subscription(&store, &catalog, &item, &subscription, now).await;
+                    let result = repair_subscription(
+                        &store,
+                        &catalog,
+                        &item,
+                        &subscription,
+                        (now, observed_at),
+                    )
+                    .await;
                     (item, result)
                 });
             }
@@ -363,7 +404,10 @@ impl Reconciler {
         budget: &mut Budget,
     ) -> Result<Subscription, ItemError> {
         budget.take().await?;
-        Ok(self.dodo.get_subscription(subscription_id).await?)
+        self.dodo
+            .get_subscription(subscription_id)
+            .await
+            .map_err(gone_if_unknown)
     }
 
     /// Tallies one item's result; defers it when it changed nothing or failed.
@@ -400,19 +444,47 @@ impl Reconciler {
                 summary.left_behind += 1;
                 false
             }
+            Err(ItemError::Gone(why)) => {
+                // Asking again cannot help: out of the index, said once (an error, so
+                // that this run's alarm points at it), never again.
+                tracing::error!(item = ?item.what, reason = %why, "dropped from reconcile");
+                summary.failed += 1;
+                summary.dropped += 1;
+                if let Err(err) = self.store.drop_due(item).await {
+                    tracing::warn!(error = %err, "could not drop a due item");
+                }
+                false
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "reconcile could not check an item");
                 summary.failed += 1;
                 true
             }
         };
-        if defer {
-            let until = now.plus_seconds(defer_for(item.attempts));
-            if let Err(err) = self.store.defer_due(item, until).await {
-                tracing::warn!(error = %err, "could not defer a due item");
-                summary.failed += 1;
-            }
+        if defer && let Err(err) = self.defer(item, now, summary).await {
+            tracing::warn!(error = %err, "could not defer a due item");
+            summary.failed += 1;
         }
+    }
+
+    /// Checks it again later, each time later; after [`MAX_ATTEMPTS`] checks that found
+    /// nothing new or failed, it is dropped from the index (said in the log and the run's
+    /// summary), so that nothing fails every run forever.
+    async fn defer(
+        &self,
+        item: &DueItem,
+        now: Timestamp,
+        summary: &mut Summary,
+    ) -> Result<(), StoreError> {
+        let attempts = self.store.due_attempts(item).await? + 1;
+        if attempts >= MAX_ATTEMPTS {
+            tracing::error!(item = ?item.what, attempts, "dropped from reconcile after too many checks");
+            summary.failed += 1;
+            summary.dropped += 1;
+            return self.store.drop_due(item).await;
+        }
+        let until = now.plus_seconds(defer_for(attempts - 1));
+        self.store.defer_due(item, until, attempts).await
     }
 
     async fn repair_checkout(
@@ -430,19 +502,40 @@ impl Reconciler {
             return Err(ItemError::Other("not a checkout".into()));
         };
         let age = now.unix_seconds() - created_at.unix_seconds();
+        let abandoned = age > self.limits.abandon_checkout_after;
+        let paid = self.checkout_paid(user, session_id, now, budget).await;
+        match paid {
+            Ok(Some(done)) => Ok(done),
+            // Unpaid (or Dodo cannot say) this long after it opened: the buyer walked
+            // away, whatever Dodo answers now.
+            Ok(None) | Err(ItemError::Dodo(_) | ItemError::Gone(_)) if abandoned => {
+                self.store.forget_pending_checkout(user, session_id).await?;
+                Ok(Repair::Abandoned)
+            }
+            Ok(None) => Ok(Repair::Unchanged),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The checkout's payment, applied if it succeeded; `None` while unpaid.
+    async fn checkout_paid(
+        &self,
+        user: &UserId,
+        session_id: &str,
+        now: Timestamp,
+        budget: &mut Budget,
+    ) -> Result<Option<Repair>, ItemError> {
         budget.take().await?;
-        if let Some(payment_id) = self.dodo.get_checkout_payment(session_id).await?
-            && let Some(done) = self
-                .grant_checkout_payment(user, session_id, &payment_id, now, budget)
-                .await?
-        {
-            return Ok(done);
-        }
-        if age > self.limits.abandon_checkout_after {
-            self.store.forget_pending_checkout(user, session_id).await?;
-            return Ok(Repair::Abandoned);
-        }
-        Ok(Repair::Unchanged)
+        let Some(payment_id) = self
+            .dodo
+            .get_checkout_payment(session_id)
+            .await
+            .map_err(gone_if_unknown)?
+        else {
+            return Ok(None);
+        };
+        self.grant_checkout_payment(user, session_id, &payment_id, now, budget)
+            .await
     }
 
     /// Applies a checkout's payment if Dodo says it succeeded (a no-op if the webhook or
@@ -455,9 +548,9 @@ impl Reconciler {
         now: Timestamp,
         budget: &mut Budget,
     ) -> Result<Option<Repair>, ItemError> {
-        let id = PaymentId::parse(payment_id).map_err(|e| ItemError::Other(e.to_string()))?;
+        let id = PaymentId::parse(payment_id).map_err(|e| ItemError::Gone(e.to_string()))?;
         budget.take().await?;
-        let payment = self.dodo.get_payment(&id).await?;
+        let payment = self.dodo.get_payment(&id).await.map_err(gone_if_unknown)?;
         if payment.status != PaymentStatus::Succeeded {
             return Ok(None);
         }
@@ -466,8 +559,8 @@ impl Reconciler {
             .as_deref()
             .is_some_and(|s| s != session_id)
         {
-            return Err(ItemError::Other(
-                "the payment belongs to another session".into(),
+            return Err(ItemError::Gone(
+                "Dodo names a payment of another session".into(),
             ));
         }
         let applied = apply_payment(
@@ -482,6 +575,7 @@ impl Reconciler {
         Ok(Some(match applied {
             Applied::SubscriptionPayment { subscription_id } => {
                 // Its subscription's state, so that access starts now.
+                let observed_at = now_millis();
                 let subscription = self.fetch_subscription(&subscription_id, budget).await?;
                 let plan = subscription_plan_for(&self.catalog, &subscription);
                 self.store
@@ -489,7 +583,7 @@ impl Reconciler {
                         user,
                         &subscription,
                         plan.map(|p| p.name.as_str()),
-                        now_millis(),
+                        observed_at,
                     )
                     .await?;
                 Repair::Granted
@@ -515,7 +609,7 @@ async fn repair_subscription(
     catalog: &Catalog,
     item: &DueItem,
     subscription: &Subscription,
-    now: Timestamp,
+    (now, observed_at): (Timestamp, i64),
 ) -> Result<Repair, ItemError> {
     let Due::Subscription { user, .. } = &item.what else {
         return Err(ItemError::Other("not a subscription".into()));
@@ -529,13 +623,14 @@ async fn repair_subscription(
         return Ok(Repair::Unchanged);
     }
     let plan = subscription_plan_for(catalog, subscription);
-    // Dodo's answer now is the newest state there is.
+    // Dodo's answer is the newest state there is, as of just before it was asked: a
+    // webhook about anything later still wins.
     store
         .apply_subscription(
             user,
             subscription,
             plan.map(|p| p.name.as_str()),
-            now_millis(),
+            observed_at,
         )
         .await?;
     // Stored: it is due again by its own rule (its next renewal, a few hours on for one

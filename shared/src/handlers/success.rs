@@ -144,7 +144,9 @@ impl SuccessHandler {
             }
             Applied::SubscriptionPayment { subscription_id } => {
                 // Access follows the subscription: take its state from Dodo now (the
-                // freshest there is) instead of waiting for its webhook.
+                // freshest there is) instead of waiting for its webhook. Stamped with the
+                // time before asking, so that a webhook about anything later still wins.
+                let observed_at = now_millis();
                 let subscription = self.dodo.get_subscription(&subscription_id).await?;
                 if metadata_user(&subscription.metadata)
                     .is_some_and(|owner| owner != caller.user_id)
@@ -155,13 +157,19 @@ impl SuccessHandler {
                         "this payment's subscription belongs to another user",
                     ));
                 }
-                let plan = subscription_plan_for(&self.catalog, &subscription);
+                let Some(plan) = subscription_plan_for(&self.catalog, &subscription) else {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "payment_not_for_this_product",
+                        "this payment's subscription is to a product this paywall does not sell",
+                    ));
+                };
                 self.store
                     .apply_subscription(
                         &caller.user_id,
                         &subscription,
-                        plan.map(|p| p.name.as_str()),
-                        now_millis(),
+                        Some(&plan.name),
+                        observed_at,
                     )
                     .await?;
             }

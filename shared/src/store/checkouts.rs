@@ -14,8 +14,9 @@ pub const CHECKOUT_RECHECK_AFTER: i64 = 3600;
 /// about a day; a buyer may pay a session hours after opening it).
 const CHECKOUT_LINK_DAYS: i64 = 90;
 /// A checkout being opened blocks another for at most this long (a crashed opener must
-/// not block the user for good).
-pub const OPENING_LOCK_SECONDS: i64 = 15;
+/// not block the user for good). Longer than a request may take (it answers by itself at
+/// 25 s), so the lock never passes to a second request while the first still works.
+pub const OPENING_LOCK_SECONDS: i64 = 30;
 
 /// A checkout the user opened and has not (yet) paid.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -220,52 +220,62 @@ impl Store {
             return Ok((None, ClaimOutcome::Recorded));
         };
         let latest = record.last_payment_id.as_deref() == Some(payment_id);
-        let mut set = Vec::new();
-        let mut remove = Vec::new();
-        if after.fully_refunded
+        let mut set = vec!["rev = :next"];
+        // `ADD` / `DELETE` on a set: each payment's lost dispute counts on its own, so one
+        // won back does not hide another still lost.
+        let mut change = String::new();
+        let refund = after.fully_refunded
             && latest
-            && record.refunded_payment_id.as_deref() != Some(payment_id)
-        {
+            && record.refunded_payment_id.as_deref() != Some(payment_id);
+        if refund {
             set.push("refunded_payment_id = :payment");
         }
-        let lost_here = record.lost_dispute_payment_id.as_deref() == Some(payment_id);
-        if after.dispute_lost() && record.lost_dispute_payment_id.is_none() {
-            set.push("lost_dispute_payment_id = :payment");
-        } else if !after.dispute_lost() && lost_here {
-            remove.push("lost_dispute_payment_id");
+        let lost_here = record.lost_dispute_payment_ids.contains(payment_id);
+        let restore = !after.dispute_lost() && lost_here;
+        if after.dispute_lost() && !lost_here {
+            change = " ADD lost_dispute_payment_ids :payment_set".to_owned();
+        } else if restore {
+            change = " DELETE lost_dispute_payment_ids :payment_set".to_owned();
         }
-        if set.is_empty() && remove.is_empty() {
+        if !refund && change.is_empty() {
             return Ok((None, ClaimOutcome::Recorded));
         }
-        let granted_before = record.access_until().is_some();
         let (unchanged, rev_value) = unchanged_since(record.rev);
-        set.push("rev = :next");
-        let mut expression = format!("SET {}", set.join(", "));
-        if !remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        let expression = format!("SET {}{change}", set.join(", "));
+        let mut attribute_values = values([(":rev", rev_value), (":next", n(record.rev + 1))]);
+        // DynamoDB refuses a value the expression does not use.
+        if refund {
+            attribute_values.insert(":payment".to_owned(), s(payment_id));
+        }
+        if !change.is_empty() {
+            attribute_values.insert(
+                ":payment_set".to_owned(),
+                AttributeValue::Ss(vec![payment_id.to_owned()]),
+            );
         }
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(subscription_key(&paid.user_id, &paid.subscription_id)))
-            .update_expression(expression.clone())
+            .update_expression(expression)
             .condition_expression(format!("attribute_exists(pk) AND ({unchanged})"))
-            .set_expression_attribute_values(Some({
-                let mut attribute_values =
-                    values([(":rev", rev_value), (":next", n(record.rev + 1))]);
-                // DynamoDB refuses a value the expression does not use.
-                if expression.contains(":payment") {
-                    attribute_values.insert(":payment".to_owned(), s(payment_id));
-                }
-                attribute_values
-            }))
+            .set_expression_attribute_values(Some(attribute_values))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let outcome = if remove.is_empty() {
-            ClaimOutcome::Revoked
-        } else if granted_before || !after.revokes() {
-            ClaimOutcome::Restored
-        } else {
-            ClaimOutcome::Recorded
+        let mut after_record = record.clone();
+        if refund {
+            after_record.refunded_payment_id = Some(payment_id.to_owned());
+        }
+        if restore {
+            after_record.lost_dispute_payment_ids.remove(payment_id);
+        } else if after.dispute_lost() {
+            after_record
+                .lost_dispute_payment_ids
+                .insert(payment_id.to_owned());
+        }
+        let outcome = match (record.revoked(), after_record.revoked()) {
+            (false, true) => ClaimOutcome::Revoked,
+            (true, false) => ClaimOutcome::Restored,
+            _ => ClaimOutcome::Recorded,
         };
         Ok((Some(update), outcome))
     }

@@ -61,23 +61,38 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(build_error)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(profile).build())
-            .transact_items(TransactWriteItem::builder().put(owner).build())
-            .send()
-            .await;
-        match conflict_of(result) {
-            Ok(()) => Ok(customer_id.to_owned()),
-            Err(WriteConflict::Cancelled) => self
-                .get_user(user)
-                .await?
-                .and_then(|profile| profile.customer_id)
-                // The customer is someone else's (it cannot be: ids are Dodo's, fresh per
-                // call), or the profile changed under us: the caller retries.
-                .ok_or(StoreError::Contention),
-            Err(WriteConflict::Failed(err)) => Err(err),
+        for attempt in 0..MAX_GRANT_ATTEMPTS {
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(profile.clone()).build())
+                .transact_items(TransactWriteItem::builder().put(owner.clone()).build())
+                .send()
+                .await;
+            match conflict_of(result) {
+                Ok(()) => return Ok(customer_id.to_owned()),
+                Err(WriteConflict::Cancelled) => {
+                    // Bound before (by a concurrent first checkout): that one stands.
+                    if let Some(bound) = self.get_user(user).await?.and_then(|p| p.customer_id) {
+                        return Ok(bound);
+                    }
+                    // The customer is someone else's: Dodo answered a new customer with
+                    // one we bound before. Never hand it to this user.
+                    if self
+                        .customer_owner(customer_id)
+                        .await?
+                        .is_some_and(|owner| &owner != user)
+                    {
+                        return Err(StoreError::Corrupt(format!(
+                            "Dodo customer {customer_id} is already bound to another user"
+                        )));
+                    }
+                    // A conflicting write in flight: try again.
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(WriteConflict::Failed(err)) => return Err(err),
+            }
         }
+        Err(StoreError::Contention)
     }
 }

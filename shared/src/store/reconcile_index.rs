@@ -16,8 +16,6 @@ pub struct DueItem {
     pub what: Due,
     /// When it fell due, as read (a deferral applies only if nobody moved it since).
     pub due_at: Timestamp,
-    /// Checks of it so far that changed nothing or failed.
-    pub attempts: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,11 +49,6 @@ fn due_item(item: &Item) -> Option<Result<DueItem, StoreError>> {
         Err(e) => return Some(Err(StoreError::Corrupt(e.to_string()))),
     };
     let due_at = get_time(item, "due_at").ok().flatten()?;
-    let attempts = get_n(item, "due_attempts")
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-        .clamp(0, i64::from(u32::MAX)) as u32;
     let sk = get_s(item, "sk")?;
     let what = if let Some(id) = sk.strip_prefix(SUBSCRIPTION_PREFIX) {
         Due::Subscription {
@@ -70,11 +63,7 @@ fn due_item(item: &Item) -> Option<Result<DueItem, StoreError>> {
             created_at: get_time(item, "checkout_created_at").ok().flatten()?,
         }
     };
-    Some(Ok(DueItem {
-        what,
-        due_at,
-        attempts,
-    }))
+    Some(Ok(DueItem { what, due_at }))
 }
 
 impl Store {
@@ -121,31 +110,69 @@ impl Store {
         }
     }
 
-    /// Moves an item to `until` and counts the attempt, unless something else moved it
+    /// Checks of an item so far that changed nothing or failed. Read from the item
+    /// itself: the due index projects only what a run needs to start (see template.yaml).
+    pub async fn due_attempts(&self, item: &DueItem) -> Result<u32, StoreError> {
+        Ok(self
+            .get(due_key(item))
+            .await?
+            .as_ref()
+            .map(|stored| get_n(stored, "due_attempts"))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
+    /// Moves an item to `until` and records `attempts`, unless something else moved it
     /// since it was read (a webhook applied a newer state: that state's due time stands).
-    pub async fn defer_due(&self, item: &DueItem, until: Timestamp) -> Result<(), StoreError> {
-        let key = match &item.what {
-            Due::Subscription {
-                user,
-                subscription_id,
-                ..
-            } => subscription_key(user, subscription_id),
-            Due::Checkout { user, .. } => user_key(user),
-        };
+    pub async fn defer_due(
+        &self,
+        item: &DueItem,
+        until: Timestamp,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key))
+            .set_key(Some(due_key(item)))
             .update_expression("SET due_at = :until, due_attempts = :attempts")
             .condition_expression("due_at = :seen")
             .set_expression_attribute_values(Some(values([
                 (":until", n(until.unix_seconds())),
-                (":attempts", n(i64::from(item.attempts) + 1)),
+                (":attempts", n(i64::from(attempts))),
                 (":seen", n(item.due_at.unix_seconds())),
             ])))
             .send()
             .await;
         unless_condition_failed(result)
+    }
+
+    /// Takes an item out of the index for good (Dodo does not know it, or it kept
+    /// failing), unless something else moved it since it was read.
+    pub async fn drop_due(&self, item: &DueItem) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(due_key(item)))
+            .update_expression("REMOVE due_bucket, due_at, due_attempts")
+            .condition_expression("due_at = :seen")
+            .expression_attribute_values(":seen", n(item.due_at.unix_seconds()))
+            .send()
+            .await;
+        unless_condition_failed(result)
+    }
+}
+
+fn due_key(item: &DueItem) -> Item {
+    match &item.what {
+        Due::Subscription {
+            user,
+            subscription_id,
+            ..
+        } => subscription_key(user, subscription_id),
+        Due::Checkout { user, .. } => user_key(user),
     }
 }

@@ -24,8 +24,8 @@ pub struct SubscriptionRecord {
     pub last_payment_at: i64,
     /// A full refund of this payment ends access until a later payment succeeds.
     pub refunded_payment_id: Option<String>,
-    /// A dispute of this payment was lost: the subscription gives no access.
-    pub lost_dispute_payment_id: Option<String>,
+    /// Payments of it whose dispute was lost: while any is, it gives no access.
+    pub lost_dispute_payment_ids: std::collections::BTreeSet<String>,
     /// Optimistic-concurrency counter of the item.
     pub rev: i64,
 }
@@ -46,7 +46,7 @@ impl SubscriptionRecord {
             last_payment_id: None,
             last_payment_at: 0,
             refunded_payment_id: None,
-            lost_dispute_payment_id: None,
+            lost_dispute_payment_ids: Default::default(),
             rev: 0,
         }
     }
@@ -56,10 +56,7 @@ impl SubscriptionRecord {
     /// moved to a product we do not sell, and none at all after a lost dispute or while
     /// its latest payment stands refunded.
     pub fn access_until(&self) -> Option<Timestamp> {
-        if self.lost_dispute_payment_id.is_some() {
-            return None;
-        }
-        if self.refunded_payment_id.is_some() && self.refunded_payment_id == self.last_payment_id {
+        if self.revoked() {
             return None;
         }
         let natural = self.state_access_until();
@@ -72,7 +69,7 @@ impl SubscriptionRecord {
 
     /// Its access was taken back: a dispute lost, or its latest payment refunded in full.
     pub fn revoked(&self) -> bool {
-        self.lost_dispute_payment_id.is_some()
+        !self.lost_dispute_payment_ids.is_empty()
             || (self.refunded_payment_id.is_some()
                 && self.refunded_payment_id == self.last_payment_id)
     }
@@ -93,7 +90,8 @@ impl SubscriptionRecord {
 
     /// When the hourly reconcile should next ask Dodo about it: at the renewal of a
     /// subscription set to renew (a lost `renewed` webhook must not lock out a paying
-    /// user), a few hours after a failed renewal (a lost recovery), else never.
+    /// user), a few hours after a failed renewal (a lost recovery), an hour after one paid
+    /// for but still pending (a lost `active`), else never.
     fn due_at(&self) -> Option<Timestamp> {
         if !self.sold {
             return None;
@@ -106,6 +104,11 @@ impl SubscriptionRecord {
                 Timestamp::from_unix_seconds(self.event_at.div_euclid(1000))
                     .plus_seconds(RECHECK_HELD_AFTER),
             ),
+            // Paid for, not active yet: asked about again until it is.
+            SubscriptionStatus::Pending if self.last_payment_id.is_some() => Some(
+                Timestamp::from_unix_seconds(self.event_at.div_euclid(1000))
+                    .plus_seconds(RECHECK_PENDING_AFTER),
+            ),
             _ => None,
         }
     }
@@ -113,6 +116,9 @@ impl SubscriptionRecord {
 
 /// How long after a failed renewal the reconcile asks Dodo whether it recovered.
 const RECHECK_HELD_AFTER: i64 = 6 * 3600;
+/// How long after a subscription was paid for, and not heard of as active, the reconcile
+/// asks Dodo about it.
+const RECHECK_PENDING_AFTER: i64 = 3600;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscriptionOutcome {
@@ -146,7 +152,11 @@ pub(super) fn subscription_from_item(item: &Item) -> Result<SubscriptionRecord, 
         last_payment_id: optional_s(item, "last_payment_id"),
         last_payment_at: get_n(item, "last_payment_at")?.unwrap_or(0),
         refunded_payment_id: optional_s(item, "refunded_payment_id"),
-        lost_dispute_payment_id: optional_s(item, "lost_dispute_payment_id"),
+        lost_dispute_payment_ids: item
+            .get("lost_dispute_payment_ids")
+            .and_then(|v| v.as_ss().ok())
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default(),
         rev: get_n(item, "rev")?.unwrap_or(0),
     })
 }
@@ -262,16 +272,35 @@ impl Store {
             if claims.fully_refunded && latest {
                 set.push("refunded_payment_id = :payment");
             }
+            // Nothing heard of the subscription itself yet: reconcile asks Dodo about it
+            // an hour on, so that a lost `subscription.active` never strands a payer.
+            if stored.as_ref().is_none_or(|s| s.event_at == 0) {
+                set.push("due_bucket = :due");
+                set.push("due_at = :due_at");
+                attribute_values.insert(":due".into(), s(DUE_BUCKET));
+                attribute_values.insert(
+                    ":due_at".into(),
+                    n(paid_at.div_euclid(1000) + RECHECK_PENDING_AFTER),
+                );
+            }
+            let mut add = Vec::new();
             if claims.dispute_lost() {
-                set.push("lost_dispute_payment_id = :lost");
-                attribute_values.insert(":lost".into(), s(payment_id));
+                add.push("lost_dispute_payment_ids :lost");
+                attribute_values.insert(
+                    ":lost".into(),
+                    AttributeValue::Ss(vec![payment_id.to_owned()]),
+                );
             }
             let (condition, rev_value) = unchanged_since(rev);
             attribute_values.insert(":rev".into(), rev_value);
             let record = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(subscription_key(user, subscription_id)))
-                .update_expression(format!("SET {}", set.join(", ")))
+                .update_expression(if add.is_empty() {
+                    format!("SET {}", set.join(", "))
+                } else {
+                    format!("SET {} ADD {}", set.join(", "), add.join(", "))
+                })
                 .condition_expression(condition)
                 .expression_attribute_names("#status", "status")
                 .set_expression_attribute_values(Some(attribute_values))
