@@ -13,11 +13,18 @@ export AWS_EC2_METADATA_DISABLED := true
 
 # The CPU architecture to build for: arm64 (the template's default) or x86_64.
 ARCH ?= arm64
-FUNCTIONS := -p status -p create-checkout -p success -p webhook -p portal -p reconcile
+# The functions' binaries, selected as sam build selects each one (`--bin <name>`, features
+# resolved over the workspace's default members), so that `make build` and `make sam-build`
+# build the same units and whichever runs second finds them built.
+FUNCTIONS := --bin status --bin create-checkout --bin success --bin webhook --bin portal --bin reconcile
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
+	  '{ name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1) } \
+	   END { for (i = 1; i <= NR; i++) printf "  make %-" width "s  %s\n", name[i], text[i] }'
 
+# `make dev` and `make test` resolve the same dependency features (see dev/Cargo.toml), so
+# whichever runs second reuses the other's build of the dependencies.
 dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator
 	cargo run --locked -p dev -- serve
 
@@ -27,7 +34,7 @@ test-rust: ## Build the binaries, then run the Rust tests
 	cargo build --locked --bins
 	cargo test --locked --workspace
 
-test-browser: ## Buy access through the demo page in headless Chromium (needs Node.js and /usr/bin/chromium or CHROMIUM_PATH)
+test-browser: ## Buy access through the demo page in headless Chromium (needs Node.js, /usr/bin/chromium or CHROMIUM_PATH; the first run does npm ci)
 	cargo build --locked -p dev --bin dev
 	cd dev/e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; } && node --test
 
@@ -35,9 +42,12 @@ lint: ## Formatting and clippy, as CI runs them
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-bench: ## Release binaries: size, init time, warm latency and peak memory
-	cargo build --locked --release $(FUNCTIONS)
-	cargo run --locked -p dev --bin lambda-bench -- --bin-dir target/release
+# BIN_DIR (a folder with one binary per function, named after it) measures binaries built
+# elsewhere instead of building target/release: CI links make build's x86_64 bootstraps
+# there, the binaries that ship.
+bench: ## Release binaries: size, init time, warm latency and peak memory (BIN_DIR: measure those instead)
+	$(if $(BIN_DIR),,cargo build --locked --release $(FUNCTIONS))
+	cargo run --locked -p dev --bin lambda-bench -- --bin-dir $(or $(BIN_DIR),target/release)
 
 build: ## Lambda bootstraps with cargo lambda for ARCH (arm64 | x86_64): target/lambda/<function>/bootstrap
 	cargo lambda build --release --locked $(if $(filter x86_64,$(ARCH)),--x86-64,--arm64) $(FUNCTIONS)

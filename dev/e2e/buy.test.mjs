@@ -126,6 +126,25 @@ test("a buyer pays on Dodo's page and the demo page shows access granted", async
   await page.close();
 });
 
+test("Manage subscription opens Dodo's customer portal once there is a customer", async () => {
+  const page = await browser.newPage();
+  await signIn(page, "browser-portal");
+  // Never bought anything: no Dodo customer, nothing to manage.
+  await page.click("#portal");
+  await assertText(page, "#message", "Nothing to manage yet");
+
+  await page.click("#buy");
+  await page.waitForURL(/\/dodo\/checkout\/cks_/);
+  await page.click("#pay");
+  await page.waitForURL((url) => url.pathname === "/");
+  await assertText(page, "#access", "Access granted");
+
+  await page.click("#portal");
+  await page.waitForURL(/\/dodo\/portal\/cus_/);
+  await page.screenshot({ path: join(screenshots, "portal.png") });
+  await page.close();
+});
+
 test("a declined payment grants nothing", async () => {
   const page = await browser.newPage();
   await signIn(page, "browser-decliner");

@@ -379,6 +379,15 @@ impl DodoSimulator {
                 get(checkout_page).post(complete_checkout),
             )
             .with_state(self.clone())
+            // Dodo's own error shape for what it does not serve, too.
+            .method_not_allowed_fallback(|| async {
+                dodo_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "METHOD_NOT_ALLOWED",
+                    "Method not allowed",
+                )
+            })
+            .fallback(|| async { dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found") })
     }
 
     /// Checks the bearer key and applies an injected fault. `Err` is the answer to send.
@@ -662,11 +671,18 @@ fn validate_checkout(body: &Value) -> Result<(), String> {
 async fn create_checkout(
     State(sim): State<DodoSimulator>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     if let Err(answer) = sim.gate(&headers, "POST /checkouts".into()).await {
         return answer;
     }
+    let Ok(body) = body else {
+        return dodo_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "Request body is too large",
+        );
+    };
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return dodo_error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1017,10 +1033,20 @@ async fn checkout_page(State(sim): State<DodoSimulator>, Path(session): Path<Str
         )
             .into_response();
     };
-    let email = request
-        .pointer("/customer/email")
-        .and_then(Value::as_str)
-        .unwrap_or("(Dodo would ask for it here)");
+    // The customer the session is attached to (the paywall names its user's own), else
+    // the e-mail the request gave, else the page would ask for one.
+    let attached = sim
+        .checkout_customer(&session)
+        .and_then(|id| sim.customer(&id))
+        .and_then(|customer| customer["email"].as_str().map(str::to_owned));
+    let email = attached
+        .or_else(|| {
+            request
+                .pointer("/customer/email")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "(Dodo would ask for it here)".to_owned());
     let product = request
         .pointer("/product_cart/0/product_id")
         .and_then(Value::as_str)
@@ -1046,7 +1072,7 @@ async fn checkout_page(State(sim): State<DodoSimulator>, Path(session): Path<Str
 <button id="decline" name="outcome" value="failed">Decline</button>
 </form></div></body></html>"#,
         product = escape_html(product),
-        email = escape_html(email),
+        email = escape_html(&email),
     ))
     .into_response()
 }

@@ -5,7 +5,10 @@
 //! handed to the handlers exactly as API Gateway's JWT authorizer would. State lives in
 //! dynoxide on a SQLite file under `.local/`, so it survives a restart. Without
 //! `DODO_PAYMENTS_API_KEY`, a Dodo simulator is served under `/dodo` and delivers signed
-//! webhooks to `/payment/webhook`.
+//! webhooks to `/payment/webhook` (the webhook answers at `/webhook` too, as in
+//! `openapi.yaml`). Every error this server answers itself (an unknown path, a method a
+//! route does not take, a body too large) is JSON `{"error": {"code", "message"}}`, like
+//! the handlers' own.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -67,6 +70,8 @@ pub struct Started {
     pub base_url: String,
     pub simulator: bool,
     pub jwt_secret_is_default: bool,
+    /// Where the state (dynoxide's SQLite file) is kept.
+    pub state_dir: PathBuf,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -110,10 +115,12 @@ pub async fn run(
     // Real Dodo (test mode) when a key is given; otherwise the simulator on this port.
     let simulator = match env("DODO_PAYMENTS_API_KEY") {
         Some(_) => None,
-        None => Some(DodoSimulator::new(
+        // Its records are kept beside the paywall's, so that a restart loses neither.
+        None => Some(DodoSimulator::with_state_file(
             format!("{base_url}/dodo"),
             Some(SIMULATOR_API_KEY.into()),
-        )),
+            &state_dir.join("dodo-simulator.json"),
+        )?),
     };
     let (dodo_config, catalog) = match &simulator {
         None => (
@@ -168,7 +175,14 @@ pub async fn run(
         .route("/payment/portal", post(portal))
         .route("/payment/webhook", any(webhook))
         .route("/payment/webhook/{*rest}", any(webhook))
-        .with_state(Arc::clone(&app));
+        .route("/webhook", any(webhook))
+        .route("/webhook/{*rest}", any(webhook))
+        .with_state(Arc::clone(&app))
+        // After every route: it applies to the routes added so far. The simulator's
+        // routes below answer in Dodo's own error shape.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(middleware::from_fn(json_errors));
     if let Some(simulator) = &simulator {
         router = router.nest("/dodo", simulator.router());
     }
@@ -178,12 +192,80 @@ pub async fn run(
         base_url,
         simulator: simulator.is_some(),
         jwt_secret_is_default,
+        state_dir: state_dir.clone(),
     });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
     dynamo.shut_down().await;
     Ok(())
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// axum keeps the `Allow` header it computes for the route.
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// The last line of "errors are JSON": an error answered by the framework rather than a
+/// handler (an extractor's rejection, say) gets the same shape, with its status and
+/// headers kept.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let detail = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .filter(|text| !text.is_empty());
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        _ if status.is_server_error() => "internal_error",
+        _ => "invalid_request",
+    };
+    let message = detail.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_lowercase()
+    });
+    let rebuilt = error(status, code, &message);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let (_, body) = rebuilt.into_parts();
+    Response::from_parts(parts, body)
 }
 
 /// Local frontends on other ports may call the API (API Gateway's CORS does this in AWS).
@@ -214,6 +296,8 @@ async fn cors(request: Request, next: Next) -> Response {
 struct TokenQuery {
     sub: Option<String>,
     email: Option<String>,
+    /// `false` mints a token whose e-mail is not verified (default `true`).
+    email_verified: Option<bool>,
 }
 
 async fn mint_token(State(app): State<Arc<App>>, Query(query): Query<TokenQuery>) -> Response {
@@ -225,10 +309,11 @@ async fn mint_token(State(app): State<Arc<App>>, Query(query): Query<TokenQuery>
             .into_response();
     };
     let email = query.email.filter(|e| !e.trim().is_empty());
-    let token = crate::dev_jwt::mint(
+    let token = crate::dev_jwt::mint_with(
         &app.jwt_secret,
         &sub,
         email.as_deref(),
+        query.email_verified.unwrap_or(true),
         Timestamp::now().unix_seconds(),
     );
     axum::Json(json!({"token": token})).into_response()
@@ -286,7 +371,11 @@ async fn call<H: Handler>(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than 1 MiB",
+        );
     };
     let body = if bytes.is_empty() {
         LambdaBody::Empty

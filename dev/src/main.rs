@@ -36,7 +36,8 @@ fn announce(started: &Started) {
     println!("  API              {base}/payment/status");
     println!("                   {base}/payment/create-checkout-session");
     println!("                   {base}/payment/success");
-    println!("  webhook          {base}/payment/webhook");
+    println!("                   {base}/payment/portal");
+    println!("  webhook          {base}/payment/webhook  (or {base}/webhook)");
     println!("  dev tokens       {base}/dev/token?sub=<user id>&email=<email>");
     if started.simulator {
         println!(
@@ -54,7 +55,10 @@ fn announce(started: &Started) {
         );
     }
     println!();
-    println!("Ready. Ctrl-C stops it; state is kept in .local/ (PAYWALL_STATE_DIR).");
+    println!(
+        "Ready. Ctrl-C stops it; state is kept in {}/ (PAYWALL_STATE_DIR).",
+        started.state_dir.display()
+    );
 }
 
 #[tokio::main]

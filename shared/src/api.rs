@@ -18,11 +18,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     /// Dodo's own error code, when Dodo refused a request.
-    pub dodo_code: Option<String>,
+    pub dodo_code: Option<Box<str>>,
     /// Seconds after which the caller may retry (`Retry-After`), when we know.
-    pub retry_after: Option<i64>,
+    pub retry_after: Option<u32>,
     /// What went wrong inside, for the log only: never sent to the caller.
-    pub detail: Option<String>,
+    pub detail: Option<Box<str>>,
+    /// The methods the route takes (`Allow`), on a `405`.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -34,12 +36,13 @@ impl ApiError {
             dodo_code: None,
             retry_after: None,
             detail: None,
+            allow: None,
         }
     }
 
     /// Keeps `detail` for the log line of this error (never for the answer).
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.detail = Some(detail.into().into_boxed_str());
         self
     }
 
@@ -53,7 +56,7 @@ impl ApiError {
                 crate::store::RATE_LIMIT_CALLS
             ),
         );
-        error.retry_after = Some(seconds.max(1));
+        error.retry_after = Some(seconds.clamp(1, i64::from(u32::MAX)) as u32);
         error
     }
 
@@ -79,12 +82,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(
+    /// `405`, naming the methods the route takes.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut error = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            "this route does not accept that method",
-        )
+            format!("this route takes {allow} only"),
+        );
+        error.allow = Some(allow);
+        error
     }
 
     /// The JSON answer, with the request id so that a support request can be matched to
@@ -111,6 +117,11 @@ impl ApiError {
             && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         }
         response
     }
@@ -163,7 +174,7 @@ impl From<DodoError> for ApiError {
                     "dodo_error",
                     format!("Dodo Payments refused the request ({status} {code}: {message})"),
                 );
-                error.dodo_code = Some(code.clone());
+                error.dodo_code = Some(code.as_str().into());
                 error
             }
             DodoError::Decode(_) => Self::new(
@@ -283,8 +294,12 @@ pub fn caller(request: &Request) -> Result<Caller, ApiError> {
 /// the expected JSON is a 400 that names the problem.
 pub fn json_body<T: DeserializeOwned + Default>(request: &Request) -> Result<T, ApiError> {
     let bytes = request.body().as_ref();
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(T::default());
+    };
+    // serde would read a JSON array into a struct field by field: only an object is one.
+    if *first != b'{' {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))

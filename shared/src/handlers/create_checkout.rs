@@ -93,7 +93,9 @@ impl CreateCheckoutHandler {
             })?,
         };
         let visitor = match input.datafast_visitor_id.as_deref().map(str::trim) {
-            Some(visitor) if visitor.len() > 200 || visitor.chars().any(char::is_control) => {
+            Some(visitor)
+                if visitor.chars().count() > 200 || visitor.chars().any(char::is_control) =>
+            {
                 return Err(ApiError::bad_request(
                     "datafast_visitor_id must be at most 200 printable characters",
                 ));

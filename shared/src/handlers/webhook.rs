@@ -54,7 +54,7 @@ impl WebhookHandler {
         now: Timestamp,
     ) -> Result<Response<Body>, ApiError> {
         if request.method() != Method::POST {
-            return Err(ApiError::method_not_allowed());
+            return Err(ApiError::method_not_allowed("POST"));
         }
         // lambda_http has already base64-decoded the body when `isBase64Encoded`: these
         // are the exact bytes Dodo signed. Never re-serialise before verifying.
