@@ -201,6 +201,10 @@ impl Store {
             attribute_values.insert(":email".to_owned(), s(email.as_str()));
         }
         expression.push_str(" REMOVE checkout_opening");
+        // An e-mail no longer verified (or gone from the token) links nothing any more.
+        if verified_email.is_none() {
+            expression.push_str(", email");
+        }
         let pending = Update::builder()
             .table_name(&self.table)
             .set_key(Some(user_key(user)))
