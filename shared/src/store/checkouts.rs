@@ -96,24 +96,15 @@ impl Store {
         unless_condition_failed(result)
     }
 
-    /// Stops checking a checkout that was never paid (the buyer walked away).
+    /// Stops checking a checkout that was never paid (the buyer walked away); it stays
+    /// the user's pending checkout.
     pub async fn forget_pending_checkout(
         &self,
         user: &UserId,
         session_id: &str,
     ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(user_key(user)))
-            .update_expression("REMOVE due_bucket, due_at, due_attempts")
-            .condition_expression("checkout_session_id = :session")
-            .expression_attribute_values(":session", s(session_id))
-            .send()
-            .await;
-        // A newer checkout or a payment changed it meanwhile: nothing to forget.
-        unless_condition_failed(result)
+        self.clear_checkout(user, session_id, "due_bucket, due_at, due_attempts")
+            .await
     }
 
     /// A purchase completed the user's open checkout `session_id`: it is no longer
@@ -124,17 +115,27 @@ impl Store {
         user: &UserId,
         session_id: &str,
     ) -> Result<(), StoreError> {
+        self.clear_checkout(user, session_id, CHECKOUT_FIELDS).await
+    }
+
+    /// Removes `fields` from the profile if `session_id` is still its open checkout: a
+    /// newer checkout or a payment changed it meanwhile, and nothing of this one is left.
+    async fn clear_checkout(
+        &self,
+        user: &UserId,
+        session_id: &str,
+        fields: &str,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(user_key(user)))
-            .update_expression(format!("REMOVE {CHECKOUT_FIELDS}"))
+            .update_expression(format!("REMOVE {fields}"))
             .condition_expression("checkout_session_id = :session")
             .expression_attribute_values(":session", s(session_id))
             .send()
             .await;
-        // Another checkout is open now, or none: nothing of this one is left to clear.
         unless_condition_failed(result)
     }
 
