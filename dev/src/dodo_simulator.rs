@@ -28,7 +28,6 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use paywall::time::Timestamp;
 use paywall::webhook_signature::WebhookSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -127,7 +126,7 @@ pub struct DodoSimulator {
 
 fn random_suffix() -> String {
     use std::hash::{BuildHasher, RandomState};
-    let a = RandomState::new().hash_one(Timestamp::now().unix_seconds());
+    let a = RandomState::new().hash_one(paywall::time::Clock::system().now().unix_seconds());
     let b = RandomState::new().hash_one(a);
     format!("{a:016x}{b:08x}").chars().take(20).collect()
 }
@@ -433,7 +432,7 @@ impl DodoSimulator {
         session_id: &str,
         succeeded: bool,
     ) -> Result<(String, String), Refusal> {
-        let now = Timestamp::now();
+        let now = paywall::time::Clock::system().now();
         let (payment, return_url) = self.change(|records| {
             let Some(checkout) = records.checkouts.get(session_id).cloned() else {
                 return Err(Refusal {
@@ -560,7 +559,7 @@ impl DodoSimulator {
         let body = json!({
             "business_id": "bus_simulator",
             "type": event_type,
-            "timestamp": Timestamp::now().to_rfc3339(),
+            "timestamp": paywall::time::Clock::system().now().to_rfc3339(),
             "data": data,
         })
         .to_string();
@@ -599,7 +598,7 @@ struct Pending {
 impl Pending {
     /// Returns whether the endpoint answered 2xx.
     async fn attempt(&self, attempt: u32) -> bool {
-        let timestamp = Timestamp::now().unix_seconds();
+        let timestamp = paywall::time::Clock::system().now().unix_seconds();
         let signature = self
             .target
             .secret
@@ -754,7 +753,7 @@ async fn get_checkout(
             .and_then(|p| inner.records.payments.get(p));
         Some(json!({
             "id": id,
-            "created_at": Timestamp::now().to_rfc3339(),
+            "created_at": paywall::time::Clock::system().now().to_rfc3339(),
             "customer_email": checkout.request.pointer("/customer/email"),
             "payment_id": checkout.payment_id,
             "payment_status": payment.and_then(|p| p.get("status")),
@@ -831,7 +830,7 @@ fn new_customer(records: &mut Records, email: &str, name: &str) -> String {
         "business_id": "bus_simulator",
         "email": email,
         "name": name,
-        "created_at": Timestamp::now().to_rfc3339(),
+        "created_at": paywall::time::Clock::system().now().to_rfc3339(),
         "metadata": {},
     }));
     customer_id

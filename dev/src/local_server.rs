@@ -35,7 +35,6 @@ use paywall::handlers::{
 use paywall::plan::Catalog;
 use paywall::runtime::Handler;
 use paywall::store::Store;
-use paywall::time::Timestamp;
 use paywall::webhook_signature::WebhookSecret;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -314,7 +313,7 @@ async fn mint_token(State(app): State<Arc<App>>, Query(query): Query<TokenQuery>
         &sub,
         email.as_deref(),
         query.email_verified.unwrap_or(true),
-        Timestamp::now().unix_seconds(),
+        paywall::time::Clock::system().now().unix_seconds(),
     );
     axum::Json(json!({"token": token})).into_response()
 }
@@ -345,7 +344,7 @@ async fn authorized<H: Handler>(app: &App, handler: &H, request: Request) -> Res
     let Ok(claims) = crate::dev_jwt::verify(
         &app.jwt_secret,
         token.trim(),
-        Timestamp::now().unix_seconds(),
+        paywall::time::Clock::system().now().unix_seconds(),
     ) else {
         return unauthorized();
     };

@@ -3,7 +3,6 @@
 //! or a deployed Function URL). Dodo's own CLI trigger sends unsigned events, which a
 //! verifying endpoint rightly refuses.
 
-use paywall::time::Timestamp;
 use paywall::webhook_signature::WebhookSecret;
 use serde_json::{Value, json};
 
@@ -48,7 +47,7 @@ impl Trigger {
                 .unwrap_or_else(|_| DEFAULT_WEBHOOK_SECRET.to_owned()),
             email: "buyer@example.com".to_owned(),
             user_id: None,
-            payment_id: format!("pay_trigger_{}", Timestamp::now().unix_seconds()),
+            payment_id: format!("pay_trigger_{}", paywall::time::Clock::system().now().unix_seconds()),
             session_id: None,
             product_id: std::env::var("DODO_PRODUCT_ID")
                 .unwrap_or_else(|_| "pdt_local_demo".to_owned()),
@@ -86,7 +85,7 @@ impl Trigger {
 
     /// The event body, shaped like Dodo's envelope with a Payment (or Refund) payload.
     pub fn body(&self) -> String {
-        let now = Timestamp::now().to_rfc3339();
+        let now = paywall::time::Clock::system().now().to_rfc3339();
         let default_status = match self.event_type.as_str() {
             "payment.failed" => "failed",
             "payment.processing" => "processing",
@@ -127,8 +126,8 @@ impl Trigger {
     pub async fn send(&self) -> Result<(u16, String), String> {
         let secret = WebhookSecret::parse(&self.secret).map_err(|e| format!("--secret: {e}"))?;
         let body = self.body();
-        let id = format!("msg_trigger_{}", Timestamp::now().unix_seconds());
-        let timestamp = Timestamp::now().unix_seconds();
+        let id = format!("msg_trigger_{}", paywall::time::Clock::system().now().unix_seconds());
+        let timestamp = paywall::time::Clock::system().now().unix_seconds();
         let response = reqwest::Client::new()
             .post(&self.url)
             .header("content-type", "application/json")

@@ -9,7 +9,6 @@ use common::*;
 use lambda_http::http::StatusCode;
 use paywall::ids::UserId;
 use paywall::runtime::Handler;
-use paywall::time::Timestamp;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -20,7 +19,7 @@ async fn twenty_concurrent_deliveries_grant_once() {
     let event = payment_event("payment.succeeded", &payment);
     let webhook = Arc::new(world.webhook());
     let success = Arc::new(world.success());
-    let before = Timestamp::now();
+    let before = paywall::time::Clock::system().now();
 
     let mut tasks = Vec::new();
     for i in 0..20 {
@@ -29,7 +28,7 @@ async fn twenty_concurrent_deliveries_grant_once() {
             let webhook = Arc::clone(&webhook);
             let event = event.clone();
             tasks.push(tokio::spawn(async move {
-                let now = Timestamp::now().unix_seconds();
+                let now = paywall::time::Clock::system().now().unix_seconds();
                 // Dodo's retries reuse the id; distinct ids stand for distinct deliveries.
                 let id = format!("msg_{}", i % 4);
                 let (status, body) =
@@ -76,7 +75,7 @@ async fn twenty_concurrent_deliveries_grant_once() {
     // Exactly one 30-day grant, and exactly one applied write after the checkout.
     let until = record.paid_until.expect("paid");
     assert!(
-        until >= before.plus_days(30) && until <= Timestamp::now().plus_days(30),
+        until >= before.plus_days(30) && until <= paywall::time::Clock::system().now().plus_days(30),
         "{until:?}"
     );
     assert_eq!(record.version, 1);

@@ -50,11 +50,11 @@ async fn claim(world: &World, user: &str, payment_id: &str) -> (StatusCode, Valu
 }
 
 async fn deliver(world: &World, body: &str) -> (StatusCode, Value) {
-    let id = format!("msg_{}", Timestamp::now().unix_seconds());
+    let id = format!("msg_{}", paywall::time::Clock::system().now().unix_seconds());
     read(
         world
             .webhook()
-            .handle(signed_webhook(body, &id, Timestamp::now().unix_seconds()))
+            .handle(signed_webhook(body, &id, paywall::time::Clock::system().now().unix_seconds()))
             .await,
     )
     .await
@@ -128,7 +128,7 @@ async fn an_unknown_user_is_none_not_an_error() {
 #[tokio::test]
 async fn has_paid_is_derived_from_the_expiry_at_read_time() {
     let world = World::new().await;
-    let long_ago = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() - 40 * 86_400);
+    let long_ago = Timestamp::from_unix_seconds(paywall::time::Clock::system().now().unix_seconds() - 40 * 86_400);
     world
         .store
         .apply_grant(
@@ -337,7 +337,7 @@ async fn a_succeeded_payment_of_the_callers_grants_access() {
     let world = World::new().await;
     let session = world.open_checkout(ALICE, "alice@example.com").await;
     world.dodo_payment("pay_a1", "succeeded", Some(ALICE), Some(&session));
-    let before = Timestamp::now();
+    let before = paywall::time::Clock::system().now();
     let (status, body) = claim(&world, ALICE, "pay_a1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "success");
@@ -345,7 +345,7 @@ async fn a_succeeded_payment_of_the_callers_grants_access() {
     assert_eq!(body["subscription_plan"], "monthly");
     let expires = Timestamp::parse_rfc3339(body["plan_expires_at"].as_str().expect("expiry"))
         .expect("rfc3339");
-    assert!(expires >= before.plus_days(30) && expires <= Timestamp::now().plus_days(30));
+    assert!(expires >= before.plus_days(30) && expires <= paywall::time::Clock::system().now().plus_days(30));
 
     let view = status_of(&world, ALICE).await;
     assert_eq!(view["has_paid"], true);
@@ -616,7 +616,7 @@ async fn forged_and_replayed_deliveries_are_401_and_change_nothing() {
     let world = World::new().await;
     let payment = world.dodo_payment("pay_f", "succeeded", Some(ALICE), None);
     let body = payment_event("payment.succeeded", &payment);
-    let now = Timestamp::now().unix_seconds();
+    let now = paywall::time::Clock::system().now().unix_seconds();
     let good = secret().sign("msg_1", now, body.as_bytes());
     let other_secret = paywall::webhook_signature::WebhookSecret::parse(
         "whsec_b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA==",
@@ -723,7 +723,7 @@ async fn a_base64_encoded_body_is_verified_on_its_decoded_bytes() {
     let world = World::new().await;
     let payment = world.dodo_payment("pay_b64", "succeeded", Some(ALICE), None);
     let body = payment_event("payment.succeeded", &payment);
-    let now = Timestamp::now().unix_seconds();
+    let now = paywall::time::Clock::system().now().unix_seconds();
     let headers = [
         ("webhook-id", "msg_b64".to_owned()),
         ("webhook-timestamp", now.to_string()),
@@ -775,7 +775,7 @@ async fn a_store_outage_is_503_then_the_retry_grants_once() {
     let body = payment_event("payment.succeeded", &payment);
 
     dynamo.shut_down().await;
-    let now = Timestamp::now().unix_seconds();
+    let now = paywall::time::Clock::system().now().unix_seconds();
     let (status, answer) = read(webhook.handle(signed_webhook(&body, "msg_o", now)).await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
     // What the caller needs (a stable code, a plain message, the request id to quote),
@@ -898,7 +898,7 @@ async fn applied_deliveries_are_kept_in_the_users_audit_trail() {
     let world = World::new().await;
     let payment = world.dodo_payment("pay_audit", "succeeded", Some(ALICE), None);
     let event = payment_event("payment.succeeded", &payment);
-    let now = Timestamp::now().unix_seconds();
+    let now = paywall::time::Clock::system().now().unix_seconds();
     for id in ["msg_first", "msg_first", "msg_second"] {
         let (status, _) = read(
             world

@@ -256,7 +256,7 @@ async fn a_payment_never_rebinds_a_customer_and_an_unverified_email_links_nothin
             .handle(signed_webhook(
                 &payment_event("payment.succeeded", &stray),
                 "msg_stray",
-                paywall::time::Timestamp::now().unix_seconds(),
+                paywall::time::Clock::system().now().unix_seconds(),
             ))
             .await,
     )

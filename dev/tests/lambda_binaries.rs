@@ -12,7 +12,6 @@ use dev::dodo_simulator::DodoSimulator;
 use dev::fixtures::{api_gateway_event, function_url_event};
 use dev::lambda_harness::{RunningFunction, binary_dir};
 use dev::local_dynamodb::LocalDynamo;
-use paywall::time::Timestamp;
 use serde_json::{Value, json};
 
 fn binary(name: &str) -> PathBuf {
@@ -152,7 +151,7 @@ async fn a_purchase_end_to_end_through_the_binaries() {
 
     // Dodo's webhook reaches the Function URL.
     let event = payment_event("payment.succeeded", &payment);
-    let now = Timestamp::now().unix_seconds();
+    let now = paywall::time::Clock::system().now().unix_seconds();
     let headers = [
         ("webhook-id", "msg_e2e".to_owned()),
         ("webhook-timestamp", now.to_string()),

@@ -61,7 +61,7 @@ impl Runner {
         Self {
             webhook,
             world,
-            now: Timestamp::now(),
+            now: paywall::time::Clock::system().now(),
         }
     }
 

@@ -20,13 +20,13 @@ fn user(id: &str) -> UserId {
 
 async fn has_paid(world: &World, who: &str) -> Value {
     let account = world.store.get_account(&user(who)).await.expect("read");
-    serde_json::to_value(paywall::access::AccessView::of(&account, Timestamp::now())).expect("json")
+    serde_json::to_value(paywall::access::AccessView::of(&account, paywall::time::Clock::system().now())).expect("json")
 }
 
 async fn deliver_to(webhook: &WebhookHandler, body: &str, id: &str) -> Value {
     let (status, answer) = read(
         webhook
-            .handle(signed_webhook(body, id, Timestamp::now().unix_seconds()))
+            .handle(signed_webhook(body, id, paywall::time::Clock::system().now().unix_seconds()))
             .await,
     )
     .await;
@@ -109,7 +109,7 @@ async fn payments_that_buy_nothing_we_sell_grant_nothing_on_any_path() {
                 ..Limits::default()
             },
         )
-        .run(Timestamp::now().plus_seconds(2 * 3600))
+        .run(paywall::time::Clock::system().now().plus_seconds(2 * 3600))
         .await;
         assert_eq!(
             (summary.payments_granted, summary.checkouts_closed),
@@ -196,7 +196,7 @@ fn subscription_event(
 async fn a_subscription_follows_its_product() {
     let world = World::new().await;
     let webhook = WebhookHandler::new(world.store.clone(), secret(), two_subscription_plans());
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     let period_end = now.plus_days(10);
     deliver_to(
         &webhook,

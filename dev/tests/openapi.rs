@@ -9,7 +9,6 @@ use common::*;
 use dev::dodo_simulator::Fault;
 use lambda_http::{Body, Request, Response};
 use paywall::runtime::Handler;
-use paywall::time::Timestamp;
 use serde_json::{Value, json};
 
 struct Spec(Value);
@@ -234,7 +233,7 @@ async fn every_answer_conforms_to_openapi_yaml() {
     let webhook = world.webhook();
     let payment = world.dodo_payment("pay_hook", "succeeded", Some("u3"), None);
     let event = payment_event("payment.succeeded", &payment);
-    let now = Timestamp::now().unix_seconds();
+    let now = paywall::time::Clock::system().now().unix_seconds();
     let deliver = |body: &str, id: &str| -> Request { signed_webhook(body, id, now) };
     check(
         "post",

@@ -26,7 +26,7 @@ fn subscription_json(id: &str, owner: &str, next_billing: Timestamp) -> Value {
         "next_billing_date": next_billing.to_rfc3339(), "cancel_at_next_billing_date": false,
         "metadata": {"user_id": owner, "plan": "pro"},
         "customer": {"customer_id": format!("cus_{owner}"), "email": format!("{owner}@example.com")},
-        "created_at": Timestamp::now().to_rfc3339(),
+        "created_at": paywall::time::Clock::system().now().to_rfc3339(),
     })
 }
 
@@ -66,7 +66,7 @@ async fn seen(world: &World, id: &str, owner: &str, next_billing: Timestamp) {
 #[tokio::test]
 async fn a_lost_renewal_is_repaired_before_access_ends() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     let renews_at = now.plus_seconds(7200);
     seen(&world, "sub_r", "renewer", renews_at).await;
     // Dodo renewed it, but the subscription.renewed webhook never arrived.
@@ -112,7 +112,7 @@ async fn a_lost_renewal_is_repaired_before_access_ends() {
 #[tokio::test]
 async fn a_renewal_not_charged_yet_is_deferred_and_one_that_failed_ends_access() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     seen(&world, "sub_late", "late", now).await;
     world
         .sim()
@@ -169,7 +169,7 @@ async fn open_checkout_at(world: &World, who: &str, plan: &str, at: Timestamp) -
 #[tokio::test]
 async fn a_lost_payment_webhook_is_repaired_and_a_rerun_changes_nothing() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     let url = open_checkout_at(
         &world,
         "lost-webhook",
@@ -211,7 +211,7 @@ async fn a_lost_payment_webhook_is_repaired_and_a_rerun_changes_nothing() {
 #[tokio::test]
 async fn a_recent_checkout_waits_an_unpaid_one_backs_off_and_an_abandoned_one_is_dropped() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     open_checkout_at(&world, "just-opened", "monthly", now.plus_seconds(-600)).await;
     open_checkout_at(&world, "unpaid", "monthly", now.plus_seconds(-2 * 3600)).await;
     open_checkout_at(
@@ -242,7 +242,7 @@ async fn a_recent_checkout_waits_an_unpaid_one_backs_off_and_an_abandoned_one_is
 #[tokio::test]
 async fn every_dodo_call_counts_and_a_run_that_leaves_work_behind_says_so() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     for i in 0..10 {
         let id = format!("sub_b{i}");
         let owner = format!("budget-{i}");
@@ -277,7 +277,7 @@ async fn every_dodo_call_counts_and_a_run_that_leaves_work_behind_says_so() {
 #[tokio::test]
 async fn an_item_that_fails_backs_off_and_does_not_starve_the_others() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     // Dodo answers something unreadable for this one (no status), due first.
     seen(&world, "sub_odd", "odd", now.plus_seconds(-600)).await;
     let mut odd = subscription_json("sub_odd", "odd", now.plus_days(30));
@@ -348,7 +348,7 @@ async fn an_item_that_fails_backs_off_and_does_not_starve_the_others() {
 #[tokio::test]
 async fn a_subscription_moved_to_a_product_we_do_not_sell_stops_at_the_end_of_its_paid_period() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     seen(&world, "sub_moved", "mover", now).await;
     // On Dodo it was moved to another product and renewed there; the webhook was lost.
     let mut moved = subscription_json("sub_moved", "mover", now.plus_days(30));
@@ -377,7 +377,7 @@ async fn a_subscription_moved_to_a_product_we_do_not_sell_stops_at_the_end_of_it
 #[tokio::test]
 async fn thirty_five_subscription_sales_then_a_month_of_lost_renewals() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     let renews_at = now.plus_days(30);
     let success = SuccessHandler::new(
         world.store.clone(),
@@ -447,7 +447,7 @@ async fn thirty_five_subscription_sales_then_a_month_of_lost_renewals() {
 #[tokio::test]
 async fn a_paid_subscription_whose_activation_was_lost_is_repaired() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     let webhook = paywall::handlers::WebhookHandler::new(
         world.store.clone(),
         secret(),
@@ -473,7 +473,7 @@ async fn a_paid_subscription_whose_activation_was_lost_is_repaired() {
             signed_webhook(
                 &payment_event("payment.succeeded", &payment),
                 "msg_tab",
-                Timestamp::now().unix_seconds(),
+                paywall::time::Clock::system().now().unix_seconds(),
             ),
         )
         .await,

@@ -29,7 +29,7 @@ fn subscription_json(i: usize, next_billing: Timestamp) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_lost_renewals_are_repaired_by_the_hourly_schedule_before_access_ends() {
     let world = World::new().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     let renews_at = now.plus_seconds(3600);
     let renewed_until = renews_at.plus_days(30);
 

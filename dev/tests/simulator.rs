@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use dev::dodo_simulator::{DodoSimulator, WebhookTarget};
-use paywall::time::Timestamp;
 use paywall::webhook_signature::{SignedHeaders, WebhookSecret, verify};
 use serde_json::{Value, json};
 
@@ -35,7 +34,7 @@ async fn deliveries_are_signed_and_retried_until_accepted() {
                     &secret,
                     SignedHeaders::from_http(&headers),
                     &body,
-                    Timestamp::now().unix_seconds(),
+                    paywall::time::Clock::system().now().unix_seconds(),
                 )
                 .is_ok();
                 let id = headers["webhook-id"]

@@ -88,7 +88,7 @@ async fn an_unknown_user_has_no_record() {
 #[tokio::test]
 async fn a_checkout_is_pending_and_linked_to_its_user() {
     let (_dynamo, store) = fresh_store().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     let email = Email::parse("Alice@Example.com").expect("valid");
     store
         .record_checkout(
@@ -209,7 +209,7 @@ async fn a_new_payment_extends_from_the_later_of_now_and_the_expiry() {
 #[tokio::test]
 async fn a_grant_clears_the_pending_checkout() {
     let (_dynamo, store) = fresh_store().await;
-    let now = Timestamp::now();
+    let now = paywall::time::Clock::system().now();
     store
         .record_checkout(
             &user("alice"),
@@ -278,7 +278,7 @@ async fn an_outage_is_an_error_not_an_answer() {
         "{err}"
     );
     let err = store
-        .apply_grant(&grant("alice", "pay_1"), Timestamp::now())
+        .apply_grant(&grant("alice", "pay_1"), paywall::time::Clock::system().now())
         .await
         .expect_err("no engine");
     assert!(

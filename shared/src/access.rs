@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn unknown_user_has_not_paid() {
-        let view = AccessView::of(&Account::default(), Timestamp::now());
+        let view = AccessView::of(&Account::default(), crate::time::Clock::system().now());
         assert!(!view.has_paid);
         assert_eq!(view.subscription_plan, "none");
         assert_eq!(view.status, "none");

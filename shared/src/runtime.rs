@@ -77,9 +77,9 @@ pub async fn run_scheduled(
     };
     let reconciler = &reconciler;
     let service = service_fn(move |_event: LambdaEvent<serde_json::Value>| async move {
-        let summary = reconciler.run(crate::time::Timestamp::now()).await;
+        let summary = reconciler.run(reconciler.clock().now()).await;
         // Metrics for the dashboard and the alarm, read by CloudWatch from the log.
-        println!("{}", summary.metric_line(crate::time::now_millis()));
+        println!("{}", summary.metric_line(reconciler.clock().now_millis()));
         if summary.complete() {
             Ok(summary)
         } else {

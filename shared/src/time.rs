@@ -6,6 +6,7 @@
 
 use aws_sdk_dynamodb::primitives::{DateTime, DateTimeFormat};
 use serde::{Serialize, Serializer};
+use std::sync::{Arc, Mutex};
 
 pub const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -14,14 +15,6 @@ pub struct Timestamp(i64);
 
 impl Timestamp {
     pub const fn from_unix_seconds(seconds: i64) -> Self {
-        Self(seconds)
-    }
-
-    pub fn now() -> Self {
-        let seconds = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
         Self(seconds)
     }
 
@@ -60,12 +53,111 @@ pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
         .map(|dt| dt.secs() * 1000 + i64::from(dt.subsec_nanos() / 1_000_000))
 }
 
-/// Now, in milliseconds since the epoch.
-pub fn now_millis() -> i64 {
+/// The system's time, in milliseconds since the epoch. Only [`Clock`] reads it.
+fn system_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// Where "now" comes from. Every handler reads the time through the clock it was built
+/// with, never the system's directly, so that the same code runs on the wall clock in AWS
+/// and on a test clock locally (`make dev`'s `/dev/clock`, the `simulate` command).
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<TestClock>>);
+
+/// A virtual time that only moves forward: set by [`Clock::advance_to`], and, when
+/// `running`, also flowing at the wall clock's pace in between (as `make dev` does, so
+/// that a person clicking around sees seconds pass); when frozen, only moved on purpose
+/// (as `simulate` does, so that a seed replays to the second).
+struct TestClock {
+    running: bool,
+    /// The virtual time at `anchor`.
+    at: Mutex<(i64, std::time::Instant)>,
+}
+
+/// Moving a test clock backwards is refused: stored state never travels back in time.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClockWouldGoBack {
+    pub now_millis: i64,
+}
+
+impl Clock {
+    /// The wall clock (what every Lambda function uses).
+    pub fn system() -> Self {
+        Self(None)
+    }
+
+    /// A test clock starting at `start_millis`; `running` lets it flow with the wall clock.
+    pub fn test(start_millis: i64, running: bool) -> Self {
+        Self(Some(Arc::new(TestClock {
+            running,
+            at: Mutex::new((start_millis, std::time::Instant::now())),
+        })))
+    }
+
+    pub fn is_test(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn now_millis(&self) -> i64 {
+        match &self.0 {
+            None => system_millis(),
+            Some(test) => {
+                let (at, anchor) = *lock(&test.at);
+                if test.running {
+                    at + anchor.elapsed().as_millis() as i64
+                } else {
+                    at
+                }
+            }
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        Timestamp(self.now_millis().div_euclid(1000))
+    }
+
+    /// Moves a test clock to `to_millis` (a no-op on the wall clock). Never backwards.
+    pub fn advance_to(&self, to_millis: i64) -> Result<(), ClockWouldGoBack> {
+        let Some(test) = &self.0 else {
+            return Ok(());
+        };
+        let mut at = lock(&test.at);
+        let now = if test.running {
+            at.0 + at.1.elapsed().as_millis() as i64
+        } else {
+            at.0
+        };
+        if to_millis < now {
+            return Err(ClockWouldGoBack { now_millis: now });
+        }
+        *at = (to_millis, std::time::Instant::now());
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Parses `30d`, `12h`, `15m`, `45s` into seconds.
+pub fn parse_duration_seconds(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let amount: i64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    if amount < 0 {
+        return None;
+    }
+    let scale = match unit {
+        'd' => SECONDS_PER_DAY,
+        'h' => 3600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    amount.checked_mul(scale)
 }
 
 impl Serialize for Timestamp {
@@ -95,6 +187,32 @@ mod tests {
         let a = parse_rfc3339_millis("2026-01-01T00:00:00.100Z").expect("time");
         let b = parse_rfc3339_millis("2026-01-01T00:00:00.250000Z").expect("time");
         assert_eq!(b - a, 150);
+    }
+
+    #[test]
+    fn a_frozen_test_clock_moves_only_forward_and_only_when_told() {
+        let clock = Clock::test(1_000_000, false);
+        assert_eq!(clock.now_millis(), 1_000_000);
+        clock.advance_to(1_000_000 + 86_400_000).expect("forward");
+        assert_eq!(clock.now().unix_seconds(), 1_000 + 86_400);
+        assert_eq!(
+            clock.advance_to(5),
+            Err(ClockWouldGoBack {
+                now_millis: 1_000_000 + 86_400_000
+            })
+        );
+        assert!(!Clock::system().is_test());
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration_seconds("30d"), Some(30 * 86_400));
+        assert_eq!(parse_duration_seconds("2h"), Some(7_200));
+        assert_eq!(parse_duration_seconds("15m"), Some(900));
+        assert_eq!(parse_duration_seconds("9s"), Some(9));
+        for bad in ["", "d", "-1d", "1w", "1.5d", "x1d"] {
+            assert_eq!(parse_duration_seconds(bad), None, "{bad}");
+        }
     }
 
     #[test]

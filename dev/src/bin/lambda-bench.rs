@@ -10,7 +10,6 @@ use dev::dodo_simulator::DodoSimulator;
 use dev::fixtures::{api_gateway_event, function_url_event};
 use dev::lambda_harness::{RunningFunction, binary_dir};
 use dev::local_dynamodb::{LocalDynamo, create_table_from_template, template_path};
-use paywall::time::Timestamp;
 use paywall::webhook_signature::WebhookSecret;
 use serde_json::{Value, json};
 
@@ -93,13 +92,13 @@ fn event_for(
         _ => {
             let body = json!({
                 "business_id": "bus_bench", "type": "payment.succeeded",
-                "timestamp": Timestamp::now().to_rfc3339(),
+                "timestamp": paywall::time::Clock::system().now().to_rfc3339(),
                 "data": {"payload_type": "Payment", "payment_id": format!("pay_bench_w{i}"),
                          "status": "succeeded", "metadata": {"user_id": sub},
                          "product_cart": [{"product_id": PRODUCT, "quantity": 1}]}
             })
             .to_string();
-            let now = Timestamp::now().unix_seconds();
+            let now = paywall::time::Clock::system().now().unix_seconds();
             let id = format!("msg_bench_{i}");
             let headers = [
                 ("webhook-id", id.clone()),

@@ -16,7 +16,6 @@ use paywall::handlers::{CreateCheckoutHandler, StatusHandler, SuccessHandler, We
 use paywall::ids::ProductId;
 use paywall::plan::{Catalog, Plan};
 use paywall::store::Store;
-use paywall::time::Timestamp;
 use paywall::webhook_signature::WebhookSecret;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -126,7 +125,7 @@ impl World {
             "checkout_session_id": session,
             "subscription_id": null,
             "product_cart": [{"product_id": PRODUCT, "quantity": 1}],
-            "created_at": Timestamp::now().to_rfc3339(),
+            "created_at": paywall::time::Clock::system().now().to_rfc3339(),
         });
         self.sim().put_payment(payment.clone());
         payment
@@ -220,7 +219,7 @@ pub fn payment_event(event_type: &str, payment: &Value) -> String {
     json!({
         "business_id": "bus_1",
         "type": event_type,
-        "timestamp": Timestamp::now().to_rfc3339(),
+        "timestamp": paywall::time::Clock::system().now().to_rfc3339(),
         "data": data,
     })
     .to_string()

@@ -21,7 +21,7 @@ use crate::purchase::{DATAFAST_VISITOR_KEY, PLAN_KEY, USER_ID_KEY};
 use crate::runtime::Handler;
 use crate::store::{PendingCheckout, Store, UserRecord};
 use crate::subscription::SubscriptionStatus;
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 
 /// How long a checkout waits for the product's price before answering without it.
 const PRICE_LOOKUP_LIMIT: Duration = Duration::from_secs(2);
@@ -53,6 +53,7 @@ pub struct CreateCheckoutHandler {
     checkout: CheckoutConfig,
     /// Display prices by product id, fetched from Dodo once per container.
     prices: Mutex<HashMap<String, String>>,
+    clock: Clock,
 }
 
 impl CreateCheckoutHandler {
@@ -63,7 +64,14 @@ impl CreateCheckoutHandler {
             catalog,
             checkout,
             prices: Mutex::new(HashMap::new()),
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock` instead of the system's (the local test clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
@@ -103,7 +111,7 @@ impl CreateCheckoutHandler {
             Some(visitor) if !visitor.is_empty() => Some(visitor.to_owned()),
             _ => None,
         };
-        rate_limit(&self.store, &caller.user_id).await?;
+        rate_limit(&self.store, &caller.user_id, &self.clock).await?;
 
         let account = self.store.get_account(&caller.user_id).await?;
         if plan.is_subscription() {
@@ -316,6 +324,6 @@ fn truncate(text: &str, max_chars: usize) -> String {
 
 impl Handler for CreateCheckoutHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        answer(&request, self.respond(&request, Timestamp::now())).await
+        answer(&request, self.respond(&request, self.clock.now())).await
     }
 }

@@ -21,13 +21,13 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 use crate::api::ApiError;
 use crate::ids::UserId;
 use crate::store::{RateDecision, Store};
-use crate::time::now_millis;
+use crate::time::Clock;
 
 /// At most [`crate::store::RATE_LIMIT_CALLS`] calls a minute per user to the routes that
 /// call Dodo, counted in the store (so across Lambda instances); beyond that a `429`
 /// with `Retry-After`, before any Dodo call.
-pub async fn rate_limit(store: &Store, user: &UserId) -> Result<(), ApiError> {
-    match store.take_rate_limited_call(user, now_millis()).await? {
+pub async fn rate_limit(store: &Store, user: &UserId, clock: &Clock) -> Result<(), ApiError> {
+    match store.take_rate_limited_call(user, clock.now_millis()).await? {
         RateDecision::Allowed => Ok(()),
         RateDecision::Limited { retry_after } => Err(ApiError::rate_limited(retry_after)),
     }

@@ -10,17 +10,29 @@ use super::{StartError, rate_limit};
 use crate::api::{ApiError, answer, caller, json_response};
 use crate::config::{DodoConfig, StoreConfig, Vars};
 use crate::dodo::DodoClient;
+use crate::time::Clock;
 use crate::runtime::Handler;
 use crate::store::Store;
 
 pub struct PortalHandler {
     store: Store,
     dodo: DodoClient,
+    clock: Clock,
 }
 
 impl PortalHandler {
     pub fn new(store: Store, dodo: DodoClient) -> Self {
-        Self { store, dodo }
+        Self {
+            store,
+            dodo,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Reads the time from `clock` instead of the system's (the local test clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
@@ -32,7 +44,7 @@ impl PortalHandler {
 
     pub async fn respond(&self, request: &Request) -> Result<Response<Body>, ApiError> {
         let caller = caller(request)?;
-        rate_limit(&self.store, &caller.user_id).await?;
+        rate_limit(&self.store, &caller.user_id, &self.clock).await?;
         let customer = self
             .store
             .get_user(&caller.user_id)

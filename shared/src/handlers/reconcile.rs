@@ -29,7 +29,7 @@ use crate::plan::Catalog;
 use crate::purchase::{Applied, apply_payment, subscription_plan_for};
 use crate::store::{Due, DueItem, GrantOutcome, GrantSource, Store, StoreError};
 use crate::subscription::{Subscription, SubscriptionStatus};
-use crate::time::{SECONDS_PER_DAY, Timestamp, now_millis};
+use crate::time::{Clock, SECONDS_PER_DAY, Timestamp};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -125,6 +125,7 @@ pub struct Reconciler {
     dodo: DodoClient,
     catalog: Arc<Catalog>,
     limits: Limits,
+    clock: Clock,
 }
 
 /// Subscriptions repaired at once (each is a read and a transaction in the store).
@@ -224,7 +225,19 @@ impl Reconciler {
             dodo: dodo.without_retries(),
             catalog: Arc::new(catalog),
             limits,
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock` instead of the system's (the local test clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock this reconciler reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
@@ -282,7 +295,7 @@ impl Reconciler {
                 Due::Subscription {
                     subscription_id, ..
                 } => {
-                    let observed_at = now_millis();
+                    let observed_at = self.clock.now_millis();
                     match self.fetch_subscription(subscription_id, &mut budget).await {
                         Ok(subscription) => {
                             repair_subscription(
@@ -329,7 +342,7 @@ impl Reconciler {
                 break;
             }
             summary.list_pages += 1;
-            let observed_at = now_millis();
+            let observed_at = self.clock.now_millis();
             let (subscriptions, listed) = match self.dodo.list_subscriptions(page, "active").await {
                 Ok(answer) => answer,
                 Err(err) => {
@@ -575,7 +588,7 @@ impl Reconciler {
         Ok(Some(match applied {
             Applied::SubscriptionPayment { subscription_id } => {
                 // Its subscription's state, so that access starts now.
-                let observed_at = now_millis();
+                let observed_at = self.clock.now_millis();
                 let subscription = self.fetch_subscription(&subscription_id, budget).await?;
                 let plan = subscription_plan_for(&self.catalog, &subscription);
                 self.store

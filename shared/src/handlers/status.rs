@@ -9,15 +9,25 @@ use crate::api::{ApiError, answer, caller, json_response};
 use crate::config::{StoreConfig, Vars};
 use crate::runtime::Handler;
 use crate::store::Store;
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 
 pub struct StatusHandler {
     store: Store,
+    clock: Clock,
 }
 
 impl StatusHandler {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Reads the time from `clock` instead of the system's (the local test clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
@@ -42,6 +52,6 @@ impl StatusHandler {
 
 impl Handler for StatusHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        answer(&request, self.respond(&request, Timestamp::now())).await
+        answer(&request, self.respond(&request, self.clock.now())).await
     }
 }

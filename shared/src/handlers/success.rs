@@ -19,7 +19,7 @@ use crate::purchase::{
 };
 use crate::runtime::Handler;
 use crate::store::{GrantOutcome, GrantSource, Store};
-use crate::time::{Timestamp, now_millis};
+use crate::time::{Clock, Timestamp};
 
 #[derive(Debug, Default, Deserialize)]
 struct SuccessInput {
@@ -33,6 +33,7 @@ pub struct SuccessHandler {
     store: Store,
     dodo: DodoClient,
     catalog: Catalog,
+    clock: Clock,
 }
 
 impl SuccessHandler {
@@ -41,7 +42,14 @@ impl SuccessHandler {
             store,
             dodo,
             catalog,
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock` instead of the system's (the local test clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
@@ -65,7 +73,7 @@ impl SuccessHandler {
             .ok_or_else(|| ApiError::bad_request("payment_id is required"))?;
         let payment_id =
             PaymentId::parse(&raw_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        rate_limit(&self.store, &caller.user_id).await?;
+        rate_limit(&self.store, &caller.user_id, &self.clock).await?;
 
         let payment = self.dodo.get_payment(&payment_id).await.map_err(|err| {
             if err.is_not_found() {
@@ -146,7 +154,7 @@ impl SuccessHandler {
                 // Access follows the subscription: take its state from Dodo now (the
                 // freshest there is) instead of waiting for its webhook. Stamped with the
                 // time before asking, so that a webhook about anything later still wins.
-                let observed_at = now_millis();
+                let observed_at = self.clock.now_millis();
                 let subscription = self.dodo.get_subscription(&subscription_id).await?;
                 if metadata_user(&subscription.metadata)
                     .is_some_and(|owner| owner != caller.user_id)
@@ -212,6 +220,6 @@ impl SuccessHandler {
 
 impl Handler for SuccessHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        answer(&request, self.respond(&request, Timestamp::now())).await
+        answer(&request, self.respond(&request, self.clock.now())).await
     }
 }

@@ -22,13 +22,14 @@ use crate::store::{
     AuditEntry, Claim, ClaimOutcome, GrantOutcome, GrantSource, Store, SubscriptionOutcome,
 };
 use crate::subscription::Subscription;
-use crate::time::{Timestamp, now_millis};
+use crate::time::{Clock, Timestamp};
 use crate::webhook_signature::{SignedHeaders, WebhookSecret, verify};
 
 pub struct WebhookHandler {
     store: Store,
     secret: WebhookSecret,
     catalog: Catalog,
+    clock: Clock,
 }
 
 impl WebhookHandler {
@@ -37,7 +38,14 @@ impl WebhookHandler {
             store,
             secret,
             catalog,
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock` instead of the system's (the local test clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
@@ -91,7 +99,7 @@ impl WebhookHandler {
                 occurred_at,
                 ..
             } => {
-                let occurred_at = occurred_at.unwrap_or_else(now_millis);
+                let occurred_at = occurred_at.unwrap_or_else(|| self.clock.now_millis());
                 let (outcome, user) = self
                     .on_subscription(&event_type, &subscription, occurred_at, now)
                     .await?;
@@ -111,7 +119,7 @@ impl WebhookHandler {
                 occurred_at,
                 ..
             } => {
-                let event_at = occurred_at.unwrap_or_else(now_millis);
+                let event_at = occurred_at.unwrap_or_else(|| self.clock.now_millis());
                 let outcome = self
                     .store
                     .apply_claim(&payment_id, &Claim::Dispute { status, event_at }, now)
@@ -283,7 +291,7 @@ impl Handler for WebhookHandler {
         answer_within(
             WEBHOOK_DEADLINE,
             &request,
-            self.respond(&request, Timestamp::now()),
+            self.respond(&request, self.clock.now()),
         )
         .await
     }
