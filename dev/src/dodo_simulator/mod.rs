@@ -16,7 +16,14 @@
 //!   from 0), newest first, as Dodo's list endpoints do.
 //! - Its state (checkouts, payments, subscriptions, customers) can be kept in a JSON file,
 //!   so that `make dev` keeps it across a restart as it keeps the paywall's.
+//! - It sells subscriptions as Dodo does and runs them through time on its clock
+//!   ([`billing`]): renewals, failed cards and Dodo's retries, cancellations at period
+//!   end, refunds (`POST /refunds`, `GET /refunds`) and disputes (`GET /disputes`).
+//! - Faults on demand ([`faults`]): lost, repeated, late and reordered webhooks, API errors.
 //! - Tests can inject faults (an error status, a delay) and payments of any shape.
+
+mod billing;
+pub mod faults;
 
 use std::collections::HashMap;
 use std::path::{Path as FilePath, PathBuf};
@@ -28,7 +35,12 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+use paywall::time::{Clock, Timestamp};
 use paywall::webhook_signature::WebhookSecret;
+
+pub use billing::{DISPUTE_RESOLVES_AFTER, RETRY_AFTER_FAILURE, add_months};
+use billing::{Action, Emitted, NewPayment};
+use faults::{Faults, Rng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -76,8 +88,12 @@ pub struct Delivery {
     pub event_type: String,
     pub webhook_id: String,
     pub attempt: u32,
-    /// The HTTP status, or 0 when the connection failed.
+    /// The HTTP status, or 0 when the connection failed or the delivery was dropped.
     pub status: u16,
+    /// Dropped on purpose (the `drop_webhooks` fault): never sent, never retried.
+    pub dropped: bool,
+    /// When it was attempted, on the simulator's clock (ms).
+    pub at_ms: i64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -98,11 +114,34 @@ struct Records {
     subscriptions: HashMap<String, Value>,
     /// In creation order: "the existing customer with that e-mail" is the first one.
     customers: Vec<Value>,
+    /// What the simulator will do, and when (its clock): renewals, retries, deliveries.
+    #[serde(default)]
+    schedule: Vec<billing::Scheduled>,
+    #[serde(default)]
+    next_seq: u64,
+    /// Subscriptions whose card is declined at the next charge.
+    #[serde(default)]
+    renewal_fails: HashMap<String, bool>,
+    /// On-hold subscriptions: when the charge that put them there failed.
+    #[serde(default)]
+    holds: HashMap<String, i64>,
+    #[serde(default)]
+    refunds: Vec<Value>,
+    #[serde(default)]
+    disputes: Vec<Value>,
+    /// The last envelope timestamp sent (ms): each event is strictly later than the one
+    /// before, as Dodo's are, even when one change sends several in the same instant.
+    #[serde(default)]
+    last_event_ms: i64,
 }
 
 #[derive(Default)]
 struct Inner {
     records: Records,
+    faults: Faults,
+    rng: Option<Rng>,
+    /// Products sold as subscriptions (the rest are one-time).
+    subscription_products: std::collections::HashSet<String>,
     fault: Option<Fault>,
     deliveries: Vec<Delivery>,
     api_calls: Vec<String>,
@@ -113,6 +152,7 @@ struct Shared {
     api_key: Option<String>,
     webhook: Mutex<Option<WebhookTarget>>,
     inner: Mutex<Inner>,
+    clock: Mutex<Clock>,
     http: reqwest::Client,
     /// Where the records are kept between runs, if anywhere.
     state_file: Option<PathBuf>,
@@ -196,6 +236,7 @@ impl DodoSimulator {
                     records,
                     ..Inner::default()
                 }),
+                clock: Mutex::new(Clock::system()),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(15)) // Dodo's own delivery timeout
                     .build()
@@ -234,6 +275,170 @@ impl DodoSimulator {
 
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.with(|inner| inner.fault = fault);
+    }
+
+    /// Runs the simulator on `clock` (the local test clock): payments, subscriptions and
+    /// webhooks are stamped with its time, and what Dodo does later (renewals, retries of
+    /// charges and of deliveries) waits for it, run by [`Self::run_next_due`].
+    pub fn set_clock(&self, clock: Clock) {
+        *self.shared.clock.lock().unwrap_or_else(|p| p.into_inner()) = clock;
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.shared
+            .clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn now_millis(&self) -> i64 {
+        self.clock().now_millis()
+    }
+
+    fn now(&self) -> i64 {
+        self.clock().now().unix_seconds()
+    }
+
+    /// The products sold as subscriptions; a checkout for one creates a subscription.
+    pub fn set_subscription_products(&self, products: impl IntoIterator<Item = String>) {
+        let products = products.into_iter().collect();
+        self.with(|inner| inner.subscription_products = products);
+    }
+
+    /// Faults from now on (`Faults::default()`: none).
+    pub fn set_faults(&self, faults: Faults) {
+        self.with(|inner| inner.faults = faults);
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.with(|inner| inner.faults.clone())
+    }
+
+    /// Draws faults from this seed (else from the system's randomness).
+    pub fn seed(&self, seed: u64) {
+        self.with(|inner| inner.rng = Some(Rng::seeded(seed)));
+    }
+
+    fn chance(inner: &mut Inner, p: f64) -> bool {
+        if p <= 0.0 {
+            return false;
+        }
+        let rng = inner.rng.get_or_insert_with(|| {
+            use std::hash::{BuildHasher, RandomState};
+            Rng::seeded(RandomState::new().hash_one(0u8))
+        });
+        rng.chance(p)
+    }
+
+    /// When the next scheduled action is due (ms on the clock), if any.
+    pub fn next_due_millis(&self) -> Option<i64> {
+        self.with(|inner| inner.records.schedule.iter().map(|s| s.at_ms).min())
+    }
+
+    /// Runs the earliest action due by now on the clock (a renewal, a retried charge, a
+    /// dispute's outcome, a webhook delivery), with its webhooks. `false` when none is.
+    pub async fn run_next_due(&self) -> bool {
+        let now_ms = self.now_millis();
+        let due = self.change(|records| {
+            let index = records
+                .schedule
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.at_ms <= now_ms)
+                .min_by_key(|(_, s)| (s.at_ms, s.seq))
+                .map(|(i, _)| i)?;
+            Some(records.schedule.swap_remove(index))
+        });
+        let Some(due) = due else {
+            return false;
+        };
+        match due.action {
+            Action::Deliver {
+                event_type,
+                webhook_id,
+                body,
+                attempt,
+            } => {
+                if let Some(target) = self.webhook_target() {
+                    let pending = Pending {
+                        simulator: self.clone(),
+                        target,
+                        event_type,
+                        webhook_id,
+                        body,
+                    };
+                    pending.attempt_and_follow_up(attempt).await;
+                }
+            }
+            action => {
+                let now = self.now();
+                let emitted = self.change(|records| records.run_billing(&action, now));
+                self.emit(emitted).await;
+            }
+        }
+        true
+    }
+
+    /// The customer puts in a new card (in Dodo's portal); `succeeds` says whether it
+    /// pays. An on-hold subscription is charged with it at once. `false`: no such
+    /// subscription.
+    pub async fn new_card(&self, subscription_id: &str, succeeds: bool) -> bool {
+        let now = self.now();
+        let known = self.with(|inner| inner.records.subscriptions.contains_key(subscription_id));
+        let emitted = self.change(|records| records.new_card(subscription_id, succeeds, now));
+        self.emit(emitted).await;
+        known
+    }
+
+    /// `PATCH /subscriptions/{id}` with `cancel_at_next_billing_date`.
+    pub async fn cancel_at_period_end(&self, subscription_id: &str, cancel: bool) -> bool {
+        let emitted =
+            self.change(|records| records.set_cancel_at_period_end(subscription_id, cancel));
+        let found = emitted.is_some();
+        self.emit(emitted.unwrap_or_default()).await;
+        found
+    }
+
+    /// `POST /refunds`: a full refund of a succeeded payment.
+    pub async fn refund(&self, payment_id: &str) -> Result<Value, String> {
+        let now = self.now();
+        let emitted = self.change(|records| records.refund(payment_id, "requested", now))?;
+        let refund = emitted.first().map(|(_, r)| r.clone()).unwrap_or_default();
+        self.emit(emitted).await;
+        Ok(refund)
+    }
+
+    /// A bank raises a dispute of a payment: `dispute.opened` now, and the bank's answer
+    /// (`won` for the merchant, or lost) after [`DISPUTE_RESOLVES_AFTER`].
+    pub async fn open_dispute(&self, payment_id: &str, won: bool) -> Result<Value, String> {
+        let now = self.now();
+        let emitted = self.change(|records| records.open_dispute(payment_id, won, now))?;
+        let dispute = emitted.first().map(|(_, d)| d.clone()).unwrap_or_default();
+        self.emit(emitted).await;
+        Ok(dispute)
+    }
+
+    /// Every payment, subscription, refund and dispute Dodo knows (the truth a test
+    /// compares the paywall with).
+    pub fn payments(&self) -> Vec<Value> {
+        self.with(|inner| inner.records.payments.values().cloned().collect())
+    }
+
+    pub fn subscriptions(&self) -> Vec<Value> {
+        self.with(|inner| inner.records.subscriptions.values().cloned().collect())
+    }
+
+    pub fn refunds(&self) -> Vec<Value> {
+        self.with(|inner| inner.records.refunds.clone())
+    }
+
+    pub fn disputes(&self) -> Vec<Value> {
+        self.with(|inner| inner.records.disputes.clone())
+    }
+
+    fn webhook_target(&self) -> Option<WebhookTarget> {
+        self.shared.webhook.lock().ok().and_then(|w| w.clone())
     }
 
     /// Stores a payment exactly as given (any fields, any status), served by
@@ -365,7 +570,6 @@ impl DodoSimulator {
             .route("/payments/{id}", get(get_payment))
             .route("/products/{id}", get(get_product))
             .route("/subscriptions", get(list_subscriptions))
-            .route("/subscriptions/{id}", get(get_subscription))
             .route("/customers", axum::routing::post(create_customer))
             .route("/customers/{id}", get(get_customer))
             .route(
@@ -373,6 +577,21 @@ impl DodoSimulator {
                 axum::routing::post(portal_session),
             )
             .route("/portal/{customer}", get(portal_page))
+            .route(
+                "/portal/{customer}/subscriptions/{id}",
+                axum::routing::post(portal_action),
+            )
+            .route(
+                "/subscriptions/{id}",
+                get(get_subscription).patch(patch_subscription),
+            )
+            .route(
+                "/refunds",
+                get(list_refunds).post(create_refund),
+            )
+            .route("/disputes", get(list_disputes))
+            // Not Dodo's API: banks raise disputes; tests and `simulate` stand in for them.
+            .route("/simulator/disputes", axum::routing::post(raise_dispute))
             .route(
                 "/checkout/{session}",
                 get(checkout_page).post(complete_checkout),
@@ -391,10 +610,18 @@ impl DodoSimulator {
 
     /// Checks the bearer key and applies an injected fault. `Err` is the answer to send.
     async fn gate(&self, headers: &HeaderMap, call: String) -> Result<(), Response> {
-        let fault = self.with(|inner| {
+        let (fault, random_error) = self.with(|inner| {
             inner.api_calls.push(call);
-            inner.fault.clone()
+            let p = inner.faults.dodo_errors;
+            (inner.fault.clone(), Self::chance(inner, p))
         });
+        if random_error {
+            return Err(dodo_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                "Something went wrong (an injected fault)",
+            ));
+        }
         if let Some(expected) = &self.shared.api_key {
             let given = headers
                 .get(header::AUTHORIZATION)
@@ -426,14 +653,18 @@ impl DodoSimulator {
         }
     }
 
-    /// Creates the payment for a session and sends it where Dodo would.
+    /// Creates the payment for a session (and, for a subscription product, the
+    /// subscription) and sends its webhooks where Dodo would.
     async fn complete(
         &self,
         session_id: &str,
         succeeded: bool,
+        renewal_fails: bool,
     ) -> Result<(String, String), Refusal> {
-        let now = paywall::time::Clock::system().now();
-        let (payment, return_url) = self.change(|records| {
+        let now = self.now();
+        let (payment_id, status, emitted, return_url) = self.with(|inner| {
+            let subscription_products = inner.subscription_products.clone();
+            let records = &mut inner.records;
             let Some(checkout) = records.checkouts.get(session_id).cloned() else {
                 return Err(Refusal {
                     status: StatusCode::NOT_FOUND,
@@ -470,7 +701,6 @@ impl DodoSimulator {
             let customer = find_customer(records, &customer_id)
                 .cloned()
                 .unwrap_or_else(|| json!({"customer_id": customer_id}));
-            let payment_id = format!("pay_{}", random_suffix());
             let product_cart = request.get("product_cart").cloned().unwrap_or(json!([]));
             let quantity: i64 = product_cart
                 .as_array()
@@ -481,62 +711,68 @@ impl DodoSimulator {
                         .sum()
                 })
                 .unwrap_or(1);
-            let status = if succeeded { "succeeded" } else { "failed" };
-            let payment = json!({
-                "payment_id": payment_id,
-                "business_id": "bus_simulator",
-                "brand_id": "bus_simulator",
-                "created_at": now.to_rfc3339(),
-                "updated_at": now.to_rfc3339(),
-                "status": status,
-                "total_amount": DEFAULT_PRICE_MINOR * quantity.max(1),
-                "currency": "USD",
-                "settlement_amount": DEFAULT_PRICE_MINOR * quantity.max(1),
-                "settlement_currency": "USD",
-                "customer": {
-                    "customer_id": customer["customer_id"],
-                    "email": customer["email"],
-                    "name": customer["name"],
-                },
-                "billing": {"country": "US"},
-                "metadata": request.get("metadata").cloned().unwrap_or(json!({})),
-                "checkout_session_id": session_id,
-                "subscription_id": null,
-                "subscription_ids": [],
-                "product_cart": product_cart,
-                "disputes": [],
-                "refunds": [],
-                "payment_method": "card",
-                "payment_provider": "dodo",
-                "digital_products_delivered": false,
-                "is_multi_subscription": false,
-                "is_update_payment_method": false,
-                "retry_attempt": 0,
-                "error_code": if succeeded { Value::Null } else { json!("CARD_DECLINED") },
-            });
+            let metadata = request.get("metadata").cloned().unwrap_or(json!({}));
+            let subscription_product = request
+                .pointer("/product_cart/0/product_id")
+                .and_then(Value::as_str)
+                .filter(|product| subscription_products.contains(*product));
+            // A subscription is created only when its first charge is paid.
+            let subscription = match subscription_product {
+                Some(product) if succeeded => Some(records.start_subscription(
+                    now,
+                    product,
+                    &customer,
+                    &metadata,
+                    renewal_fails,
+                )),
+                _ => None,
+            };
+            let subscription_id = subscription
+                .as_ref()
+                .and_then(|s| s["subscription_id"].as_str())
+                .map(str::to_owned);
+            let payment = NewPayment {
+                now,
+                succeeded,
+                quantity,
+                customer: &customer,
+                metadata,
+                checkout_session_id: Some(session_id),
+                subscription_id: subscription_id.as_deref(),
+                // Dodo sends no cart with a subscription's payments.
+                product_cart: subscription_product.is_none().then_some(product_cart),
+                retry_attempt: 0,
+            }
+            .into_json();
+            let payment_id = payment["payment_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             if let Some(stored) = records.checkouts.get_mut(session_id) {
                 stored.payment_id = Some(payment_id.clone());
                 stored.customer_id = Some(customer_id);
             }
-            records.payments.insert(payment_id, payment.clone());
+            records.payments.insert(payment_id.clone(), payment.clone());
+            self.persist(records);
             let return_url = request
                 .get("return_url")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            Ok((payment, return_url))
+            let mut emitted: Emitted = Vec::new();
+            if let Some(subscription) = subscription {
+                emitted.push(("subscription.active".into(), subscription));
+            }
+            let event = if succeeded {
+                "payment.succeeded"
+            } else {
+                "payment.failed"
+            };
+            let status = payment["status"].as_str().unwrap_or_default().to_owned();
+            emitted.push((event.into(), payment));
+            Ok((payment_id, status, emitted, return_url))
         })?;
 
-        let payment_id = payment["payment_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let status = payment["status"].as_str().unwrap_or_default().to_owned();
-        let event_type = if succeeded {
-            "payment.succeeded"
-        } else {
-            "payment.failed"
-        };
-        self.deliver(event_type, payment).await;
+        self.emit(emitted).await;
         let redirect = return_url.map(|url| {
             let separator = if url.contains('?') { '&' } else { '?' };
             format!("{url}{separator}payment_id={payment_id}&status={status}")
@@ -544,22 +780,47 @@ impl DodoSimulator {
         Ok((payment_id, redirect.unwrap_or_default()))
     }
 
+    /// Sends the events of one change, in Dodo's order (newest first under the
+    /// `reorder_webhooks` fault).
+    async fn emit(&self, mut events: Emitted) {
+        if self.faults().reorder_webhooks {
+            events.reverse();
+        }
+        for (event_type, data) in events {
+            self.deliver(&event_type, data).await;
+        }
+    }
+
     /// Sends one event to the webhook URL, Standard-Webhooks signed. The first attempt is
     /// made before returning, so that a local flow is deterministic (the redirect follows
-    /// the delivery); non-2xx answers are retried in the background on Dodo's schedule,
-    /// compressed in time.
+    /// the delivery); non-2xx answers are retried on Dodo's schedule: on the simulator's
+    /// test clock when it has one (run by [`Self::run_next_due`]), else in the background,
+    /// compressed in time. Faults apply here: a dropped delivery is never sent nor
+    /// retried, a delayed one waits, a duplicated one is sent twice.
     pub async fn deliver(&self, event_type: &str, data: Value) {
-        let Some(target) = self.shared.webhook.lock().ok().and_then(|w| w.clone()) else {
+        let Some(target) = self.webhook_target() else {
             return;
         };
         let mut data = data;
+        let payload_type = match event_type.split('.').next() {
+            Some("subscription") => "Subscription",
+            Some("refund") => "Refund",
+            Some("dispute") => "Dispute",
+            _ => "Payment",
+        };
         if let Some(object) = data.as_object_mut() {
-            object.insert("payload_type".into(), json!("Payment"));
+            object.insert("payload_type".into(), json!(payload_type));
         }
+        let now_ms = self.now_millis();
+        let sent_at_ms = self.change(|records| {
+            let at = now_ms.max(records.last_event_ms + 1);
+            records.last_event_ms = at;
+            at
+        });
         let body = json!({
             "business_id": "bus_simulator",
             "type": event_type,
-            "timestamp": paywall::time::Clock::system().now().to_rfc3339(),
+            "timestamp": rfc3339_millis(sent_at_ms),
             "data": data,
         })
         .to_string();
@@ -570,18 +831,49 @@ impl DodoSimulator {
             webhook_id: format!("msg_{}", random_suffix()),
             body,
         };
-        if delivery.attempt(1).await {
+        let (dropped, delay) = self.with(|inner| {
+            let p = inner.faults.drop_webhooks;
+            (Self::chance(inner, p), inner.faults.delay())
+        });
+        if dropped {
+            self.with(|inner| {
+                inner.deliveries.push(Delivery {
+                    event_type: delivery.event_type.clone(),
+                    webhook_id: delivery.webhook_id.clone(),
+                    attempt: 1,
+                    status: 0,
+                    dropped: true,
+                    at_ms: now_ms,
+                })
+            });
             return;
         }
-        tokio::spawn(async move {
-            let compression = delivery.target.time_compression.max(1);
-            for (retry, pause) in DODO_RETRY_SCHEDULE.iter().enumerate() {
-                tokio::time::sleep(*pause / compression).await;
-                if delivery.attempt(retry as u32 + 2).await {
-                    return;
-                }
+        match delay {
+            Some(delay) if self.clock().is_test() => {
+                self.change(|records| {
+                    records.schedule_ms(
+                        now_ms + delay.as_millis() as i64,
+                        delivery.as_action(1),
+                    )
+                });
             }
-        });
+            Some(delay) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    delivery.attempt_and_follow_up(1).await;
+                });
+            }
+            None => delivery.attempt_and_follow_up(1).await,
+        }
+    }
+}
+
+/// `2026-11-28T04:35:26.123Z`
+fn rfc3339_millis(ms: i64) -> String {
+    let text = Timestamp::from_unix_seconds(ms.div_euclid(1000)).to_rfc3339();
+    match text.strip_suffix('Z') {
+        Some(seconds) => format!("{seconds}.{:03}Z", ms.rem_euclid(1000)),
+        None => text,
     }
 }
 
@@ -596,9 +888,55 @@ struct Pending {
 }
 
 impl Pending {
+    fn as_action(&self, attempt: u32) -> Action {
+        Action::Deliver {
+            event_type: self.event_type.clone(),
+            webhook_id: self.webhook_id.clone(),
+            body: self.body.clone(),
+            attempt,
+        }
+    }
+
+    /// Attempt `attempt`; then a duplicate (the fault), or the next retry when refused.
+    async fn attempt_and_follow_up(self, attempt: u32) {
+        if self.attempt(attempt).await {
+            let duplicate = self.simulator.with(|inner| {
+                let p = inner.faults.duplicate_webhooks;
+                DodoSimulator::chance(inner, p)
+            });
+            if duplicate {
+                self.attempt(attempt).await;
+            }
+            return;
+        }
+        let Some(pause) = DODO_RETRY_SCHEDULE.get(attempt as usize - 1).copied() else {
+            return; // Dodo gives up after its last attempt.
+        };
+        let clock = self.simulator.clock();
+        if clock.is_test() {
+            let at = clock.now_millis() + pause.as_millis() as i64;
+            let action = self.as_action(attempt + 1);
+            self.simulator
+                .change(|records| records.schedule_ms(at, action));
+            return;
+        }
+        tokio::spawn(async move {
+            let compression = self.target.time_compression.max(1);
+            let mut attempt = attempt;
+            for pause in &DODO_RETRY_SCHEDULE[attempt as usize - 1..] {
+                tokio::time::sleep(*pause / compression).await;
+                attempt += 1;
+                if self.attempt(attempt).await {
+                    return;
+                }
+            }
+        });
+    }
+
     /// Returns whether the endpoint answered 2xx.
     async fn attempt(&self, attempt: u32) -> bool {
-        let timestamp = paywall::time::Clock::system().now().unix_seconds();
+        let now_ms = self.simulator.now_millis();
+        let timestamp = now_ms.div_euclid(1000);
         let signature = self
             .target
             .secret
@@ -623,6 +961,8 @@ impl Pending {
                 webhook_id: self.webhook_id.clone(),
                 attempt,
                 status,
+                dropped: false,
+                at_ms: now_ms,
             })
         });
         (200..300).contains(&status)
@@ -1006,11 +1346,45 @@ async fn portal_page(State(sim): State<DodoSimulator>, Path(customer): Path<Stri
         .iter()
         .map(|id| format!("<li class=\"payment\">{}</li>", escape_html(id)))
         .collect();
+    let mut subscriptions: Vec<Value> = sim
+        .subscriptions()
+        .into_iter()
+        .filter(|s| s.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer))
+        .collect();
+    subscriptions.sort_by(|a, b| a["subscription_id"].as_str().cmp(&b["subscription_id"].as_str()));
+    let subscription_items: String = subscriptions
+        .iter()
+        .map(|s| {
+            let id = escape_html(s["subscription_id"].as_str().unwrap_or_default());
+            let status = escape_html(s["status"].as_str().unwrap_or_default());
+            let next = escape_html(s["next_billing_date"].as_str().unwrap_or_default());
+            let cancel = if s["cancel_at_next_billing_date"] == true {
+                ("resume", "Keep renewing")
+            } else {
+                ("cancel", "Cancel at period end")
+            };
+            format!(
+                "<li class=\"subscription\"><code>{id}</code> <span class=\"status\">{status}</span>, \
+                 next charge {next} \
+                 <form method=\"post\" action=\"{p}/portal/{c}/subscriptions/{id}\" style=\"display:inline\">\
+                 <input type=\"hidden\" name=\"action\" value=\"card\">\
+                 <button name=\"renewal\" value=\"succeeds\">New card</button>\
+                 <button name=\"renewal\" value=\"fails\">New card (declined)</button></form> \
+                 <form method=\"post\" action=\"{p}/portal/{c}/subscriptions/{id}\" style=\"display:inline\">\
+                 <button name=\"action\" value=\"{}\">{}</button></form></li>",
+                cancel.0,
+                cancel.1,
+                c = escape_html(&customer),
+                p = escape_html(&sim.shared.public_url),
+            )
+        })
+        .collect();
     Html(format!(
         "<!doctype html><title>Customer portal (Dodo simulator)</title>\
          <h1>Customer portal</h1><p>Customer <code id=\"customer\">{}</code> \
          (<span id=\"email\">{}</span>): subscriptions, cards and invoices would be managed \
-         here.</p><ul id=\"payments\">{items}</ul>",
+         here.</p><ul id=\"subscriptions\">{subscription_items}</ul>\
+         <ul id=\"payments\">{items}</ul>",
         escape_html(&customer),
         escape_html(record["email"].as_str().unwrap_or_default()),
     ))
@@ -1066,9 +1440,14 @@ async fn checkout_page(State(sim): State<DodoSimulator>, Path(session): Path<Str
 <h1>Checkout</h1>
 <p>Product <code>{product}</code>: <strong>$19.00</strong></p>
 <p>Customer: <span id="customer-email">{email}</span></p>
+<p class="note">Three test cards:</p>
 <form method="post">
 <button id="pay" name="outcome" value="succeeded">Pay $19.00</button>
-<button id="decline" name="outcome" value="failed">Decline</button>
+<button id="decline" name="outcome" value="failed">Declined card</button>
+</form>
+<form method="post"><input type="hidden" name="outcome" value="succeeded">
+<input type="hidden" name="renewal" value="fails">
+<button id="pay-then-fail">Pay now, declined at renewal</button>
 </form></div></body></html>"#,
         product = escape_html(product),
         email = escape_html(&email),
@@ -1079,6 +1458,8 @@ async fn checkout_page(State(sim): State<DodoSimulator>, Path(session): Path<Str
 #[derive(Deserialize)]
 struct Outcome {
     outcome: String,
+    /// `fails`: the card pays now and is declined at every later charge.
+    renewal: Option<String>,
 }
 
 async fn complete_checkout(
@@ -1105,11 +1486,215 @@ async fn complete_checkout(
             );
         }
     };
-    match sim.complete(&session, succeeded).await {
+    let renewal_fails = match form.renewal.as_deref() {
+        None | Some("succeeds") => false,
+        Some("fails") => true,
+        Some(_) => {
+            return dodo_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_REQUEST_BODY",
+                "renewal must be `succeeds` or `fails`",
+            );
+        }
+    };
+    match sim.complete(&session, succeeded, renewal_fails).await {
         Ok((payment_id, redirect)) if redirect.is_empty() => {
             axum::Json(json!({"payment_id": payment_id})).into_response()
         }
         Ok((_, redirect)) => Redirect::to(&redirect).into_response(),
         Err(refusal) => refusal.into_response(),
     }
+}
+
+#[derive(Deserialize)]
+struct SubscriptionPatch {
+    cancel_at_next_billing_date: Option<bool>,
+}
+
+/// `PATCH /subscriptions/{id}`: `cancel_at_next_billing_date` (the rest of Dodo's fields
+/// are not simulated and are refused).
+async fn patch_subscription(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, format!("PATCH /subscriptions/{id}")).await {
+        return answer;
+    }
+    let Ok(SubscriptionPatch {
+        cancel_at_next_billing_date: Some(cancel),
+    }) = serde_json::from_slice(&body)
+    else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST_BODY",
+            "the simulator changes only cancel_at_next_billing_date (a boolean)",
+        );
+    };
+    if !sim.cancel_at_period_end(&id, cancel).await {
+        return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Subscription not found");
+    }
+    axum::Json(sim.subscription(&id).unwrap_or_default()).into_response()
+}
+
+#[derive(Deserialize)]
+struct PortalAction {
+    /// `card`: a new card (`renewal=succeeds|fails`); `cancel`/`resume`: at period end.
+    action: String,
+    renewal: Option<String>,
+}
+
+/// The portal's buttons: a new card for a subscription, or cancel it at period end (or
+/// take that back), as the customer would in Dodo's portal.
+async fn portal_action(
+    State(sim): State<DodoSimulator>,
+    Path((customer, id)): Path<(String, String)>,
+    form: Result<Form<PortalAction>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let owned = sim
+        .subscription(&id)
+        .is_some_and(|s| s.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer));
+    if !owned {
+        return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Subscription not found");
+    }
+    let Ok(Form(form)) = form else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST_BODY",
+            "the form needs action=card|cancel|resume",
+        );
+    };
+    match (form.action.as_str(), form.renewal.as_deref()) {
+        ("card", None | Some("succeeds")) => sim.new_card(&id, true).await,
+        ("card", Some("fails")) => sim.new_card(&id, false).await,
+        ("cancel", _) => sim.cancel_at_period_end(&id, true).await,
+        ("resume", _) => sim.cancel_at_period_end(&id, false).await,
+        _ => {
+            return dodo_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_REQUEST_BODY",
+                "action must be card, cancel or resume; renewal succeeds or fails",
+            );
+        }
+    };
+    Redirect::to(&format!("{}/portal/{customer}", sim.shared.public_url)).into_response()
+}
+
+#[derive(Deserialize)]
+struct RefundRequest {
+    payment_id: String,
+}
+
+/// `POST /refunds`: a full refund (the simulator does not split payments).
+async fn create_refund(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, "POST /refunds".into()).await {
+        return answer;
+    }
+    let Ok(request) = serde_json::from_slice::<RefundRequest>(&body) else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST_BODY",
+            "payment_id is required",
+        );
+    };
+    match sim.refund(&request.payment_id).await {
+        Ok(refund) => axum::Json(refund).into_response(),
+        Err(message) => dodo_error(StatusCode::UNPROCESSABLE_ENTITY, "REFUND_REFUSED", &message),
+    }
+}
+
+#[derive(Deserialize)]
+struct DisputeRequest {
+    payment_id: String,
+    /// The bank's answer in seven days: `won` (for the merchant) or `lost`.
+    outcome: String,
+}
+
+async fn raise_dispute(State(sim): State<DodoSimulator>, body: axum::body::Bytes) -> Response {
+    let request = serde_json::from_slice::<DisputeRequest>(&body)
+        .ok()
+        .filter(|r| r.outcome == "won" || r.outcome == "lost");
+    let Some(request) = request else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST_BODY",
+            "payment_id and outcome (won or lost) are required",
+        );
+    };
+    match sim.open_dispute(&request.payment_id, request.outcome == "won").await {
+        Ok(dispute) => axum::Json(dispute).into_response(),
+        Err(message) => dodo_error(StatusCode::UNPROCESSABLE_ENTITY, "DISPUTE_REFUSED", &message),
+    }
+}
+
+#[derive(Deserialize)]
+struct ClaimListQuery {
+    page_size: Option<usize>,
+    page_number: Option<usize>,
+    created_at_gte: Option<String>,
+}
+
+/// `GET /refunds` and `GET /disputes`: newest first, pages as `GET /subscriptions`,
+/// only those created at or after `created_at_gte` when given.
+fn claim_page(items: Vec<Value>, query: &ClaimListQuery) -> Result<Response, Response> {
+    let since = match &query.created_at_gte {
+        None => None,
+        Some(text) => Some(Timestamp::parse_rfc3339(text).ok_or_else(|| {
+            dodo_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_QUERY",
+                "created_at_gte must be an RFC 3339 time",
+            )
+        })?),
+    };
+    let created = |item: &Value| {
+        item["created_at"]
+            .as_str()
+            .and_then(Timestamp::parse_rfc3339)
+    };
+    let mut items: Vec<Value> = items
+        .into_iter()
+        .filter(|item| since.is_none_or(|since| created(item).is_some_and(|at| at >= since)))
+        .collect();
+    items.sort_by_key(|item| std::cmp::Reverse(created(item)));
+    let size = query.page_size.unwrap_or(10).min(100);
+    let page: Vec<Value> = items
+        .into_iter()
+        .skip(query.page_number.unwrap_or(0).saturating_mul(size))
+        .take(size)
+        .collect();
+    Ok(axum::Json(json!({ "items": page })).into_response())
+}
+
+async fn list_refunds(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ClaimListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, "GET /refunds".into()).await {
+        return answer;
+    }
+    let Ok(axum::extract::Query(query)) = query else {
+        return dodo_error(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_QUERY", "bad query");
+    };
+    claim_page(sim.refunds(), &query).unwrap_or_else(|refusal| refusal)
+}
+
+async fn list_disputes(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ClaimListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, "GET /disputes".into()).await {
+        return answer;
+    }
+    let Ok(axum::extract::Query(query)) = query else {
+        return dodo_error(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_QUERY", "bad query");
+    };
+    claim_page(sim.disputes(), &query).unwrap_or_else(|refusal| refusal)
 }
