@@ -16,6 +16,9 @@ use paywall::subscription::{RENEWAL_GRACE_SECONDS, Subscription};
 use paywall::time::{SECONDS_PER_DAY, Timestamp};
 use serde_json::{Value, json};
 
+/// Every run reads one page of Dodo's refunds and one of its disputes (lost webhooks).
+const CLAIM_LISTS: u32 = 2;
+
 fn user(id: &str) -> UserId {
     UserId::parse(id).expect("valid")
 }
@@ -76,7 +79,7 @@ async fn a_lost_renewal_is_repaired_before_access_ends() {
 
     // Before the renewal nothing is due: no Dodo call.
     let early = reconciler(&world, unpaced()).run(now).await;
-    assert_eq!((early.due, early.dodo_calls), (0, 0), "{early:?}");
+    assert_eq!((early.due, early.dodo_calls), (0, CLAIM_LISTS), "{early:?}");
 
     // The first hourly run after the renewal repairs it, inside the renewal grace.
     let run_at = renews_at.plus_seconds(1800);
@@ -97,14 +100,15 @@ async fn a_lost_renewal_is_repaired_before_access_ends() {
             .to_rfc3339()
     );
 
-    // Renewed far ahead: no longer due, so the next run asks Dodo nothing.
+    // Renewed far ahead: no longer due, so the next run asks Dodo nothing about it
+    // (only its lists of refunds and disputes).
     let calls = world.sim().api_calls().len();
     let again = reconciler(&world, unpaced())
         .run(run_at.plus_seconds(3600))
         .await;
     assert_eq!(
         (again.checked, world.sim().api_calls().len()),
-        (0, calls),
+        (0, calls + CLAIM_LISTS as usize),
         "{again:?}"
     );
 }
@@ -259,7 +263,8 @@ async fn every_dodo_call_counts_and_a_run_that_leaves_work_behind_says_so() {
     let run_at = now.plus_seconds(60);
     let summary = reconciler(&world, limits).run(run_at).await;
     assert_eq!(summary.dodo_calls, 6, "{summary:?}");
-    assert_eq!(summary.left_behind, 4, "{summary:?}");
+    // Four subscriptions, and the lists of refunds and of disputes.
+    assert_eq!(summary.left_behind, 4 + CLAIM_LISTS, "{summary:?}");
     assert!(!summary.complete(), "a run that leaves work behind fails");
     assert_eq!(world.sim().api_calls().len() as u32, summary.dodo_calls);
     // The next run finishes the rest.
@@ -318,7 +323,7 @@ async fn an_item_that_fails_backs_off_and_does_not_starve_the_others() {
     let next = reconciler(&world, limits)
         .run(run_at.plus_seconds(1800))
         .await;
-    assert_eq!((next.due, next.dodo_calls), (0, 0), "{next:?}");
+    assert_eq!((next.due, next.dodo_calls), (0, CLAIM_LISTS), "{next:?}");
     // …the one after its back-off asks about the unreadable one again, then waits twice
     // as long.
     let later = reconciler(&world, limits)
@@ -414,7 +419,7 @@ async fn thirty_five_subscription_sales_then_a_month_of_lost_renewals() {
     let quiet = reconciler(&world, unpaced())
         .run(now.plus_seconds(2 * 3600))
         .await;
-    assert_eq!((quiet.due, quiet.dodo_calls), (0, 0), "{quiet:?}");
+    assert_eq!((quiet.due, quiet.dodo_calls), (0, CLAIM_LISTS), "{quiet:?}");
 
     // A month on, Dodo renews every subscription; every renewal webhook is lost.
     for (i, who) in buyers.iter().enumerate() {
@@ -432,9 +437,17 @@ async fn thirty_five_subscription_sales_then_a_month_of_lost_renewals() {
         .await;
     assert_eq!(run.due, 35, "{run:?}");
     assert_eq!(run.subscriptions_refreshed, 35, "{run:?}");
-    assert_eq!((run.list_pages, run.dodo_calls), (1, 1), "{run:?}");
+    // One page of subscriptions, and the sweep's page of refunds and of disputes.
+    assert_eq!(
+        (run.list_pages, run.dodo_calls),
+        (1 + CLAIM_LISTS, 1 + CLAIM_LISTS),
+        "{run:?}"
+    );
     assert!(run.complete(), "{run:?}");
-    assert_eq!(world.sim().api_calls().len() - calls_before, 1);
+    assert_eq!(
+        world.sim().api_calls().len() - calls_before,
+        1 + CLAIM_LISTS as usize
+    );
     let end_of_grace = renews_at.plus_seconds(RENEWAL_GRACE_SECONDS + 60);
     for who in &buyers {
         let access = view(&world, who, end_of_grace).await;

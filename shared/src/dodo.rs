@@ -19,6 +19,13 @@ use crate::ids::{PaymentId, ProductId};
 /// The largest page Dodo's list endpoints serve.
 pub const LIST_PAGE_SIZE: usize = 100;
 
+/// Dodo's lists of what was claimed back from payments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimList {
+    Refunds,
+    Disputes,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -453,6 +460,38 @@ impl DodoClient {
             .filter_map(|item| crate::subscription::Subscription::from_json(item).ok())
             .collect();
         Ok((readable, items.len()))
+    }
+
+    /// One page (newest first) of `GET /refunds` or `GET /disputes` created at or after
+    /// `since`: the raw items, and whether the page was full (more may follow).
+    pub async fn list_claims(
+        &self,
+        kind: ClaimList,
+        since: crate::time::Timestamp,
+        page: u32,
+    ) -> Result<(Vec<Value>, bool), DodoError> {
+        let path = match kind {
+            ClaimList::Refunds => "/refunds",
+            ClaimList::Disputes => "/disputes",
+        };
+        let answer = self
+            .call(
+                Method::GET,
+                &format!(
+                    "{path}?created_at_gte={}&page_size={LIST_PAGE_SIZE}&page_number={page}",
+                    since.to_rfc3339()
+                ),
+                None,
+                Retry::Safe,
+            )
+            .await?;
+        let items = answer
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| DodoError::Decode(format!("{path} list without items")))?;
+        let full = items.len() >= LIST_PAGE_SIZE;
+        Ok((items, full))
     }
 
     /// `GET /checkouts/{id}`: the payment made in a checkout session, if any yet.

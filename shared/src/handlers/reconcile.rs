@@ -23,11 +23,13 @@ use serde::Serialize;
 
 use super::StartError;
 use crate::config::{DodoConfig, StoreConfig, Vars};
-use crate::dodo::{DodoClient, LIST_PAGE_SIZE, PaymentStatus};
+use crate::dodo::{ClaimList, DodoClient, LIST_PAGE_SIZE, PaymentStatus};
 use crate::ids::{PaymentId, UserId};
 use crate::plan::Catalog;
 use crate::purchase::{Applied, apply_payment, subscription_plan_for};
-use crate::store::{Due, DueItem, GrantOutcome, GrantSource, Store, StoreError};
+use crate::store::{
+    Claim, ClaimOutcome, Due, DueItem, GrantOutcome, GrantSource, Store, StoreError,
+};
 use crate::subscription::{Subscription, SubscriptionStatus};
 use crate::time::{Clock, SECONDS_PER_DAY, Timestamp};
 
@@ -82,6 +84,9 @@ pub struct Summary {
     /// Items taken out of the index for good: unknown to Dodo, or checked too often
     /// without result (each also counts as failed, once).
     pub dropped: u32,
+    /// Refunds and disputes read from Dodo's lists that changed what was stored (their
+    /// webhooks were lost, or have not arrived yet).
+    pub claims_applied: u32,
 }
 
 impl Summary {
@@ -211,6 +216,14 @@ impl Budget {
 /// below, about six days.
 const MAX_ATTEMPTS: u32 = 10;
 
+/// Refunds are read again from an hour before where the last run stopped (one created
+/// just before that run's call may have been listed only after it).
+const REFUNDS_OVERLAP: i64 = 3600;
+/// How far back the first run reads refunds.
+const FIRST_CLAIMS_LOOK_BACK: i64 = 2 * SECONDS_PER_DAY;
+/// How far back every run reads disputes: an open dispute is decided weeks later.
+const DISPUTES_LOOK_BACK: i64 = 60 * SECONDS_PER_DAY;
+
 /// How long an item that changed nothing (or failed) waits: an hour, doubling with each
 /// attempt, at most a day.
 fn defer_for(attempts: u32) -> i64 {
@@ -314,6 +327,7 @@ impl Reconciler {
             };
             self.count(&item, result, now, &mut summary).await;
         }
+        self.sweep_claims(now, &mut budget, &mut summary).await;
         summary.dodo_calls = budget.calls;
         if summary.complete() {
             tracing::info!(summary = ?summary, "reconcile run");
@@ -409,6 +423,107 @@ impl Reconciler {
                 }
             }
         }
+    }
+
+    /// Reads Dodo's refunds (since where the last run stopped, with an hour's overlap)
+    /// and disputes (of the last 60 days: open ones change for weeks) and applies each,
+    /// so that a lost `refund.succeeded` or `dispute.lost` still takes access back. Every
+    /// claim is idempotent: one already stored changes nothing. The cursor moves only when
+    /// every page was read.
+    async fn sweep_claims(&self, now: Timestamp, budget: &mut Budget, summary: &mut Summary) {
+        let cursor = match self.store.claims_cursor().await {
+            Ok(cursor) => cursor,
+            Err(err) => {
+                tracing::warn!(error = %err, "reconcile could not read its refund cursor");
+                summary.failed += 1;
+                return;
+            }
+        };
+        let observed_at = self.clock.now_millis();
+        let refunds_since = cursor.map_or(now.plus_seconds(-FIRST_CLAIMS_LOOK_BACK), |seen| {
+            seen.plus_seconds(-REFUNDS_OVERLAP)
+        });
+        let disputes_since = now.plus_seconds(-DISPUTES_LOOK_BACK);
+        let mut complete = true;
+        for (kind, since) in [
+            (ClaimList::Refunds, refunds_since),
+            (ClaimList::Disputes, disputes_since),
+        ] {
+            let mut page = 0;
+            loop {
+                if budget.take().await.is_err() {
+                    summary.left_behind += 1;
+                    complete = false;
+                    break;
+                }
+                summary.list_pages += 1;
+                let (items, full) = match self.dodo.list_claims(kind, since, page).await {
+                    Ok(answer) => answer,
+                    Err(err) => {
+                        tracing::warn!(error = %err, list = ?kind, "reconcile could not list claims");
+                        summary.failed += 1;
+                        complete = false;
+                        break;
+                    }
+                };
+                for item in &items {
+                    match self.apply_listed_claim(kind, item, observed_at, now).await {
+                        Ok(true) => summary.claims_applied += 1,
+                        Ok(false) => {}
+                        Err(err) => {
+                            tracing::warn!(error = %err, "reconcile could not apply a claim");
+                            summary.failed += 1;
+                            complete = false;
+                        }
+                    }
+                }
+                if !full {
+                    break;
+                }
+                page += 1;
+            }
+        }
+        if complete {
+            let seen_until = Timestamp::from_unix_seconds(observed_at.div_euclid(1000));
+            if let Err(err) = self.store.set_claims_cursor(seen_until).await {
+                tracing::warn!(error = %err, "reconcile could not move its refund cursor");
+                summary.failed += 1;
+            }
+        }
+    }
+
+    /// One listed refund or dispute, applied as its webhook would be; `true` when it
+    /// changed what was stored.
+    async fn apply_listed_claim(
+        &self,
+        kind: ClaimList,
+        item: &serde_json::Value,
+        observed_at: i64,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let text = |key: &str| item.get(key).and_then(serde_json::Value::as_str);
+        let Some(payment_id) = text("payment_id") else {
+            return Ok(false);
+        };
+        let claim = match kind {
+            ClaimList::Refunds if text("status") == Some("succeeded") => Claim::Refund {
+                full: !item
+                    .get("is_partial")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false),
+            },
+            ClaimList::Refunds => return Ok(false),
+            ClaimList::Disputes => match text("dispute_status") {
+                // The list is the dispute's state as of just before it was asked.
+                Some(status) => Claim::Dispute {
+                    status: status.to_owned(),
+                    event_at: observed_at,
+                },
+                None => return Ok(false),
+            },
+        };
+        let outcome = self.store.apply_claim(payment_id, &claim, now).await?;
+        Ok(outcome != ClaimOutcome::Unchanged)
     }
 
     async fn fetch_subscription(

@@ -176,3 +176,44 @@ fn due_key(item: &DueItem) -> Item {
         Due::Checkout { user, .. } => user_key(user),
     }
 }
+
+/// Where reconcile's sweep of Dodo's refunds got to: refunds created before it were seen.
+fn claims_cursor_key() -> Item {
+    key("RECONCILE".to_owned(), "CLAIMS")
+}
+
+impl Store {
+    /// The time up to which reconcile has read Dodo's refunds, if it ever has.
+    pub async fn claims_cursor(&self) -> Result<Option<Timestamp>, StoreError> {
+        match self.get(claims_cursor_key()).await? {
+            Some(item) => get_time(&item, "refunds_seen_until"),
+            None => Ok(None),
+        }
+    }
+
+    /// Moves the cursor on (never back: two overlapping runs keep the later).
+    pub async fn set_claims_cursor(&self, seen_until: Timestamp) -> Result<(), StoreError> {
+        let mut item = claims_cursor_key();
+        item.insert("refunds_seen_until".to_owned(), n(seen_until.unix_seconds()));
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR refunds_seen_until <= :until")
+            .expression_attribute_values(":until", n(seen_until.unix_seconds()))
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
