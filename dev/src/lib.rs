@@ -5,4 +5,5 @@ pub mod lambda_harness;
 pub mod local_dynamodb;
 pub mod local_server;
 pub mod runtime_api;
+pub mod time_machine;
 pub mod trigger;

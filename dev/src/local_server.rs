@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body as AxumBody;
@@ -34,13 +34,18 @@ use paywall::handlers::{
 };
 use paywall::plan::Catalog;
 use paywall::runtime::Handler;
+use paywall::handlers::Reconciler;
+use paywall::handlers::reconcile::Limits;
 use paywall::store::Store;
+use paywall::time::{Clock, ClockWouldGoBack, Timestamp, parse_duration_seconds};
 use paywall::webhook_signature::WebhookSecret;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::dodo_simulator::faults::Faults;
 use crate::dodo_simulator::{DodoSimulator, WebhookTarget};
+use crate::time_machine::TimeMachine;
 use crate::local_dynamodb::{LocalDynamo, client_for, create_table_from_template, template_path};
 
 pub const DEFAULT_PORT: u16 = 3000;
@@ -48,12 +53,16 @@ pub const DEFAULT_JWT_SECRET: &str = "local-dev-jwt-secret-change-me";
 /// The webhook secret the simulator signs with when none is configured.
 pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_cGF5d2FsbC1sb2NhbC1kZXYtd2ViaG9vay1zZWNyZXQ=";
 const SIMULATOR_API_KEY: &str = "sk_local_simulator";
-const SIMULATOR_PRODUCT: &str = "pdt_local_demo";
 const TABLE: &str = "paywall-local";
 const DEMO_PAGE: &str = include_str!("../static/index.html");
 const MAX_BODY: usize = 1024 * 1024;
 
 pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The demo catalogue `make dev` sells when none is configured: a 30-day pass and a
+/// monthly subscription, so that both can be watched through time.
+const DEMO_PLANS: &str = r#"{"monthly": {"product_id": "pdt_local_demo", "kind": "pass", "days": 30},
+ "pro": {"product_id": "pdt_local_pro", "kind": "subscription"}}"#;
 
 struct App {
     status: StatusHandler,
@@ -62,6 +71,9 @@ struct App {
     portal: PortalHandler,
     webhook: WebhookHandler,
     jwt_secret: Vec<u8>,
+    clock: Clock,
+    machine: Arc<TimeMachine>,
+    simulator: Option<DodoSimulator>,
 }
 
 /// What the server tells the person who started it.
@@ -77,127 +89,403 @@ fn env(name: &str) -> Option<String> {
     Vars::process().optional(name)
 }
 
-/// Runs until `shutdown` resolves. `on_ready` is called once the port is bound and the
-/// table exists.
+/// How to start the local stack.
+pub struct Settings {
+    /// 0: any free port.
+    pub port: u16,
+    pub state_dir: PathBuf,
+    /// The stack's clock: `make dev` runs a test clock that starts at the real time and
+    /// flows with it; `simulate` freezes one between its steps.
+    pub clock: Clock,
+    /// Seeds the simulator's faults (else they are drawn from the system's randomness).
+    pub seed: Option<u64>,
+}
+
+impl Settings {
+    /// `make dev`'s: `PORT`, `PAYWALL_STATE_DIR`, a running test clock from now.
+    pub fn from_env() -> Result<Self, ServerError> {
+        let port: u16 = match env("PORT") {
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| format!("PORT is not a port number: {raw}"))?,
+            None => DEFAULT_PORT,
+        };
+        let state_dir =
+            PathBuf::from(env("PAYWALL_STATE_DIR").unwrap_or_else(|| ".local".to_owned()));
+        Ok(Self {
+            port,
+            state_dir,
+            clock: Clock::test(Clock::system().now_millis(), true),
+            seed: None,
+        })
+    }
+}
+
+/// The whole product on one port: handlers, the embedded DynamoDB engine, the Dodo
+/// simulator (unless a real key is given) and the test clock that moves them.
+pub struct LocalStack {
+    pub base_url: String,
+    pub simulator: Option<DodoSimulator>,
+    pub machine: Arc<TimeMachine>,
+    pub store: Store,
+    pub jwt_secret_is_default: bool,
+    pub state_dir: PathBuf,
+    dynamo: tokio::sync::Mutex<LocalDynamo>,
+    /// Where the engine listens (a restart binds the same address).
+    dynamo_address: String,
+    listener: Mutex<Option<tokio::net::TcpListener>>,
+    router: Mutex<Option<Router>>,
+}
+
+impl LocalStack {
+    pub async fn start(settings: Settings) -> Result<Arc<Self>, ServerError> {
+        let Settings {
+            port,
+            state_dir,
+            clock,
+            seed,
+        } = settings;
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+        let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+
+        let dynamo = LocalDynamo::on_disk(&state_dir.join("paywall.db"), "127.0.0.1:0").await?;
+        let dynamo_address = dynamo.endpoint().trim_start_matches("http://").to_owned();
+        let client = client_for(dynamo.endpoint());
+        create_table_from_template(&client, &template_path(), TABLE).await?;
+        let store = Store::new(client, TABLE);
+
+        let jwt_secret = env("DEV_JWT_SECRET");
+        let jwt_secret_is_default = jwt_secret.is_none();
+        let jwt_secret = jwt_secret.unwrap_or_else(|| DEFAULT_JWT_SECRET.to_owned());
+        let webhook_secret_text = env("DODO_PAYMENTS_WEBHOOK_SECRET")
+            .unwrap_or_else(|| DEFAULT_WEBHOOK_SECRET.to_owned());
+        let webhook_secret = WebhookSecret::parse(&webhook_secret_text)
+            .map_err(|e| format!("DODO_PAYMENTS_WEBHOOK_SECRET: {e}"))?;
+
+        // Real Dodo (test mode) when a key is given: real time too. Otherwise the
+        // simulator on this port, on the test clock.
+        let simulator = match env("DODO_PAYMENTS_API_KEY") {
+            Some(_) => None,
+            // Its records are kept beside the paywall's, so that a restart loses neither.
+            None => Some(DodoSimulator::with_state_file(
+                format!("{base_url}/dodo"),
+                Some(SIMULATOR_API_KEY.into()),
+                &state_dir.join("dodo-simulator.json"),
+            )?),
+        };
+        let clock = if simulator.is_some() {
+            clock
+        } else {
+            Clock::system()
+        };
+        let (dodo_config, catalog) = match &simulator {
+            None => (
+                DodoConfig::from_vars(&Vars::process())?,
+                Catalog::from_vars(&Vars::process())?,
+            ),
+            Some(simulator) => {
+                simulator.set_clock(clock.clone());
+                if let Some(seed) = seed {
+                    simulator.seed(seed);
+                }
+                simulator.set_webhook(Some(WebhookTarget {
+                    url: format!("{base_url}/payment/webhook"),
+                    secret: Arc::new(WebhookSecret::parse(&webhook_secret_text)?),
+                    time_compression: 60,
+                }));
+                // The simulator sells anything: without a catalogue, the demo one.
+                let configured = env("PLANS").is_some() || env("DODO_PRODUCT_ID").is_some();
+                let with_demo_plans = |name: &str| match name {
+                    "PLANS" if !configured => Some(DEMO_PLANS.to_owned()),
+                    _ => env(name),
+                };
+                let catalog = Catalog::from_vars(&Vars::new(&with_demo_plans))?;
+                simulator.set_subscription_products(
+                    catalog
+                        .plans()
+                        .iter()
+                        .filter(|plan| plan.is_subscription())
+                        .map(|plan| plan.product_id.as_str().to_owned()),
+                );
+                (
+                    DodoConfig {
+                        api_key: SecretString::from(SIMULATOR_API_KEY),
+                        base_url: format!("{base_url}/dodo"),
+                    },
+                    catalog,
+                )
+            }
+        };
+        let dodo = DodoClient::new(&dodo_config)?;
+        let checkout = CheckoutConfig {
+            success_url: env("DODO_SUCCESS_URL").unwrap_or_else(|| format!("{base_url}/")),
+        };
+        // The hourly reconcile, on the test clock. Unpaced: the simulator has no rate limit.
+        let reconciler = simulator.as_ref().map(|_| {
+            Reconciler::new(
+                store.clone(),
+                dodo.clone(),
+                catalog.clone(),
+                Limits {
+                    min_call_interval: std::time::Duration::ZERO,
+                    ..Limits::default()
+                },
+            )
+            .with_clock(clock.clone())
+        });
+        let machine = Arc::new(TimeMachine::new(
+            clock.clone(),
+            simulator.clone(),
+            reconciler,
+        ));
+
+        let app = Arc::new(App {
+            status: StatusHandler::new(store.clone()).with_clock(clock.clone()),
+            create_checkout: CreateCheckoutHandler::new(
+                store.clone(),
+                dodo.clone(),
+                catalog.clone(),
+                checkout,
+            )
+            .with_clock(clock.clone()),
+            success: SuccessHandler::new(store.clone(), dodo.clone(), catalog.clone())
+                .with_clock(clock.clone()),
+            portal: PortalHandler::new(store.clone(), dodo).with_clock(clock.clone()),
+            webhook: WebhookHandler::new(store.clone(), webhook_secret, catalog)
+                .with_clock(clock.clone()),
+            jwt_secret: jwt_secret.into_bytes(),
+            clock,
+            machine: Arc::clone(&machine),
+            simulator: simulator.clone(),
+        });
+
+        let mut router = Router::new()
+            .route("/", get(|| async { Html(DEMO_PAGE) }))
+            .route("/dev/token", get(mint_token))
+            .route("/dev/clock", get(read_clock).post(move_clock))
+            .route("/dev/faults", get(read_faults).post(set_faults))
+            .route("/payment/status", get(status))
+            .route("/payment/create-checkout-session", post(create_checkout))
+            .route("/payment/success", post(success))
+            .route("/payment/portal", post(portal))
+            .route("/payment/webhook", any(webhook))
+            .route("/payment/webhook/{*rest}", any(webhook))
+            .route("/webhook", any(webhook))
+            .route("/webhook/{*rest}", any(webhook))
+            .with_state(Arc::clone(&app))
+            // After every route: it applies to the routes added so far. The simulator's
+            // routes below answer in Dodo's own error shape.
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(not_found)
+            .layer(middleware::from_fn(json_errors));
+        if let Some(simulator) = &simulator {
+            router = router.nest("/dodo", simulator.router());
+        }
+        let router = router.layer(middleware::from_fn(cors));
+
+        Ok(Arc::new(Self {
+            base_url,
+            simulator,
+            machine,
+            store,
+            jwt_secret_is_default,
+            state_dir,
+            dynamo: tokio::sync::Mutex::new(dynamo),
+            dynamo_address,
+            listener: Mutex::new(Some(listener)),
+            router: Mutex::new(Some(router)),
+        }))
+    }
+
+    /// Serves until `shutdown` resolves; a running test clock's due work is done every
+    /// second meanwhile (renewals and reconcile runs that real time reaches).
+    pub async fn serve(
+        self: &Arc<Self>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or("the stack is already serving")?;
+        let router = self
+            .router
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or("the stack is already serving")?;
+        let ticker = {
+            let machine = Arc::clone(&self.machine);
+            tokio::spawn(async move {
+                if !machine.can_move() {
+                    return;
+                }
+                let mut every_second = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    every_second.tick().await;
+                    machine.catch_up().await;
+                }
+            })
+        };
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        ticker.abort();
+        self.dynamo.lock().await.shut_down().await;
+        served?;
+        Ok(())
+    }
+
+    /// Stops the DynamoDB engine (an outage): every read and write fails until
+    /// [`Self::start_database`].
+    pub async fn stop_database(&self) {
+        self.dynamo.lock().await.shut_down().await;
+    }
+
+    /// Starts the engine again on the same file and address.
+    pub async fn start_database(&self) -> Result<(), ServerError> {
+        let mut dynamo = self.dynamo.lock().await;
+        let mut last_error = None;
+        // The address may take a moment to be free again.
+        for _ in 0..50 {
+            match LocalDynamo::on_disk(&self.state_dir.join("paywall.db"), &self.dynamo_address)
+                .await
+            {
+                Ok(restarted) => {
+                    *dynamo = restarted;
+                    return Ok(());
+                }
+                Err(err) => {
+                    last_error = Some(err);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Err(format!(
+            "cannot restart the DynamoDB engine: {}",
+            last_error.map(|e| e.to_string()).unwrap_or_default()
+        )
+        .into())
+    }
+}
+
+/// Runs `make dev` until `shutdown` resolves. `on_ready` is called once the port is
+/// bound and the table exists.
 pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(&Started),
 ) -> Result<(), ServerError> {
-    let port: u16 = match env("PORT") {
-        Some(raw) => raw
-            .parse()
-            .map_err(|_| format!("PORT is not a port number: {raw}"))?,
-        None => DEFAULT_PORT,
+    let stack = LocalStack::start(Settings::from_env()?).await?;
+    on_ready(&Started {
+        base_url: stack.base_url.clone(),
+        simulator: stack.simulator.is_some(),
+        jwt_secret_is_default: stack.jwt_secret_is_default,
+        state_dir: stack.state_dir.clone(),
+    });
+    stack.serve(shutdown).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockMove {
+    advance: Option<String>,
+    to: Option<String>,
+}
+
+fn clock_answer(app: &App) -> Response {
+    let machine = &app.machine;
+    let next_renewal = app.simulator.as_ref().and_then(|s| s.next_renewal_millis());
+    axum::Json(json!({
+        "now": app.clock.now().to_rfc3339(),
+        "test_clock": machine.can_move(),
+        "next_renewal": next_renewal.map(|ms| Timestamp::from_unix_seconds(ms.div_euclid(1000)).to_rfc3339()),
+        "next_reconcile": machine.can_move().then(|| Timestamp::from_unix_seconds(machine.next_reconcile_millis().div_euclid(1000)).to_rfc3339()),
+        "reconcile_runs": machine.reconcile_runs(),
+    }))
+    .into_response()
+}
+
+/// `GET /dev/clock`: `{"now": RFC 3339, ...}`.
+async fn read_clock(State(app): State<Arc<App>>) -> Response {
+    clock_answer(&app)
+}
+
+/// `POST /dev/clock` `{"advance": "30d"}` or `{"to": RFC 3339}`: answers once everything
+/// due in between has happened.
+async fn move_clock(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    if !app.machine.can_move() {
+        return error(
+            StatusCode::CONFLICT,
+            "clock_not_movable",
+            "the clock moves only with the Dodo simulator (DODO_PAYMENTS_API_KEY is set)",
+        );
+    }
+    let bad = |message: &str| error(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let Ok(request) = serde_json::from_slice::<ClockMove>(&body) else {
+        return bad(r#"send {"advance": "<N>d|h|m|s"} or {"to": "<RFC 3339>"}"#);
     };
-    let state_dir = PathBuf::from(env("PAYWALL_STATE_DIR").unwrap_or_else(|| ".local".to_owned()));
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
-
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
-    let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
-
-    let mut dynamo = LocalDynamo::on_disk(&state_dir.join("paywall.db"), "127.0.0.1:0").await?;
-    let client = client_for(dynamo.endpoint());
-    create_table_from_template(&client, &template_path(), TABLE).await?;
-    let store = Store::new(client, TABLE);
-
-    let jwt_secret = env("DEV_JWT_SECRET");
-    let jwt_secret_is_default = jwt_secret.is_none();
-    let jwt_secret = jwt_secret.unwrap_or_else(|| DEFAULT_JWT_SECRET.to_owned());
-    let webhook_secret_text =
-        env("DODO_PAYMENTS_WEBHOOK_SECRET").unwrap_or_else(|| DEFAULT_WEBHOOK_SECRET.to_owned());
-    let webhook_secret = WebhookSecret::parse(&webhook_secret_text)
-        .map_err(|e| format!("DODO_PAYMENTS_WEBHOOK_SECRET: {e}"))?;
-
-    // Real Dodo (test mode) when a key is given; otherwise the simulator on this port.
-    let simulator = match env("DODO_PAYMENTS_API_KEY") {
-        Some(_) => None,
-        // Its records are kept beside the paywall's, so that a restart loses neither.
-        None => Some(DodoSimulator::with_state_file(
-            format!("{base_url}/dodo"),
-            Some(SIMULATOR_API_KEY.into()),
-            &state_dir.join("dodo-simulator.json"),
-        )?),
+    let now_ms = app.clock.now_millis();
+    let target_ms = match (request.advance.as_deref(), request.to.as_deref()) {
+        (Some(advance), None) => match parse_duration_seconds(advance) {
+            Some(seconds) => now_ms + seconds * 1000,
+            None => return bad("advance must look like 30d, 12h, 15m or 45s"),
+        },
+        (None, Some(to)) => match Timestamp::parse_rfc3339(to) {
+            Some(at) => at.unix_seconds() * 1000,
+            None => return bad("to must be an RFC 3339 time"),
+        },
+        _ => return bad(r#"send exactly one of "advance" and "to""#),
     };
-    let (dodo_config, catalog) = match &simulator {
-        None => (
-            DodoConfig::from_vars(&Vars::process())?,
-            Catalog::from_vars(&Vars::process())?,
+    match app.machine.advance_to(target_ms).await {
+        Ok(_) => clock_answer(&app),
+        Err(ClockWouldGoBack { now_millis }) => bad(&format!(
+            "the clock only moves forward; it is {}",
+            Timestamp::from_unix_seconds(now_millis.div_euclid(1000)).to_rfc3339()
+        )),
+    }
+}
+
+async fn read_faults(State(app): State<Arc<App>>) -> Response {
+    match &app.simulator {
+        Some(simulator) => axum::Json(simulator.faults()).into_response(),
+        None => error(
+            StatusCode::CONFLICT,
+            "no_simulator",
+            "faults apply to the Dodo simulator (DODO_PAYMENTS_API_KEY is set)",
         ),
-        Some(simulator) => {
-            simulator.set_webhook(Some(WebhookTarget {
-                url: format!("{base_url}/payment/webhook"),
-                secret: Arc::new(WebhookSecret::parse(&webhook_secret_text)?),
-                time_compression: 60,
-            }));
-            // The simulator sells any product: without one configured, a demo product.
-            let with_demo_product = |name: &str| match name {
-                "DODO_PRODUCT_ID" => env(name).or_else(|| Some(SIMULATOR_PRODUCT.to_owned())),
-                _ => env(name),
-            };
-            (
-                DodoConfig {
-                    api_key: SecretString::from(SIMULATOR_API_KEY),
-                    base_url: format!("{base_url}/dodo"),
-                },
-                Catalog::from_vars(&Vars::new(&with_demo_product))?,
-            )
+    }
+}
+
+/// `POST /dev/faults`: the simulator's faults from now on; `{}` resets them.
+async fn set_faults(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let Some(simulator) = &app.simulator else {
+        return error(
+            StatusCode::CONFLICT,
+            "no_simulator",
+            "faults apply to the Dodo simulator (DODO_PAYMENTS_API_KEY is set)",
+        );
+    };
+    let faults = match serde_json::from_slice::<Faults>(&body) {
+        Ok(faults) => faults,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("not a set of faults: {err}"),
+            );
         }
     };
-    let dodo = DodoClient::new(&dodo_config)?;
-    let checkout = CheckoutConfig {
-        success_url: env("DODO_SUCCESS_URL").unwrap_or_else(|| format!("{base_url}/")),
-    };
-
-    let app = Arc::new(App {
-        status: StatusHandler::new(store.clone()),
-        create_checkout: CreateCheckoutHandler::new(
-            store.clone(),
-            dodo.clone(),
-            catalog.clone(),
-            checkout,
-        ),
-        success: SuccessHandler::new(store.clone(), dodo.clone(), catalog.clone()),
-        portal: PortalHandler::new(store.clone(), dodo),
-        webhook: WebhookHandler::new(store, webhook_secret, catalog),
-        jwt_secret: jwt_secret.into_bytes(),
-    });
-
-    let mut router = Router::new()
-        .route("/", get(|| async { Html(DEMO_PAGE) }))
-        .route("/dev/token", get(mint_token))
-        .route("/payment/status", get(status))
-        .route("/payment/create-checkout-session", post(create_checkout))
-        .route("/payment/success", post(success))
-        .route("/payment/portal", post(portal))
-        .route("/payment/webhook", any(webhook))
-        .route("/payment/webhook/{*rest}", any(webhook))
-        .route("/webhook", any(webhook))
-        .route("/webhook/{*rest}", any(webhook))
-        .with_state(Arc::clone(&app))
-        // After every route: it applies to the routes added so far. The simulator's
-        // routes below answer in Dodo's own error shape.
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found)
-        .layer(middleware::from_fn(json_errors));
-    if let Some(simulator) = &simulator {
-        router = router.nest("/dodo", simulator.router());
+    if let Err(message) = faults.validate() {
+        return error(StatusCode::BAD_REQUEST, "invalid_request", &message);
     }
-    let router = router.layer(middleware::from_fn(cors));
-
-    on_ready(&Started {
-        base_url,
-        simulator: simulator.is_some(),
-        jwt_secret_is_default,
-        state_dir: state_dir.clone(),
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    dynamo.shut_down().await;
-    Ok(())
+    simulator.set_faults(faults);
+    axum::Json(simulator.faults()).into_response()
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -313,7 +601,7 @@ async fn mint_token(State(app): State<Arc<App>>, Query(query): Query<TokenQuery>
         &sub,
         email.as_deref(),
         query.email_verified.unwrap_or(true),
-        paywall::time::Clock::system().now().unix_seconds(),
+        app.clock.now().unix_seconds(),
     );
     axum::Json(json!({"token": token})).into_response()
 }
@@ -344,7 +632,7 @@ async fn authorized<H: Handler>(app: &App, handler: &H, request: Request) -> Res
     let Ok(claims) = crate::dev_jwt::verify(
         &app.jwt_secret,
         token.trim(),
-        paywall::time::Clock::system().now().unix_seconds(),
+        app.clock.now().unix_seconds(),
     ) else {
         return unauthorized();
     };

@@ -94,6 +94,8 @@ pub struct Delivery {
     pub dropped: bool,
     /// When it was attempted, on the simulator's clock (ms).
     pub at_ms: i64,
+    /// The `outcome` the webhook answered (the paywall's answers carry one).
+    pub outcome: Option<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -329,6 +331,19 @@ impl DodoSimulator {
             Rng::seeded(RandomState::new().hash_one(0u8))
         });
         rng.chance(p)
+    }
+
+    /// When the next subscription charge is due (ms on the clock), if any.
+    pub fn next_renewal_millis(&self) -> Option<i64> {
+        self.with(|inner| {
+            inner
+                .records
+                .schedule
+                .iter()
+                .filter(|s| matches!(s.action, Action::Renew { .. } | Action::RetryCharge { .. }))
+                .map(|s| s.at_ms)
+                .min()
+        })
     }
 
     /// When the next scheduled action is due (ms on the clock), if any.
@@ -844,6 +859,7 @@ impl DodoSimulator {
                     status: 0,
                     dropped: true,
                     at_ms: now_ms,
+                    outcome: None,
                 })
             });
             return;
@@ -941,7 +957,7 @@ impl Pending {
             .target
             .secret
             .sign(&self.webhook_id, timestamp, self.body.as_bytes());
-        let status = self
+        let answer = self
             .simulator
             .shared
             .http
@@ -952,9 +968,16 @@ impl Pending {
             .header("webhook-signature", signature)
             .body(self.body.clone())
             .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0);
+            .await;
+        let (status, outcome) = match answer {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or_default();
+                let outcome = body["outcome"].as_str().map(str::to_owned);
+                (status, outcome)
+            }
+            Err(_) => (0, None),
+        };
         self.simulator.with(|inner| {
             inner.deliveries.push(Delivery {
                 event_type: self.event_type.clone(),
@@ -963,6 +986,7 @@ impl Pending {
                 status,
                 dropped: false,
                 at_ms: now_ms,
+                outcome,
             })
         });
         (200..300).contains(&status)
