@@ -29,13 +29,13 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body as LambdaBody, RequestExt};
 use paywall::config::{CheckoutConfig, DodoConfig, Vars};
 use paywall::dodo::DodoClient;
+use paywall::handlers::Reconciler;
+use paywall::handlers::reconcile::Limits;
 use paywall::handlers::{
     CreateCheckoutHandler, PortalHandler, StatusHandler, SuccessHandler, WebhookHandler,
 };
 use paywall::plan::Catalog;
 use paywall::runtime::Handler;
-use paywall::handlers::Reconciler;
-use paywall::handlers::reconcile::Limits;
 use paywall::store::Store;
 use paywall::time::{Clock, ClockWouldGoBack, Timestamp, parse_duration_seconds};
 use paywall::webhook_signature::WebhookSecret;
@@ -45,8 +45,8 @@ use serde_json::json;
 
 use crate::dodo_simulator::faults::Faults;
 use crate::dodo_simulator::{DodoSimulator, WebhookTarget};
-use crate::time_machine::TimeMachine;
 use crate::local_dynamodb::{LocalDynamo, client_for, create_table_from_template, template_path};
+use crate::time_machine::TimeMachine;
 
 pub const DEFAULT_PORT: u16 = 3000;
 pub const DEFAULT_JWT_SECRET: &str = "local-dev-jwt-secret-change-me";

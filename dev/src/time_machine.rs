@@ -37,7 +37,11 @@ pub struct Moved {
 }
 
 impl TimeMachine {
-    pub fn new(clock: Clock, simulator: Option<DodoSimulator>, reconciler: Option<Reconciler>) -> Self {
+    pub fn new(
+        clock: Clock,
+        simulator: Option<DodoSimulator>,
+        reconciler: Option<Reconciler>,
+    ) -> Self {
         let now = clock.now_millis();
         Self {
             next_reconcile_ms: Mutex::new((now.div_euclid(HOUR_MS) + 1) * HOUR_MS),
@@ -72,7 +76,10 @@ impl TimeMachine {
 
     /// When reconcile runs next (ms on the clock).
     pub fn next_reconcile_millis(&self) -> i64 {
-        *self.next_reconcile_ms.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .next_reconcile_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Moves the clock to `target_ms`, running everything due on the way, in time order
@@ -120,10 +127,15 @@ impl TimeMachine {
             } else {
                 self.run_reconcile().await;
                 moved.reconcile_runs += 1;
-                *self.next_reconcile_ms.lock().unwrap_or_else(|p| p.into_inner()) = at + HOUR_MS;
+                *self
+                    .next_reconcile_ms
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = at + HOUR_MS;
             }
         }
-        let _ = self.clock.advance_to(target_ms.max(self.clock.now_millis()));
+        let _ = self
+            .clock
+            .advance_to(target_ms.max(self.clock.now_millis()));
         Ok(moved)
     }
 
@@ -149,6 +161,9 @@ impl TimeMachine {
         if did_something {
             tracing::info!(at = %self.clock.now().to_rfc3339(), summary = ?summary, "reconcile (test clock)");
         }
-        *self.last_reconcile.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+        *self
+            .last_reconcile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(summary);
     }
 }

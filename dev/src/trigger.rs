@@ -47,7 +47,10 @@ impl Trigger {
                 .unwrap_or_else(|_| DEFAULT_WEBHOOK_SECRET.to_owned()),
             email: "buyer@example.com".to_owned(),
             user_id: None,
-            payment_id: format!("pay_trigger_{}", paywall::time::Clock::system().now().unix_seconds()),
+            payment_id: format!(
+                "pay_trigger_{}",
+                paywall::time::Clock::system().now().unix_seconds()
+            ),
             session_id: None,
             product_id: std::env::var("DODO_PRODUCT_ID")
                 .unwrap_or_else(|_| "pdt_local_demo".to_owned()),
@@ -126,7 +129,10 @@ impl Trigger {
     pub async fn send(&self) -> Result<(u16, String), String> {
         let secret = WebhookSecret::parse(&self.secret).map_err(|e| format!("--secret: {e}"))?;
         let body = self.body();
-        let id = format!("msg_trigger_{}", paywall::time::Clock::system().now().unix_seconds());
+        let id = format!(
+            "msg_trigger_{}",
+            paywall::time::Clock::system().now().unix_seconds()
+        );
         let timestamp = paywall::time::Clock::system().now().unix_seconds();
         let response = reqwest::Client::new()
             .post(&self.url)

@@ -75,7 +75,8 @@ async fn twenty_concurrent_deliveries_grant_once() {
     // Exactly one 30-day grant, and exactly one applied write after the checkout.
     let until = record.paid_until.expect("paid");
     assert!(
-        until >= before.plus_days(30) && until <= paywall::time::Clock::system().now().plus_days(30),
+        until >= before.plus_days(30)
+            && until <= paywall::time::Clock::system().now().plus_days(30),
         "{until:?}"
     );
     assert_eq!(record.version, 1);

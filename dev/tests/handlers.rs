@@ -50,11 +50,18 @@ async fn claim(world: &World, user: &str, payment_id: &str) -> (StatusCode, Valu
 }
 
 async fn deliver(world: &World, body: &str) -> (StatusCode, Value) {
-    let id = format!("msg_{}", paywall::time::Clock::system().now().unix_seconds());
+    let id = format!(
+        "msg_{}",
+        paywall::time::Clock::system().now().unix_seconds()
+    );
     read(
         world
             .webhook()
-            .handle(signed_webhook(body, &id, paywall::time::Clock::system().now().unix_seconds()))
+            .handle(signed_webhook(
+                body,
+                &id,
+                paywall::time::Clock::system().now().unix_seconds(),
+            ))
             .await,
     )
     .await
@@ -128,7 +135,9 @@ async fn an_unknown_user_is_none_not_an_error() {
 #[tokio::test]
 async fn has_paid_is_derived_from_the_expiry_at_read_time() {
     let world = World::new().await;
-    let long_ago = Timestamp::from_unix_seconds(paywall::time::Clock::system().now().unix_seconds() - 40 * 86_400);
+    let long_ago = Timestamp::from_unix_seconds(
+        paywall::time::Clock::system().now().unix_seconds() - 40 * 86_400,
+    );
     world
         .store
         .apply_grant(
@@ -345,7 +354,10 @@ async fn a_succeeded_payment_of_the_callers_grants_access() {
     assert_eq!(body["subscription_plan"], "monthly");
     let expires = Timestamp::parse_rfc3339(body["plan_expires_at"].as_str().expect("expiry"))
         .expect("rfc3339");
-    assert!(expires >= before.plus_days(30) && expires <= paywall::time::Clock::system().now().plus_days(30));
+    assert!(
+        expires >= before.plus_days(30)
+            && expires <= paywall::time::Clock::system().now().plus_days(30)
+    );
 
     let view = status_of(&world, ALICE).await;
     assert_eq!(view["has_paid"], true);

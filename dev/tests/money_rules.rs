@@ -20,13 +20,21 @@ fn user(id: &str) -> UserId {
 
 async fn has_paid(world: &World, who: &str) -> Value {
     let account = world.store.get_account(&user(who)).await.expect("read");
-    serde_json::to_value(paywall::access::AccessView::of(&account, paywall::time::Clock::system().now())).expect("json")
+    serde_json::to_value(paywall::access::AccessView::of(
+        &account,
+        paywall::time::Clock::system().now(),
+    ))
+    .expect("json")
 }
 
 async fn deliver_to(webhook: &WebhookHandler, body: &str, id: &str) -> Value {
     let (status, answer) = read(
         webhook
-            .handle(signed_webhook(body, id, paywall::time::Clock::system().now().unix_seconds()))
+            .handle(signed_webhook(
+                body,
+                id,
+                paywall::time::Clock::system().now().unix_seconds(),
+            ))
             .await,
     )
     .await;

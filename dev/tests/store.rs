@@ -278,7 +278,10 @@ async fn an_outage_is_an_error_not_an_answer() {
         "{err}"
     );
     let err = store
-        .apply_grant(&grant("alice", "pay_1"), paywall::time::Clock::system().now())
+        .apply_grant(
+            &grant("alice", "pay_1"),
+            paywall::time::Clock::system().now(),
+        )
         .await
         .expect_err("no engine");
     assert!(

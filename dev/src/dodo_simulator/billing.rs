@@ -28,13 +28,7 @@ use super::{DEFAULT_PRICE_MINOR, Records, find_customer, random_suffix};
 
 /// Payment retries after a failed renewal, as offsets from the failure (Dodo's schedule
 /// within its default 13-day recovery window).
-pub const RETRY_AFTER_FAILURE: [i64; 5] = [
-    12 * 3600,
-    36 * 3600,
-    84 * 3600,
-    156 * 3600,
-    252 * 3600,
-];
+pub const RETRY_AFTER_FAILURE: [i64; 5] = [12 * 3600, 36 * 3600, 84 * 3600, 156 * 3600, 252 * 3600];
 
 /// How long a dispute stays open before the bank decides.
 pub const DISPUTE_RESOLVES_AFTER: i64 = 7 * SECONDS_PER_DAY;
@@ -52,14 +46,20 @@ pub(super) struct Scheduled {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub(super) enum Action {
     /// Charge the period that starts at `due` (the subscription's `next_billing_date`).
-    Renew { subscription_id: String, due: i64 },
+    Renew {
+        subscription_id: String,
+        due: i64,
+    },
     /// The `attempt`-th retry of the renewal that failed at `failed_at`.
     RetryCharge {
         subscription_id: String,
         failed_at: i64,
         attempt: usize,
     },
-    ResolveDispute { dispute_id: String, won: bool },
+    ResolveDispute {
+        dispute_id: String,
+        won: bool,
+    },
     /// A webhook delivery attempt (its first, delayed, or a retry).
     Deliver {
         event_type: String,
@@ -274,7 +274,10 @@ impl Records {
             retry_attempt,
         }
         .into_json();
-        let id = payment["payment_id"].as_str().unwrap_or_default().to_owned();
+        let id = payment["payment_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         self.payments.insert(id, payment.clone());
         payment
     }
@@ -452,7 +455,12 @@ impl Records {
     }
 
     /// A full refund of a succeeded payment, once.
-    pub(super) fn refund(&mut self, payment_id: &str, reason: &str, now: i64) -> Result<Emitted, &'static str> {
+    pub(super) fn refund(
+        &mut self,
+        payment_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Emitted, &'static str> {
         let payment = self.payments.get(payment_id).ok_or("Payment not found")?;
         if payment["status"] != "succeeded" {
             return Err("Only a succeeded payment can be refunded");
@@ -481,7 +489,12 @@ impl Records {
         Ok(vec![("refund.succeeded".into(), refund)])
     }
 
-    pub(super) fn open_dispute(&mut self, payment_id: &str, won: bool, now: i64) -> Result<Emitted, &'static str> {
+    pub(super) fn open_dispute(
+        &mut self,
+        payment_id: &str,
+        won: bool,
+        now: i64,
+    ) -> Result<Emitted, &'static str> {
         let payment = self.payments.get(payment_id).ok_or("Payment not found")?;
         if payment["status"] != "succeeded" {
             return Err("Only a succeeded payment can be disputed");
@@ -532,15 +545,32 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> i64 {
-        Timestamp::parse_rfc3339(text).unwrap().unix_seconds()
+        Timestamp::parse_rfc3339(text)
+            .expect("a time")
+            .unix_seconds()
     }
 
     #[test]
     fn months_are_calendar_months() {
-        assert_eq!(add_months(at("2026-01-15T10:00:00Z"), 1), at("2026-02-15T10:00:00Z"));
-        assert_eq!(add_months(at("2026-01-31T10:00:00Z"), 1), at("2026-02-28T10:00:00Z"));
-        assert_eq!(add_months(at("2028-01-31T00:00:00Z"), 1), at("2028-02-29T00:00:00Z"));
-        assert_eq!(add_months(at("2026-12-05T23:59:59Z"), 1), at("2027-01-05T23:59:59Z"));
-        assert_eq!(add_months(at("2026-11-28T04:00:00Z"), 12), at("2027-11-28T04:00:00Z"));
+        assert_eq!(
+            add_months(at("2026-01-15T10:00:00Z"), 1),
+            at("2026-02-15T10:00:00Z")
+        );
+        assert_eq!(
+            add_months(at("2026-01-31T10:00:00Z"), 1),
+            at("2026-02-28T10:00:00Z")
+        );
+        assert_eq!(
+            add_months(at("2028-01-31T00:00:00Z"), 1),
+            at("2028-02-29T00:00:00Z")
+        );
+        assert_eq!(
+            add_months(at("2026-12-05T23:59:59Z"), 1),
+            at("2027-01-05T23:59:59Z")
+        );
+        assert_eq!(
+            add_months(at("2026-11-28T04:00:00Z"), 12),
+            at("2027-11-28T04:00:00Z")
+        );
     }
 }

@@ -98,16 +98,20 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_fault() {
-        let ok: Faults =
-            serde_json::from_str(r#"{"drop_webhooks": 0.2, "delay_webhooks": "2h"}"#).unwrap();
+        let ok: Faults = serde_json::from_str(r#"{"drop_webhooks": 0.2, "delay_webhooks": "2h"}"#)
+            .expect("valid");
         assert!(ok.validate().is_ok());
         assert_eq!(ok.delay(), Some(Duration::from_secs(7200)));
-        let bad: Faults = serde_json::from_str(r#"{"dodo_errors": 1.5}"#).unwrap();
+        let bad: Faults = serde_json::from_str(r#"{"dodo_errors": 1.5}"#).expect("valid");
         assert!(bad.validate().is_err());
-        let bad: Faults = serde_json::from_str(r#"{"delay_webhooks": "soon"}"#).unwrap();
+        let bad: Faults = serde_json::from_str(r#"{"delay_webhooks": "soon"}"#).expect("valid");
         assert!(bad.validate().is_err());
         assert!(serde_json::from_str::<Faults>(r#"{"drop": 1}"#).is_err());
-        assert!(serde_json::from_str::<Faults>("{}").unwrap().is_none());
+        assert!(
+            serde_json::from_str::<Faults>("{}")
+                .expect("valid")
+                .is_none()
+        );
     }
 
     #[test]

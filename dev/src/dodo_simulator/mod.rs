@@ -38,8 +38,8 @@ use axum::routing::get;
 use paywall::time::{Clock, Timestamp};
 use paywall::webhook_signature::WebhookSecret;
 
-pub use billing::{DISPUTE_RESOLVES_AFTER, RETRY_AFTER_FAILURE, add_months};
 use billing::{Action, Emitted, NewPayment};
+pub use billing::{DISPUTE_RESOLVES_AFTER, RETRY_AFTER_FAILURE, add_months};
 use faults::{Faults, Rng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -600,10 +600,7 @@ impl DodoSimulator {
                 "/subscriptions/{id}",
                 get(get_subscription).patch(patch_subscription),
             )
-            .route(
-                "/refunds",
-                get(list_refunds).post(create_refund),
-            )
+            .route("/refunds", get(list_refunds).post(create_refund))
             .route("/disputes", get(list_disputes))
             // Not Dodo's API: banks raise disputes; tests and `simulate` stand in for them.
             .route("/simulator/disputes", axum::routing::post(raise_dispute))
@@ -867,10 +864,7 @@ impl DodoSimulator {
         match delay {
             Some(delay) if self.clock().is_test() => {
                 self.change(|records| {
-                    records.schedule_ms(
-                        now_ms + delay.as_millis() as i64,
-                        delivery.as_action(1),
-                    )
+                    records.schedule_ms(now_ms + delay.as_millis() as i64, delivery.as_action(1))
                 });
             }
             Some(delay) => {
@@ -1375,7 +1369,11 @@ async fn portal_page(State(sim): State<DodoSimulator>, Path(customer): Path<Stri
         .into_iter()
         .filter(|s| s.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer))
         .collect();
-    subscriptions.sort_by(|a, b| a["subscription_id"].as_str().cmp(&b["subscription_id"].as_str()));
+    subscriptions.sort_by(|a, b| {
+        a["subscription_id"]
+            .as_str()
+            .cmp(&b["subscription_id"].as_str())
+    });
     let subscription_items: String = subscriptions
         .iter()
         .map(|s| {
@@ -1543,7 +1541,10 @@ async fn patch_subscription(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(answer) = sim.gate(&headers, format!("PATCH /subscriptions/{id}")).await {
+    if let Err(answer) = sim
+        .gate(&headers, format!("PATCH /subscriptions/{id}"))
+        .await
+    {
         return answer;
     }
     let Ok(SubscriptionPatch {
@@ -1576,9 +1577,9 @@ async fn portal_action(
     Path((customer, id)): Path<(String, String)>,
     form: Result<Form<PortalAction>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let owned = sim
-        .subscription(&id)
-        .is_some_and(|s| s.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer));
+    let owned = sim.subscription(&id).is_some_and(|s| {
+        s.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer)
+    });
     if !owned {
         return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Subscription not found");
     }
@@ -1650,9 +1651,16 @@ async fn raise_dispute(State(sim): State<DodoSimulator>, body: axum::body::Bytes
             "payment_id and outcome (won or lost) are required",
         );
     };
-    match sim.open_dispute(&request.payment_id, request.outcome == "won").await {
+    match sim
+        .open_dispute(&request.payment_id, request.outcome == "won")
+        .await
+    {
         Ok(dispute) => axum::Json(dispute).into_response(),
-        Err(message) => dodo_error(StatusCode::UNPROCESSABLE_ENTITY, "DISPUTE_REFUSED", &message),
+        Err(message) => dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "DISPUTE_REFUSED",
+            &message,
+        ),
     }
 }
 
@@ -1665,16 +1673,19 @@ struct ClaimListQuery {
 
 /// `GET /refunds` and `GET /disputes`: newest first, pages as `GET /subscriptions`,
 /// only those created at or after `created_at_gte` when given.
-fn claim_page(items: Vec<Value>, query: &ClaimListQuery) -> Result<Response, Response> {
+fn claim_page(items: Vec<Value>, query: &ClaimListQuery) -> Response {
     let since = match &query.created_at_gte {
         None => None,
-        Some(text) => Some(Timestamp::parse_rfc3339(text).ok_or_else(|| {
-            dodo_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_QUERY",
-                "created_at_gte must be an RFC 3339 time",
-            )
-        })?),
+        Some(text) => match Timestamp::parse_rfc3339(text) {
+            Some(since) => Some(since),
+            None => {
+                return dodo_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "INVALID_QUERY",
+                    "created_at_gte must be an RFC 3339 time",
+                );
+            }
+        },
     };
     let created = |item: &Value| {
         item["created_at"]
@@ -1692,7 +1703,7 @@ fn claim_page(items: Vec<Value>, query: &ClaimListQuery) -> Result<Response, Res
         .skip(query.page_number.unwrap_or(0).saturating_mul(size))
         .take(size)
         .collect();
-    Ok(axum::Json(json!({ "items": page })).into_response())
+    axum::Json(json!({ "items": page })).into_response()
 }
 
 async fn list_refunds(
@@ -1704,9 +1715,13 @@ async fn list_refunds(
         return answer;
     }
     let Ok(axum::extract::Query(query)) = query else {
-        return dodo_error(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_QUERY", "bad query");
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_QUERY",
+            "bad query",
+        );
     };
-    claim_page(sim.refunds(), &query).unwrap_or_else(|refusal| refusal)
+    claim_page(sim.refunds(), &query)
 }
 
 async fn list_disputes(
@@ -1718,7 +1733,11 @@ async fn list_disputes(
         return answer;
     }
     let Ok(axum::extract::Query(query)) = query else {
-        return dodo_error(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_QUERY", "bad query");
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_QUERY",
+            "bad query",
+        );
     };
-    claim_page(sim.disputes(), &query).unwrap_or_else(|refusal| refusal)
+    claim_page(sim.disputes(), &query)
 }

@@ -27,7 +27,10 @@ use crate::time::Clock;
 /// call Dodo, counted in the store (so across Lambda instances); beyond that a `429`
 /// with `Retry-After`, before any Dodo call.
 pub async fn rate_limit(store: &Store, user: &UserId, clock: &Clock) -> Result<(), ApiError> {
-    match store.take_rate_limited_call(user, clock.now_millis()).await? {
+    match store
+        .take_rate_limited_call(user, clock.now_millis())
+        .await?
+    {
         RateDecision::Allowed => Ok(()),
         RateDecision::Limited { retry_after } => Err(ApiError::rate_limited(retry_after)),
     }

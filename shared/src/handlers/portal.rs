@@ -10,9 +10,9 @@ use super::{StartError, rate_limit};
 use crate::api::{ApiError, answer, caller, json_response};
 use crate::config::{DodoConfig, StoreConfig, Vars};
 use crate::dodo::DodoClient;
-use crate::time::Clock;
 use crate::runtime::Handler;
 use crate::store::Store;
+use crate::time::Clock;
 
 pub struct PortalHandler {
     store: Store,

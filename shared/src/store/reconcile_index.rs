@@ -194,7 +194,10 @@ impl Store {
     /// Moves the cursor on (never back: two overlapping runs keep the later).
     pub async fn set_claims_cursor(&self, seen_until: Timestamp) -> Result<(), StoreError> {
         let mut item = claims_cursor_key();
-        item.insert("refunds_seen_until".to_owned(), n(seen_until.unix_seconds()));
+        item.insert(
+            "refunds_seen_until".to_owned(),
+            n(seen_until.unix_seconds()),
+        );
         let written = self
             .client
             .put_item()
