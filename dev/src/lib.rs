@@ -5,5 +5,6 @@ pub mod lambda_harness;
 pub mod local_dynamodb;
 pub mod local_server;
 pub mod runtime_api;
+pub mod simulate;
 pub mod time_machine;
 pub mod trigger;

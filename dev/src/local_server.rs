@@ -99,6 +99,8 @@ pub struct Settings {
     pub clock: Clock,
     /// Seeds the simulator's faults (else they are drawn from the system's randomness).
     pub seed: Option<u64>,
+    /// Reads nothing from the environment but the catalogue (the `simulate` command).
+    pub isolated: bool,
 }
 
 impl Settings {
@@ -117,6 +119,7 @@ impl Settings {
             state_dir,
             clock: Clock::test(Clock::system().now_millis(), true),
             seed: None,
+            isolated: false,
         })
     }
 }
@@ -128,6 +131,8 @@ pub struct LocalStack {
     pub simulator: Option<DodoSimulator>,
     pub machine: Arc<TimeMachine>,
     pub store: Store,
+    /// What the stack sells.
+    pub catalog: Catalog,
     pub jwt_secret_is_default: bool,
     pub state_dir: PathBuf,
     dynamo: tokio::sync::Mutex<LocalDynamo>,
@@ -144,7 +149,15 @@ impl LocalStack {
             state_dir,
             clock,
             seed,
+            isolated,
         } = settings;
+        // `simulate` reads only the catalogue from the environment: never a real Dodo
+        // key, a port or a secret meant for `make dev`.
+        let env = |name: &str| match name {
+            "PLANS" | "DODO_PRODUCT_ID" | "PLAN_DURATION_DAYS" => env(name),
+            _ if isolated => None,
+            _ => env(name),
+        };
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
 
@@ -185,8 +198,8 @@ impl LocalStack {
         };
         let (dodo_config, catalog) = match &simulator {
             None => (
-                DodoConfig::from_vars(&Vars::process())?,
-                Catalog::from_vars(&Vars::process())?,
+                DodoConfig::from_vars(&Vars::new(&env))?,
+                Catalog::from_vars(&Vars::new(&env))?,
             ),
             Some(simulator) => {
                 simulator.set_clock(clock.clone());
@@ -256,7 +269,7 @@ impl LocalStack {
             success: SuccessHandler::new(store.clone(), dodo.clone(), catalog.clone())
                 .with_clock(clock.clone()),
             portal: PortalHandler::new(store.clone(), dodo).with_clock(clock.clone()),
-            webhook: WebhookHandler::new(store.clone(), webhook_secret, catalog)
+            webhook: WebhookHandler::new(store.clone(), webhook_secret, catalog.clone())
                 .with_clock(clock.clone()),
             jwt_secret: jwt_secret.into_bytes(),
             clock,
@@ -293,6 +306,7 @@ impl LocalStack {
             simulator,
             machine,
             store,
+            catalog,
             jwt_secret_is_default,
             state_dir,
             dynamo: tokio::sync::Mutex::new(dynamo),

@@ -2,6 +2,7 @@
 //! `cargo run -p dev -- trigger <event type> …`: a signed test event to any webhook URL.
 
 use dev::local_server::{self, Started};
+use dev::simulate;
 use dev::trigger::{Trigger, USAGE};
 
 async fn shutdown_signal() {
@@ -80,6 +81,27 @@ async fn main() {
                     }
                 }
                 Err(message) => Err(message),
+            },
+        },
+        Some("simulate") => match simulate::Options::parse(&args[1..]) {
+            Err(message) => Err(format!("{message}\n\n{}", simulate::USAGE)),
+            Ok(options) => match simulate::run(options).await {
+                Err(message) => Err(message),
+                Ok(report) => {
+                    for violation in &report.violations {
+                        println!("{}", report.describe(violation));
+                    }
+                    println!(
+                        "({} actions, {} checks, {} reconcile runs)",
+                        report.actions, report.checks, report.reconcile_runs
+                    );
+                    println!("{}", report.summary_line());
+                    if report.violations.is_empty() {
+                        Ok(())
+                    } else {
+                        std::process::exit(1);
+                    }
+                }
             },
         },
         Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),

@@ -66,6 +66,8 @@ pub(super) enum Action {
         webhook_id: String,
         body: String,
         attempt: u32,
+        #[serde(default)]
+        object_id: String,
     },
 }
 
@@ -235,6 +237,7 @@ impl Records {
             "on_demand": false,
             "billing": {"country": "US"},
         });
+        self.note_object(&id, &subscription);
         self.subscriptions.insert(id.clone(), subscription.clone());
         self.renewal_fails.insert(id.clone(), renewal_fails);
         self.schedule(
@@ -278,6 +281,7 @@ impl Records {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        self.note_object(&id, &payment);
         self.payments.insert(id, payment.clone());
         payment
     }
@@ -465,7 +469,7 @@ impl Records {
         if payment["status"] != "succeeded" {
             return Err("Only a succeeded payment can be refunded");
         }
-        if self.refunds.iter().any(|r| r["payment_id"] == payment_id) {
+        if self.index.refund_by_payment.contains_key(payment_id) {
             return Err("This payment is already refunded");
         }
         let refund = json!({
@@ -480,6 +484,9 @@ impl Records {
             "created_at": rfc3339(now),
             "customer": payment["customer"],
         });
+        self.index
+            .refund_by_payment
+            .insert(payment_id.to_owned(), self.refunds.len());
         self.refunds.push(refund.clone());
         if let Some(payment) = self.payments.get_mut(payment_id)
             && let Some(refunds) = payment["refunds"].as_array_mut()
@@ -499,7 +506,7 @@ impl Records {
         if payment["status"] != "succeeded" {
             return Err("Only a succeeded payment can be disputed");
         }
-        if self.disputes.iter().any(|d| d["payment_id"] == payment_id) {
+        if self.index.dispute_by_payment.contains_key(payment_id) {
             return Err("This payment is already disputed");
         }
         let id = format!("dsp_{}", random_suffix());
@@ -514,6 +521,9 @@ impl Records {
             "created_at": rfc3339(now),
             "updated_at": rfc3339(now),
         });
+        self.index
+            .dispute_by_payment
+            .insert(payment_id.to_owned(), self.disputes.len());
         self.disputes.push(dispute.clone());
         self.mirror_dispute(&dispute);
         self.schedule(

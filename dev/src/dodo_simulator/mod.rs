@@ -96,6 +96,8 @@ pub struct Delivery {
     pub at_ms: i64,
     /// The `outcome` the webhook answered (the paywall's answers carry one).
     pub outcome: Option<String>,
+    /// The payment (payments, refunds, disputes) or subscription the event is about.
+    pub object_id: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -135,6 +137,78 @@ struct Records {
     /// before, as Dodo's are, even when one change sends several in the same instant.
     #[serde(default)]
     last_event_ms: i64,
+    /// Lookups by user and by payment (rebuilt when the records are read back).
+    #[serde(skip)]
+    index: Index,
+}
+
+/// What each user has at Dodo, by our metadata's `user_id`, kept as records change so
+/// that a test can ask about one user without reading everything.
+#[derive(Default)]
+struct Index {
+    objects_by_user: HashMap<String, Vec<String>>,
+    refund_by_payment: HashMap<String, usize>,
+    dispute_by_payment: HashMap<String, usize>,
+    last_event_by_user: HashMap<String, i64>,
+}
+
+/// What Dodo knows about one user (by our metadata): a test's truth.
+#[derive(Clone, Debug, Default)]
+pub struct UserTruth {
+    pub payments: Vec<Value>,
+    pub subscriptions: Vec<Value>,
+    /// By payment id.
+    pub refunds: HashMap<String, Value>,
+    pub disputes: HashMap<String, Value>,
+    /// When Dodo last sent (or lost) an event about the user (ms on the clock).
+    pub last_event_ms: Option<i64>,
+}
+
+fn user_of(value: &Value) -> Option<&str> {
+    value.pointer("/metadata/user_id").and_then(Value::as_str)
+}
+
+impl Records {
+    /// Notes a new payment or subscription under its user.
+    fn note_object(&mut self, id: &str, value: &Value) {
+        if let Some(user) = user_of(value) {
+            let objects = self.index.objects_by_user.entry(user.to_owned()).or_default();
+            if !objects.iter().any(|known| known == id) {
+                objects.push(id.to_owned());
+            }
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        let objects: Vec<(String, Value)> = self
+            .payments
+            .iter()
+            .chain(self.subscriptions.iter())
+            .map(|(id, value)| (id.clone(), value.clone()))
+            .collect();
+        for (id, value) in objects {
+            self.note_object(&id, &value);
+        }
+        for (i, refund) in self.refunds.iter().enumerate() {
+            if let Some(payment) = refund["payment_id"].as_str() {
+                self.index.refund_by_payment.insert(payment.to_owned(), i);
+            }
+        }
+        for (i, dispute) in self.disputes.iter().enumerate() {
+            if let Some(payment) = dispute["payment_id"].as_str() {
+                self.index.dispute_by_payment.insert(payment.to_owned(), i);
+            }
+        }
+    }
+
+    /// The user an event is about: our metadata, or the payment's for a refund or dispute.
+    fn owner_of(&self, data: &Value) -> Option<String> {
+        if let Some(user) = user_of(data) {
+            return Some(user.to_owned());
+        }
+        let payment = self.payments.get(data["payment_id"].as_str()?)?;
+        user_of(payment).map(str::to_owned)
+    }
 }
 
 #[derive(Default)]
@@ -144,6 +218,7 @@ struct Inner {
     rng: Option<Rng>,
     /// Products sold as subscriptions (the rest are one-time).
     subscription_products: std::collections::HashSet<String>,
+    faults_injected: u64,
     fault: Option<Fault>,
     deliveries: Vec<Delivery>,
     api_calls: Vec<String>,
@@ -215,6 +290,8 @@ impl DodoSimulator {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Records::default(),
             Err(e) => return Err(format!("cannot read {}: {e}", state_file.display())),
         };
+        let mut records = records;
+        records.rebuild_index();
         Ok(Self::build(
             public_url.into(),
             api_key,
@@ -322,6 +399,7 @@ impl DodoSimulator {
         self.with(|inner| inner.rng = Some(Rng::seeded(seed)));
     }
 
+    /// Draws whether a fault of probability `p` happens now (and counts it if so).
     fn chance(inner: &mut Inner, p: f64) -> bool {
         if p <= 0.0 {
             return false;
@@ -330,7 +408,15 @@ impl DodoSimulator {
             use std::hash::{BuildHasher, RandomState};
             Rng::seeded(RandomState::new().hash_one(0u8))
         });
-        rng.chance(p)
+        let happens = rng.chance(p);
+        inner.faults_injected += u64::from(happens);
+        happens
+    }
+
+    /// How many faults were injected so far (dropped, repeated, delayed deliveries, API
+    /// errors).
+    pub fn faults_injected(&self) -> u64 {
+        self.with(|inner| inner.faults_injected)
     }
 
     /// When the next subscription charge is due (ms on the clock), if any.
@@ -374,6 +460,7 @@ impl DodoSimulator {
                 webhook_id,
                 body,
                 attempt,
+                object_id,
             } => {
                 if let Some(target) = self.webhook_target() {
                     let pending = Pending {
@@ -382,6 +469,7 @@ impl DodoSimulator {
                         event_type,
                         webhook_id,
                         body,
+                        object_id,
                     };
                     pending.attempt_and_follow_up(attempt).await;
                 }
@@ -452,6 +540,44 @@ impl DodoSimulator {
         self.with(|inner| inner.records.disputes.clone())
     }
 
+    /// What Dodo knows about one user (by our metadata's `user_id`).
+    pub fn user_truth(&self, user: &str) -> UserTruth {
+        self.with(|inner| {
+            let records = &inner.records;
+            let mut truth = UserTruth {
+                last_event_ms: records.index.last_event_by_user.get(user).copied(),
+                ..UserTruth::default()
+            };
+            for id in records.index.objects_by_user.get(user).into_iter().flatten() {
+                if let Some(payment) = records.payments.get(id) {
+                    truth.payments.push(payment.clone());
+                    if let Some(&i) = records.index.refund_by_payment.get(id) {
+                        truth.refunds.insert(id.clone(), records.refunds[i].clone());
+                    }
+                    if let Some(&i) = records.index.dispute_by_payment.get(id) {
+                        truth.disputes.insert(id.clone(), records.disputes[i].clone());
+                    }
+                } else if let Some(subscription) = records.subscriptions.get(id) {
+                    truth.subscriptions.push(subscription.clone());
+                }
+            }
+            truth
+        })
+    }
+
+    /// The user (our metadata) a payment or subscription belongs to.
+    pub fn owner_of(&self, object_id: &str) -> Option<String> {
+        self.with(|inner| {
+            let records = &inner.records;
+            records
+                .payments
+                .get(object_id)
+                .or_else(|| records.subscriptions.get(object_id))
+                .and_then(user_of)
+                .map(str::to_owned)
+        })
+    }
+
     fn webhook_target(&self) -> Option<WebhookTarget> {
         self.shared.webhook.lock().ok().and_then(|w| w.clone())
     }
@@ -461,7 +587,10 @@ impl DodoSimulator {
     pub fn put_payment(&self, payment: Value) {
         if let Some(id) = payment.get("payment_id").and_then(Value::as_str) {
             let id = id.to_owned();
-            self.change(|records| records.payments.insert(id, payment));
+            self.change(|records| {
+                records.note_object(&id, &payment);
+                records.payments.insert(id, payment)
+            });
         }
     }
 
@@ -469,7 +598,10 @@ impl DodoSimulator {
     pub fn put_subscription(&self, subscription: Value) {
         if let Some(id) = subscription.get("subscription_id").and_then(Value::as_str) {
             let id = id.to_owned();
-            self.change(|records| records.subscriptions.insert(id, subscription));
+            self.change(|records| {
+                records.note_object(&id, &subscription);
+                records.subscriptions.insert(id, subscription)
+            });
         }
     }
 
@@ -764,6 +896,7 @@ impl DodoSimulator {
                 stored.payment_id = Some(payment_id.clone());
                 stored.customer_id = Some(customer_id);
             }
+            records.note_object(&payment_id, &payment);
             records.payments.insert(payment_id.clone(), payment.clone());
             self.persist(records);
             let return_url = request
@@ -827,6 +960,9 @@ impl DodoSimulator {
         let sent_at_ms = self.change(|records| {
             let at = now_ms.max(records.last_event_ms + 1);
             records.last_event_ms = at;
+            if let Some(user) = records.owner_of(&data) {
+                records.index.last_event_by_user.insert(user, at);
+            }
             at
         });
         let body = json!({
@@ -836,16 +972,29 @@ impl DodoSimulator {
             "data": data,
         })
         .to_string();
+        let object_id = data
+            .get(if payload_type == "Subscription" {
+                "subscription_id"
+            } else {
+                "payment_id"
+            })
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let delivery = Pending {
             simulator: self.clone(),
             target,
             event_type: event_type.to_owned(),
             webhook_id: format!("msg_{}", random_suffix()),
             body,
+            object_id,
         };
         let (dropped, delay) = self.with(|inner| {
             let p = inner.faults.drop_webhooks;
-            (Self::chance(inner, p), inner.faults.delay())
+            let dropped = Self::chance(inner, p);
+            let delay = inner.faults.delay().filter(|_| !dropped);
+            inner.faults_injected += u64::from(delay.is_some());
+            (dropped, delay)
         });
         if dropped {
             self.with(|inner| {
@@ -857,6 +1006,7 @@ impl DodoSimulator {
                     dropped: true,
                     at_ms: now_ms,
                     outcome: None,
+                    object_id: delivery.object_id.clone(),
                 })
             });
             return;
@@ -895,6 +1045,7 @@ struct Pending {
     event_type: String,
     webhook_id: String,
     body: String,
+    object_id: String,
 }
 
 impl Pending {
@@ -904,6 +1055,7 @@ impl Pending {
             webhook_id: self.webhook_id.clone(),
             body: self.body.clone(),
             attempt,
+            object_id: self.object_id.clone(),
         }
     }
 
@@ -981,6 +1133,7 @@ impl Pending {
                 dropped: false,
                 at_ms: now_ms,
                 outcome,
+                object_id: self.object_id.clone(),
             })
         });
         (200..300).contains(&status)

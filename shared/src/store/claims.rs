@@ -11,6 +11,8 @@ pub struct Claims {
     pub dispute_status: Option<String>,
     /// When the dispute state applied occurred (ms); older dispute events are ignored.
     pub dispute_event_at: i64,
+    /// When the claims last changed (what they take back was taken back then).
+    pub updated_at: Option<Timestamp>,
     pub(super) version: i64,
 }
 
@@ -62,6 +64,7 @@ impl Store {
             dispute_status: get_s(&item, "dispute_status").map(str::to_owned),
             dispute_event_at: get_n(&item, "dispute_event_at")?.unwrap_or(0),
             version: get_n(&item, "version")?.unwrap_or(0),
+            updated_at: get_time(&item, "updated_at")?,
         })
     }
 

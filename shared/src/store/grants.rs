@@ -49,6 +49,8 @@ pub struct GrantRecord {
     pub granted_until: Timestamp,
     /// Taken back by a full refund or a lost dispute (and given back if it is won).
     pub revoked: bool,
+    /// When it was granted (by whichever path brought it first).
+    pub applied_at: Option<Timestamp>,
 }
 
 impl Store {
@@ -66,6 +68,7 @@ impl Store {
             granted_until: get_time(&item, "granted_until")?
                 .ok_or_else(|| StoreError::Corrupt("grant without granted_until".into()))?,
             revoked: get_bool(&item, "revoked"),
+            applied_at: get_time(&item, "applied_at")?,
         }))
     }
 

@@ -1,0 +1,1019 @@
+//! `cargo run -p dev -- simulate --users N --months M --seed S`: a year in the life of
+//! the paywall, in seconds, checked against what Dodo knows.
+//!
+//! The whole local stack runs in this process on a frozen test clock (a seed replays to
+//! the second): the handlers, the embedded DynamoDB engine, the Dodo simulator and the
+//! hourly reconcile. N users act through the same HTTP routes a frontend and Dodo use —
+//! they buy passes and subscriptions with the simulator's three cards (double-clicking
+//! sometimes), cancel at period end and take it back, put in new cards after a declined
+//! renewal, re-buy; the founder refunds; banks raise disputes; users share e-mails. Each
+//! week brings new random faults (lost, repeated, late and reordered webhooks, Dodo
+//! errors), and once the DynamoDB engine is stopped for a few hours and started again.
+//!
+//! After every step (a day) the invariants are checked for every user whose state moved,
+//! and for everyone each week and at the end:
+//! (a) a user Dodo considers paid has access, except within the repair window;
+//! (b) nobody else has access, beyond the documented grace rules;
+//! (c) the access granted equals the access paid for, to the second;
+//! (d) no webhook is answered 2xx before its effect is stored (none while the engine is
+//!     down);
+//! (e) the audit trail holds every applied delivery exactly once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use paywall::ids::UserId;
+use paywall::plan::{Catalog, PlanKind};
+use paywall::store::Store;
+use paywall::subscription::RENEWAL_GRACE_SECONDS;
+use paywall::time::{Clock, SECONDS_PER_DAY, Timestamp};
+use serde_json::{Value, json};
+
+use crate::dodo_simulator::faults::{Faults, Rng};
+use crate::dodo_simulator::{DodoSimulator, UserTruth, add_months};
+use crate::local_server::{DEFAULT_JWT_SECRET, LocalStack, Settings};
+
+pub const USAGE: &str = "usage: cargo run -p dev -- simulate [--users N] [--months M] [--seed S]
+  defaults: --users 200 --months 12 --seed 1";
+
+/// Where every simulation starts (fixed, so that a seed replays exactly).
+const START: &str = "2027-01-04T00:00:00Z";
+
+/// How long a change Dodo made may take to reach the paywall when its webhook is lost:
+/// the hourly reconcile sees a lost purchase, renewal, cancellation, refund or dispute
+/// within the hour, and a subscription that recovered from on hold within 6 h + 1 h (on
+/// hold, it is asked about every 6 hours). README ("Test clock") says the same.
+pub const REPAIR_WINDOW_SECONDS: i64 = 7 * 3600;
+
+/// Probability that a user does something on a given day.
+const ACTS_PER_DAY: f64 = 0.08;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub users: usize,
+    pub months: u32,
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            users: 200,
+            months: 12,
+            seed: 1,
+        }
+    }
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut options = Self::default();
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let value = args
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value"))?;
+            let number = |what: &str| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("{what} must be a whole number, not {value}"))
+            };
+            match flag.as_str() {
+                "--users" => options.users = number("--users")?.max(1) as usize,
+                "--months" => options.months = number("--months")?.clamp(1, 120) as u32,
+                "--seed" => options.seed = number("--seed")?,
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// One broken invariant, with what it takes to replay it.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub step: u32,
+    pub at: String,
+    pub user: String,
+    pub rule: &'static str,
+    pub detail: String,
+}
+
+pub struct Report {
+    pub options: Options,
+    pub events: u64,
+    pub faults: u64,
+    pub actions: u64,
+    pub checks: u64,
+    pub reconcile_runs: u64,
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    /// The last line `simulate` prints.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "simulated {} users over {} months: {} events, {} faults, {} violations",
+            self.options.users,
+            self.options.months,
+            self.events,
+            self.faults,
+            self.violations.len()
+        )
+    }
+
+    pub fn describe(&self, violation: &Violation) -> String {
+        format!(
+            "violation ({}) of {} at step {} ({}): {} — replay: cargo run -p dev -- simulate --users {} --months {} --seed {}",
+            violation.rule,
+            violation.user,
+            violation.step,
+            violation.at,
+            violation.detail,
+            self.options.users,
+            self.options.months,
+            self.options.seed,
+        )
+    }
+}
+
+struct User {
+    id: String,
+    email: String,
+    /// When the driver last did something for this user (ms).
+    last_action_ms: i64,
+    /// The pass expiry the payments give, as of the last check.
+    pass_until: Option<i64>,
+}
+
+struct World {
+    options: Options,
+    stack: Arc<LocalStack>,
+    simulator: DodoSimulator,
+    store: Store,
+    catalog: Catalog,
+    clock: Clock,
+    http: reqwest::Client,
+    base: String,
+    rng: Rng,
+    users: Vec<User>,
+    step: u32,
+    actions: u64,
+    checks: u64,
+    violations: Vec<Violation>,
+    /// The engine was down from .. to (ms): deliveries then must not have been 2xx.
+    outages: Vec<(i64, i64)>,
+}
+
+/// Runs the simulation; the report says what it found.
+pub async fn run(options: Options) -> Result<Report, String> {
+    let state_dir = std::env::temp_dir().join(format!(
+        "paywall-simulate-{}-{}",
+        std::process::id(),
+        options.seed
+    ));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let start = Timestamp::parse_rfc3339(START).ok_or("bad start")?;
+    let clock = Clock::test(start.unix_seconds() * 1000, false);
+    let stack = LocalStack::start(Settings {
+        port: 0,
+        state_dir: state_dir.clone(),
+        clock: clock.clone(),
+        seed: Some(options.seed),
+        isolated: true,
+    })
+    .await
+    .map_err(|e| format!("cannot start the local stack: {e}"))?;
+    let simulator = stack.simulator.clone().ok_or("the stack has no simulator")?;
+    let catalog = stack.catalog.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = {
+        let stack = Arc::clone(&stack);
+        tokio::spawn(async move {
+            stack
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+    let mut world = World {
+        options,
+        store: stack.store.clone(),
+        base: stack.base_url.clone(),
+        simulator,
+        catalog,
+        clock,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?,
+        rng: Rng::seeded(options.seed ^ 0x5eed),
+        users: Vec::new(),
+        step: 0,
+        actions: 0,
+        checks: 0,
+        violations: Vec::new(),
+        outages: Vec::new(),
+        stack: Arc::clone(&stack),
+    };
+    let outcome = world.live(start).await;
+    let report = Report {
+        options,
+        events: world.simulator.deliveries().iter().filter(|d| d.attempt == 1).count() as u64
+            + world.actions,
+        faults: world.simulator.faults_injected() + world.outages.len() as u64,
+        actions: world.actions,
+        checks: world.checks,
+        reconcile_runs: world.stack.machine.reconcile_runs(),
+        violations: std::mem::take(&mut world.violations),
+    };
+    let _ = stop.send(());
+    let _ = serving.await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+    outcome.map(|()| report)
+}
+
+impl World {
+    async fn live(&mut self, start: Timestamp) -> Result<(), String> {
+        for i in 0..self.options.users {
+            // One user in ten shares the e-mail of the user before (a family, a team).
+            let email = if i > 0 && self.rng.chance(0.1) {
+                self.users[i - 1].email.clone()
+            } else {
+                format!("user{i}@example.com")
+            };
+            self.users.push(User {
+                id: format!("u{i:05}"),
+                email,
+                last_action_ms: 0,
+                pass_until: None,
+            });
+        }
+        let end = add_months(start.unix_seconds(), i64::from(self.options.months));
+        let days = ((end - start.unix_seconds()) / SECONDS_PER_DAY) as u32;
+        // The engine goes down once, for three hours, a third of the way in.
+        let outage_day = days / 3 + self.rng.below(u64::from(days / 3).max(1)) as u32;
+        for day in 0..days {
+            self.step = day + 1;
+            let day_start = start.unix_seconds() + i64::from(day) * SECONDS_PER_DAY;
+            if day % 7 == 0 {
+                self.new_faults().await?;
+            }
+            let mut touched: BTreeSet<usize> = BTreeSet::new();
+            let mut plans: Vec<(i64, usize)> = Vec::new();
+            for user in 0..self.users.len() {
+                if self.rng.chance(ACTS_PER_DAY) {
+                    plans.push((self.rng.below(SECONDS_PER_DAY as u64) as i64, user));
+                }
+            }
+            plans.sort_unstable();
+            let outage_at = (day == outage_day)
+                .then(|| day_start + 8 * 3600 + self.rng.below(3600) as i64);
+            let mut outage_pending = outage_at;
+            for (offset, user) in plans {
+                let at = day_start + offset;
+                if let Some(down_at) = outage_pending
+                    && down_at <= at
+                {
+                    self.outage(down_at).await?;
+                    outage_pending = None;
+                }
+                if self.clock.now().unix_seconds() < at {
+                    self.move_clock_to(at).await?;
+                }
+                self.act(user).await;
+                touched.insert(user);
+            }
+            if let Some(down_at) = outage_pending {
+                self.outage(down_at.max(self.clock.now().unix_seconds())).await?;
+            }
+            self.move_clock_to(day_start + SECONDS_PER_DAY).await?;
+            // Everyone each month and at the end; every day, whoever acted, heard from
+            // Dodo, or reached the end of a period, a grace or a pass (in the last day or
+            // within the repair window, which is when a lagging repair would show).
+            let everyone = day % 30 == 29 || day + 1 == days;
+            let now = self.clock.now().unix_seconds();
+            let since = now - SECONDS_PER_DAY - REPAIR_WINDOW_SECONDS;
+            for index in 0..self.users.len() {
+                if everyone || touched.contains(&index) {
+                    touched.insert(index);
+                    continue;
+                }
+                let truth = Truth::of(&self.simulator, &self.users[index].id);
+                let heard = truth.0.last_event_ms.is_some_and(|at| at >= since * 1000);
+                let pass_until = self.users[index].pass_until;
+                if heard || truth.boundary_in(since, now, pass_until) {
+                    touched.insert(index);
+                }
+            }
+            for index in touched {
+                self.check_access(index).await;
+            }
+        }
+        self.check_no_ack_while_down();
+        self.check_audit().await;
+        Ok(())
+    }
+
+    fn now_text(&self) -> String {
+        self.clock.now().to_rfc3339()
+    }
+
+    fn violation(&mut self, user: &str, rule: &'static str, detail: String) {
+        self.violations.push(Violation {
+            step: self.step,
+            at: self.now_text(),
+            user: user.to_owned(),
+            rule,
+            detail,
+        });
+    }
+
+    async fn move_clock_to(&self, at: i64) -> Result<(), String> {
+        let answer = self
+            .http
+            .post(format!("{}/dev/clock", self.base))
+            .json(&json!({"to": Timestamp::from_unix_seconds(at).to_rfc3339()}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !answer.status().is_success() {
+            return Err(format!(
+                "the clock refused to move: {}",
+                answer.text().await.unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A new week, new weather: half the weeks have no fault at all.
+    async fn new_faults(&mut self) -> Result<(), String> {
+        let faults = if self.rng.chance(0.5) {
+            Faults::default()
+        } else {
+            let pick = |rng: &mut Rng, p: f64, values: &[f64]| {
+                if rng.chance(p) {
+                    values[rng.below(values.len() as u64) as usize]
+                } else {
+                    0.0
+                }
+            };
+            Faults {
+                drop_webhooks: pick(&mut self.rng, 0.6, &[0.1, 0.3, 1.0]),
+                duplicate_webhooks: pick(&mut self.rng, 0.4, &[0.2, 0.5]),
+                delay_webhooks: self
+                    .rng
+                    .chance(0.3)
+                    .then(|| ["30s", "10m", "2h"][self.rng.below(3) as usize].to_owned()),
+                reorder_webhooks: self.rng.chance(0.3),
+                dodo_errors: pick(&mut self.rng, 0.3, &[0.05, 0.2]),
+            }
+        };
+        let answer = self
+            .http
+            .post(format!("{}/dev/faults", self.base))
+            .json(&faults)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !answer.status().is_success() {
+            return Err("the faults were refused".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The engine stops at `at` for three hours: users and Dodo keep calling meanwhile.
+    async fn outage(&mut self, at: i64) -> Result<(), String> {
+        self.move_clock_to(at).await?;
+        self.stack.stop_database().await;
+        let down_ms = self.clock.now_millis();
+        // Users keep clicking; Dodo keeps delivering (and retrying); reconcile keeps
+        // running and failing.
+        for _ in 0..3 {
+            let user = self.rng.below(self.users.len() as u64) as usize;
+            self.act(user).await;
+        }
+        self.move_clock_to(at + 3 * 3600).await?;
+        let up_ms = self.clock.now_millis();
+        self.outages.push((down_ms, up_ms));
+        self.stack
+            .start_database()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn token(&self, user: usize) -> String {
+        let user = &self.users[user];
+        crate::dev_jwt::mint_with(
+            DEFAULT_JWT_SECRET.as_bytes(),
+            &user.id,
+            Some(&user.email),
+            true,
+            self.clock.now().unix_seconds(),
+        )
+    }
+
+    /// One thing a user (or the founder, or a bank, about the user) does.
+    async fn act(&mut self, user: usize) {
+        self.actions += 1;
+        self.users[user].last_action_ms = self.clock.now_millis();
+        let id = self.users[user].id.clone();
+        let truth = Truth::of(&self.simulator, &id);
+        let subscriptions = truth.0.subscriptions.clone();
+        let on_hold = subscriptions
+            .iter()
+            .find(|s| s["status"] == "on_hold")
+            .cloned();
+        let active = subscriptions
+            .iter()
+            .find(|s| s["status"] == "active")
+            .cloned();
+        let roll = self.rng.below(100);
+        match roll {
+            0..=29 => self.buy(user, false).await,
+            30..=54 if active.is_none() => self.buy(user, true).await,
+            30..=54 => self.buy(user, false).await,
+            55..=69 => match (&on_hold, &active) {
+                (Some(held), _) => {
+                    let works = self.rng.chance(0.7);
+                    self.portal(user, held, "card", Some(if works { "succeeds" } else { "fails" }))
+                        .await;
+                }
+                (None, Some(active)) => {
+                    let action = if active["cancel_at_next_billing_date"] == true {
+                        "resume"
+                    } else {
+                        "cancel"
+                    };
+                    self.portal(user, active, action, None).await;
+                }
+                (None, None) => {
+                    let subscription = self.rng.chance(0.5);
+                    self.buy(user, subscription).await;
+                }
+            },
+            70..=84 => self.refund(&truth).await,
+            _ => self.dispute(&truth).await,
+        }
+    }
+
+    /// Buys a plan through checkout: create the session (sometimes twice at once, a
+    /// double click), pay on the simulator's page with one of its cards, confirm.
+    async fn buy(&mut self, user: usize, subscription: bool) {
+        let plans: Vec<String> = self
+            .catalog
+            .plans()
+            .iter()
+            .filter(|p| p.is_subscription() == subscription && p.name != "free")
+            .map(|p| p.name.clone())
+            .collect();
+        if plans.is_empty() {
+            return;
+        }
+        let plan = plans[self.rng.below(plans.len() as u64) as usize].clone();
+        let token = self.token(user);
+        let create = || {
+            self.http
+                .post(format!("{}/payment/create-checkout-session", self.base))
+                .bearer_auth(&token)
+                .json(&json!({"plan": plan}))
+                .send()
+        };
+        let double_click = self.rng.chance(0.1);
+        let (first, second) = if double_click {
+            let (a, b) = tokio::join!(create(), create());
+            (a, Some(b))
+        } else {
+            (create().await, None)
+        };
+        let Some(session) = session_of(first).await else {
+            return; // refused (already subscribed, rate limited, an outage): fine
+        };
+        if let Some(second) = second
+            && let Some(other) = session_of(second).await
+            && other["session_id"] != session["session_id"]
+        {
+            let id = self.users[user].id.clone();
+            self.violation(
+                &id,
+                "double click",
+                format!(
+                    "two checkout sessions for one click: {} and {}",
+                    session["session_id"], other["session_id"]
+                ),
+            );
+        }
+        let Some(url) = session["checkout_url"].as_str() else {
+            return;
+        };
+        let card = self.rng.below(100);
+        let mut form = vec![("outcome", if card < 12 { "failed" } else { "succeeded" })];
+        if subscription && card >= 82 {
+            form.push(("renewal", "fails"));
+        }
+        let Ok(paid) = post_form(&self.http, url, &form).await else {
+            return;
+        };
+        let location = paid
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let Some(payment_id) = location
+            .split(['?', '&'])
+            .find_map(|pair| pair.strip_prefix("payment_id="))
+        else {
+            return;
+        };
+        if !location.contains("status=succeeded") {
+            return;
+        }
+        // The frontend confirms, retrying a failure a few times as a real one would.
+        for _ in 0..3 {
+            let answer = self
+                .http
+                .post(format!("{}/payment/success", self.base))
+                .bearer_auth(&token)
+                .json(&json!({"payment_id": payment_id}))
+                .send()
+                .await;
+            if answer.is_ok_and(|a| a.status().is_success() || a.status().is_client_error()) {
+                break;
+            }
+        }
+    }
+
+    /// The user opens the customer portal (through the paywall) and presses a button.
+    async fn portal(&mut self, user: usize, subscription: &Value, action: &str, renewal: Option<&str>) {
+        let token = self.token(user);
+        let Ok(answer) = self
+            .http
+            .post(format!("{}/payment/portal", self.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+        else {
+            return;
+        };
+        if !answer.status().is_success() {
+            return;
+        }
+        let Ok(body) = answer.json::<Value>().await else {
+            return;
+        };
+        let (Some(link), Some(id)) = (
+            body["portal_url"].as_str(),
+            subscription["subscription_id"].as_str(),
+        ) else {
+            return;
+        };
+        let mut form = vec![("action", action)];
+        if let Some(renewal) = renewal {
+            form.push(("renewal", renewal));
+        }
+        let _ = post_form(&self.http, &format!("{link}/subscriptions/{id}"), &form).await;
+    }
+
+    /// The founder refunds the user's latest payment (through Dodo's API).
+    async fn refund(&mut self, truth: &Truth) {
+        let Some(payment) = truth.latest_claimable_payment() else {
+            return;
+        };
+        let _ = self
+            .http
+            .post(format!("{}/dodo/refunds", self.base))
+            .bearer_auth("sk_local_simulator")
+            .json(&json!({"payment_id": payment}))
+            .send()
+            .await;
+    }
+
+    /// A bank disputes the user's latest payment; decided in a week.
+    async fn dispute(&mut self, truth: &Truth) {
+        let Some(payment) = truth.latest_claimable_payment() else {
+            return;
+        };
+        let outcome = if self.rng.chance(0.6) { "lost" } else { "won" };
+        let _ = self
+            .http
+            .post(format!("{}/dodo/simulator/disputes", self.base))
+            .json(&json!({"payment_id": payment, "outcome": outcome}))
+            .send()
+            .await;
+    }
+
+    /// (d): while the engine was down nothing could be stored, so nothing may have been
+    /// acknowledged.
+    fn check_no_ack_while_down(&mut self) {
+        let deliveries = self.simulator.deliveries();
+        let acknowledged: Vec<String> = deliveries
+            .iter()
+            .filter(|d| (200..300).contains(&d.status))
+            .filter(|d| {
+                self.outages
+                    .iter()
+                    .any(|(down, up)| d.at_ms > *down && d.at_ms < *up)
+            })
+            .map(|d| format!("{} {} (attempt {})", d.event_type, d.webhook_id, d.attempt))
+            .collect();
+        for delivery in acknowledged {
+            self.violation(
+                "-",
+                "(d) acknowledged before stored",
+                format!("{delivery} was answered 2xx while DynamoDB was down"),
+            );
+        }
+    }
+
+    /// (a), (b), (c) for one user, against what Dodo knows.
+    async fn check_access(&mut self, index: usize) {
+        self.checks += 1;
+        let user = self.users[index].id.clone();
+        let truth = Truth::of(&self.simulator, &user);
+        let now = self.clock.now().unix_seconds();
+        let quiet_since = (now - REPAIR_WINDOW_SECONDS) * 1000;
+        let settled = truth.0.last_event_ms.is_none_or(|at| at < quiet_since)
+            && self.users[index].last_action_ms < quiet_since;
+
+        // Passes: every paid one granted once, in time, to this user; the expiry is the
+        // fold of the grants and what refunds and lost disputes took back.
+        let mut steps: Vec<(i64, i64, bool)> = Vec::new(); // (at, seconds, grant?)
+        let mut pass_ok = true;
+        for payment in truth.pass_payments(&self.catalog) {
+            let id = payment.id.clone();
+            let grant = match self.store.payment_grant(&id).await {
+                Ok(grant) => grant,
+                Err(err) => {
+                    self.violation(&user, "store", format!("cannot read the grant of {id}: {err}"));
+                    return;
+                }
+            };
+            let Some(grant) = grant else {
+                if now - payment.created_at >= REPAIR_WINDOW_SECONDS {
+                    self.violation(
+                        &user,
+                        "(a) paid, no access",
+                        format!("pass payment {id} of {} was never granted", rfc(payment.created_at)),
+                    );
+                }
+                pass_ok = false;
+                continue;
+            };
+            let applied_at = grant.applied_at.map_or(0, Timestamp::unix_seconds);
+            if grant.user_id.as_str() != user {
+                self.violation(&user, "(b) access to another", format!("pass payment {id} granted to {}", grant.user_id));
+            }
+            if applied_at - payment.created_at > REPAIR_WINDOW_SECONDS {
+                self.violation(
+                    &user,
+                    "(a) paid, no access",
+                    format!("pass payment {id} of {} granted only at {}", rfc(payment.created_at), rfc(applied_at)),
+                );
+            }
+            let seconds = i64::from(grant.days) * SECONDS_PER_DAY;
+            if seconds != payment.days * SECONDS_PER_DAY {
+                self.violation(
+                    &user,
+                    "(c) granted ≠ paid",
+                    format!("pass payment {id} bought {} days, granted {}", payment.days, grant.days),
+                );
+            }
+            let claims = self.store.payment_claims(&id).await.unwrap_or_default();
+            let taken_back_at = truth.taken_back_at(&id);
+            match (taken_back_at, claims.revokes()) {
+                (Some(at), false) if now - at >= REPAIR_WINDOW_SECONDS => {
+                    self.violation(
+                        &user,
+                        "(b) refunded, still paid",
+                        format!("payment {id} was refunded or lost in a dispute at {}, its days are still granted", rfc(at)),
+                    );
+                    pass_ok = false;
+                }
+                (Some(_), false) => pass_ok = false,
+                (None, true) => {
+                    self.violation(&user, "(a) paid, no access", format!("payment {id} was taken back without a refund or lost dispute"));
+                    pass_ok = false;
+                }
+                _ => {}
+            }
+            let revoked_at = claims
+                .revokes()
+                .then(|| claims.updated_at.map_or(applied_at, Timestamp::unix_seconds));
+            match revoked_at {
+                // Taken back before it was granted: granted as revoked (no days).
+                Some(at) if at <= applied_at => steps.push((applied_at, 0, true)),
+                Some(at) => {
+                    steps.push((applied_at, seconds, true));
+                    steps.push((at, -seconds, false));
+                }
+                None => steps.push((applied_at, seconds, true)),
+            }
+        }
+        steps.sort_by_key(|(at, _, grant)| (*at, !*grant));
+        let mut pass_until: Option<i64> = None;
+        for (at, seconds, grant) in steps {
+            pass_until = Some(if grant {
+                pass_until.map_or(at, |until| until.max(at)) + seconds
+            } else {
+                pass_until.unwrap_or(at) + seconds
+            });
+        }
+        self.users[index].pass_until = pass_until;
+        let Ok(user_id) = UserId::parse(&user) else {
+            return;
+        };
+        let account = match self.store.get_account(&user_id).await {
+            Ok(account) => account,
+            Err(err) => {
+                self.violation(&user, "store", format!("cannot read the account: {err}"));
+                return;
+            }
+        };
+        let stored_until = account.profile.as_ref().and_then(|p| p.paid_until).map(Timestamp::unix_seconds);
+        if pass_ok && stored_until != pass_until && (pass_until.is_some() || stored_until.is_some_and(|u| u > now)) {
+            self.violation(
+                &user,
+                "(c) granted ≠ paid",
+                format!(
+                    "pass access until {} where the payments give {}",
+                    stored_until.map_or("none".into(), rfc),
+                    pass_until.map_or("none".into(), rfc)
+                ),
+            );
+        }
+
+        // Subscriptions, and what the frontend is told.
+        let expected_sub = truth.subscription_access(now);
+        let pass_live = pass_until.filter(|until| *until > now);
+        let expected_paid = pass_live.is_some() || expected_sub.is_some();
+        let expected_until = match expected_sub {
+            Some((until, _)) => Some(until.max(pass_live.unwrap_or(until))),
+            None => pass_live,
+        };
+        let token = self.token(index);
+        let Ok(answer) = self
+            .http
+            .get(format!("{}/payment/status", self.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+        else {
+            self.violation(&user, "status", "the status route did not answer".into());
+            return;
+        };
+        let Ok(view) = answer.json::<Value>().await else {
+            self.violation(&user, "status", "the status route did not answer JSON".into());
+            return;
+        };
+        let has_paid = view["has_paid"].as_bool().unwrap_or(false);
+        let shown_until = view["plan_expires_at"]
+            .as_str()
+            .and_then(Timestamp::parse_rfc3339)
+            .map(Timestamp::unix_seconds);
+        if !settled {
+            return; // within the repair window: reconcile has not had its chance yet
+        }
+        match (expected_paid, has_paid) {
+            (true, false) => self.violation(
+                &user,
+                "(a) paid, no access",
+                format!("Dodo says paid until {}, the paywall says not paid ({view})", expected_until.map_or("?".into(), rfc)),
+            ),
+            (false, true) => self.violation(
+                &user,
+                "(b) access not paid for",
+                format!("Dodo says nothing is paid, the paywall grants until {} ({view})", shown_until.map_or("?".into(), rfc)),
+            ),
+            (true, true) if shown_until != expected_until => {
+                // A cancellation (or its undoing) whose webhook was lost is seen when
+                // reconcile checks the renewal: until then the paywall still counts the
+                // renewal grace (or not).
+                let cancel_lag = expected_sub.is_some_and(|(_, cancel)| {
+                    view["cancel_at_period_end"].as_bool() != Some(cancel)
+                }) && shown_until
+                    .zip(expected_until)
+                    .is_some_and(|(a, b)| (a - b).abs() == RENEWAL_GRACE_SECONDS);
+                if !cancel_lag {
+                    self.violation(
+                        &user,
+                        "(c) granted ≠ paid",
+                        format!(
+                            "access until {} where Dodo's state gives {} ({view})",
+                            shown_until.map_or("none".into(), rfc),
+                            expected_until.map_or("none".into(), rfc)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// (e): every applied delivery in its user's audit trail, exactly once.
+    async fn check_audit(&mut self) {
+        let deliveries = self.simulator.deliveries();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut trails: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for user in self.users.iter().map(|u| u.id.clone()).collect::<Vec<_>>() {
+            let Ok(id) = UserId::parse(&user) else {
+                continue;
+            };
+            let trail = match self.store.audit_trail(&id).await {
+                Ok(trail) => trail,
+                Err(err) => {
+                    self.violation(&user, "store", format!("cannot read the audit trail: {err}"));
+                    continue;
+                }
+            };
+            for entry in trail {
+                *seen.entry(entry.webhook_id.clone()).or_default() += 1;
+                trails.entry(user.clone()).or_default().insert(entry.webhook_id);
+            }
+        }
+        for (webhook_id, count) in &seen {
+            if *count > 1 {
+                self.violation("-", "(e) audit", format!("delivery {webhook_id} is in the audit trail {count} times"));
+            }
+        }
+        let applied = ["granted", "applied", "revoked", "restored", "subscription_payment"];
+        let missing: Vec<(String, String)> = deliveries
+            .iter()
+            .filter(|d| (200..300).contains(&d.status))
+            .filter(|d| d.outcome.as_deref().is_some_and(|o| applied.contains(&o)))
+            .filter_map(|d| {
+                let user = self.simulator.owner_of(&d.object_id)?;
+                let listed = trails.get(&user).is_some_and(|t| t.contains(&d.webhook_id));
+                (!listed).then(|| (user, format!("{} {} ({})", d.event_type, d.webhook_id, d.outcome.clone().unwrap_or_default())))
+            })
+            .collect();
+        for (user, delivery) in missing {
+            self.violation(&user, "(e) audit", format!("applied delivery {delivery} is not in the audit trail"));
+        }
+    }
+}
+
+/// A browser's form post (the values here are plain words: nothing to escape).
+async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    fields: &[(&str, &str)],
+) -> Result<reqwest::Response, reqwest::Error> {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    http.post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.join("&"))
+        .send()
+        .await
+}
+
+fn rfc(seconds: i64) -> String {
+    Timestamp::from_unix_seconds(seconds).to_rfc3339()
+}
+
+async fn session_of(answer: Result<reqwest::Response, reqwest::Error>) -> Option<Value> {
+    let answer = answer.ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    answer.json().await.ok()
+}
+
+fn seconds(value: &Value, key: &str) -> Option<i64> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(Timestamp::parse_rfc3339)
+        .map(Timestamp::unix_seconds)
+}
+
+struct PassPayment {
+    id: String,
+    created_at: i64,
+    days: i64,
+}
+
+/// What Dodo knows about one user, and the documented rules applied to it.
+struct Truth(UserTruth);
+
+impl Truth {
+    fn of(simulator: &DodoSimulator, user: &str) -> Self {
+        Self(simulator.user_truth(user))
+    }
+
+    fn refunded_at(&self, payment_id: &str) -> Option<i64> {
+        self.0
+            .refunds
+            .get(payment_id)
+            .filter(|r| r["status"] == "succeeded" && r["is_partial"] != true)
+            .and_then(|r| seconds(r, "created_at"))
+    }
+
+    fn dispute_lost_at(&self, payment_id: &str) -> Option<i64> {
+        self.0
+            .disputes
+            .get(payment_id)
+            .filter(|d| d["dispute_status"] == "dispute_lost")
+            .and_then(|d| seconds(d, "updated_at"))
+    }
+
+    /// The pass payments Dodo took from the user: a cart of pass products.
+    fn pass_payments(&self, catalog: &Catalog) -> Vec<PassPayment> {
+        self.0
+            .payments
+            .iter()
+            .filter(|p| p["status"] == "succeeded")
+            .filter_map(|p| {
+                let lines = p["product_cart"].as_array()?;
+                let days: i64 = lines
+                    .iter()
+                    .filter_map(|line| {
+                        let plan = catalog.by_product(line["product_id"].as_str()?)?;
+                        let PlanKind::Pass { days } = plan.kind else {
+                            return None;
+                        };
+                        Some(i64::from(days) * line["quantity"].as_i64().unwrap_or(1))
+                    })
+                    .sum();
+                (days > 0).then(|| PassPayment {
+                    id: p["payment_id"].as_str().unwrap_or_default().to_owned(),
+                    created_at: seconds(p, "created_at").unwrap_or_default(),
+                    days,
+                })
+            })
+            .collect()
+    }
+
+    /// When the payment's money went back (a full refund, a lost dispute), if it did.
+    fn taken_back_at(&self, payment_id: &str) -> Option<i64> {
+        match (self.refunded_at(payment_id), self.dispute_lost_at(payment_id)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The user's latest succeeded payment that was neither refunded nor disputed.
+    fn latest_claimable_payment(&self) -> Option<String> {
+        self.0
+            .payments
+            .iter()
+            .filter(|p| p["status"] == "succeeded")
+            .filter_map(|p| Some((seconds(p, "created_at")?, p["payment_id"].as_str()?.to_owned())))
+            .filter(|(_, id)| !self.0.refunds.contains_key(id) && !self.0.disputes.contains_key(id))
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    /// Until when the user's subscriptions give access by the documented rules, and
+    /// whether that one ends at period end: active and renewing, until the period's end
+    /// plus the renewal grace; set to cancel, or cancelled, until the period's end; on
+    /// hold, none; none either after a lost dispute of any of its payments or a refund
+    /// of its latest.
+    fn subscription_access(&self, now: i64) -> Option<(i64, bool)> {
+        self.0
+            .subscriptions
+            .iter()
+            .filter_map(|s| {
+                let id = s["subscription_id"].as_str()?;
+                let next = seconds(s, "next_billing_date")?;
+                let cancel = s["cancel_at_next_billing_date"] == true;
+                let until = match s["status"].as_str()? {
+                    "active" if !cancel => next + RENEWAL_GRACE_SECONDS,
+                    "active" | "cancelled" => next,
+                    _ => return None,
+                };
+                let paid: Vec<(i64, &str)> = self
+                    .0
+                    .payments
+                    .iter()
+                    .filter(|p| p["subscription_id"] == id && p["status"] == "succeeded")
+                    .filter_map(|p| Some((seconds(p, "created_at")?, p["payment_id"].as_str()?)))
+                    .collect();
+                if paid.iter().any(|(_, p)| self.dispute_lost_at(p).is_some()) {
+                    return None;
+                }
+                if paid
+                    .iter()
+                    .max()
+                    .is_some_and(|(_, latest)| self.refunded_at(latest).is_some())
+                {
+                    return None;
+                }
+                (until > now).then_some((until, cancel))
+            })
+            .max()
+    }
+
+    /// Whether access could have changed by itself between the two times (a period, its
+    /// grace, or a pass ending).
+    fn boundary_in(&self, from: i64, to: i64, pass_until: Option<i64>) -> bool {
+        let within = |t: i64| t > from && t <= to;
+        pass_until.is_some_and(within)
+            || self.0.subscriptions.iter().any(|s| {
+                seconds(s, "next_billing_date")
+                    .is_some_and(|next| within(next) || within(next + RENEWAL_GRACE_SECONDS))
+            })
+    }
+}
