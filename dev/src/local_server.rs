@@ -28,7 +28,7 @@ use lambda_http::aws_lambda_events::apigw::{
 use lambda_http::request::RequestContext;
 use lambda_http::{Body as LambdaBody, RequestExt};
 use paywall::config::{CheckoutConfig, DodoConfig, Vars};
-use paywall::dodo::DodoClient;
+use paywall::dodo::{DodoClient, Timeouts};
 use paywall::handlers::Reconciler;
 use paywall::handlers::reconcile::Limits;
 use paywall::handlers::{
@@ -184,6 +184,11 @@ impl LocalStack {
         // simulator on this port, on the test clock.
         let simulator = match env("DODO_PAYMENTS_API_KEY") {
             Some(_) => None,
+            // A simulation starts afresh and keeps nothing.
+            None if isolated => Some(DodoSimulator::new(
+                format!("{base_url}/dodo"),
+                Some(SIMULATOR_API_KEY.into()),
+            )),
             // Its records are kept beside the paywall's, so that a restart loses neither.
             None => Some(DodoSimulator::with_state_file(
                 format!("{base_url}/dodo"),
@@ -234,7 +239,18 @@ impl LocalStack {
                 )
             }
         };
-        let dodo = DodoClient::new(&dodo_config)?;
+        // A simulation's time is virtual: Dodo's retried calls need not wait real time.
+        let dodo = if isolated {
+            DodoClient::with_timeouts(
+                &dodo_config,
+                Timeouts {
+                    retry_backoff: std::time::Duration::from_millis(5),
+                    ..Timeouts::default()
+                },
+            )?
+        } else {
+            DodoClient::new(&dodo_config)?
+        };
         let checkout = CheckoutConfig {
             success_url: env("DODO_SUCCESS_URL").unwrap_or_else(|| format!("{base_url}/")),
         };

@@ -46,7 +46,7 @@ const START: &str = "2027-01-04T00:00:00Z";
 pub const REPAIR_WINDOW_SECONDS: i64 = 7 * 3600;
 
 /// Probability that a user does something on a given day.
-const ACTS_PER_DAY: f64 = 0.08;
+const ACTS_PER_DAY: f64 = 0.035;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -163,6 +163,8 @@ struct World {
     violations: Vec<Violation>,
     /// The engine was down from .. to (ms): deliveries then must not have been 2xx.
     outages: Vec<(i64, i64)>,
+    /// Where the time went: moving the clock, acting, choosing whom to check, checking.
+    timings: [std::time::Duration; 4],
 }
 
 /// Runs the simulation; the report says what it found.
@@ -216,9 +218,13 @@ pub async fn run(options: Options) -> Result<Report, String> {
         checks: 0,
         violations: Vec::new(),
         outages: Vec::new(),
+        timings: Default::default(),
         stack: Arc::clone(&stack),
     };
     let outcome = world.live(start).await;
+    if std::env::var_os("SIMULATE_DEBUG").is_some() {
+        eprintln!("timings (clock, act, select, check): {:?}", world.timings);
+    }
     let report = Report {
         options,
         events: world.simulator.deliveries().iter().filter(|d| d.attempt == 1).count() as u64
@@ -280,16 +286,23 @@ impl World {
                     self.outage(down_at).await?;
                     outage_pending = None;
                 }
+                let t0 = std::time::Instant::now();
                 if self.clock.now().unix_seconds() < at {
                     self.move_clock_to(at).await?;
                 }
+                let t1 = std::time::Instant::now();
                 self.act(user).await;
+                self.timings[0] += t1 - t0;
+                self.timings[1] += t1.elapsed();
                 touched.insert(user);
             }
             if let Some(down_at) = outage_pending {
                 self.outage(down_at.max(self.clock.now().unix_seconds())).await?;
             }
+            let t0 = std::time::Instant::now();
             self.move_clock_to(day_start + SECONDS_PER_DAY).await?;
+            self.timings[0] += t0.elapsed();
+            let t0 = std::time::Instant::now();
             // Everyone each month and at the end; every day, whoever acted, heard from
             // Dodo, or reached the end of a period, a grace or a pass (in the last day or
             // within the repair window, which is when a lagging repair would show).
@@ -308,9 +321,12 @@ impl World {
                     touched.insert(index);
                 }
             }
+            self.timings[2] += t0.elapsed();
+            let t0 = std::time::Instant::now();
             for index in touched {
                 self.check_access(index).await;
             }
+            self.timings[3] += t0.elapsed();
         }
         self.check_no_ack_while_down();
         self.check_audit().await;
@@ -322,6 +338,20 @@ impl World {
     }
 
     fn violation(&mut self, user: &str, rule: &'static str, detail: String) {
+        if std::env::var_os("SIMULATE_DEBUG").is_some() {
+            let truth = self.simulator.user_truth(user);
+            let brief = |v: &Value| {
+                json!([v["payment_id"], v["subscription_id"], v["status"], v["created_at"], v["product_cart"], v["metadata"], v["next_billing_date"], v["cancel_at_next_billing_date"], v["product_id"]])
+            };
+            eprintln!("DEBUG {user} {rule}: {detail}");
+            for p in &truth.payments {
+                eprintln!("  payment {}", brief(p));
+            }
+            for p in &truth.subscriptions {
+                eprintln!("  subscription {}", brief(p));
+            }
+            eprintln!("  refunds {:?} disputes {:?}", truth.refunds.keys(), truth.disputes.values().map(|d| (d["payment_id"].clone(), d["dispute_status"].clone())).collect::<Vec<_>>());
+        }
         self.violations.push(Violation {
             step: self.step,
             at: self.now_text(),
@@ -481,7 +511,7 @@ impl World {
                 .json(&json!({"plan": plan}))
                 .send()
         };
-        let double_click = self.rng.chance(0.1);
+        let double_click = self.rng.chance(0.05);
         let (first, second) = if double_click {
             let (a, b) = tokio::join!(create(), create());
             (a, Some(b))

@@ -466,8 +466,36 @@ impl Reconciler {
                         break;
                     }
                 };
+                // One read for the page; only what differs from what is stored is applied.
+                let ids: Vec<&str> = items
+                    .iter()
+                    .filter_map(|item| item.get("payment_id").and_then(serde_json::Value::as_str))
+                    .collect();
+                let stored = match self.store.payments_claims(&ids).await {
+                    Ok(stored) => stored,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "reconcile could not read stored claims");
+                        summary.failed += 1;
+                        complete = false;
+                        break;
+                    }
+                };
                 for item in &items {
-                    match self.apply_listed_claim(kind, item, observed_at, now).await {
+                    let Some(claim) = listed_claim(kind, item, observed_at) else {
+                        continue;
+                    };
+                    let payment_id = item["payment_id"].as_str().unwrap_or_default();
+                    let known = stored.get(payment_id).cloned().unwrap_or_default();
+                    let already = match &claim {
+                        Claim::Refund { full } => !full || known.fully_refunded,
+                        Claim::Dispute { status, .. } => {
+                            known.dispute_status.as_deref() == Some(status.as_str())
+                        }
+                    };
+                    if already {
+                        continue;
+                    }
+                    match self.store.apply_claim(payment_id, &claim, now).await.map(|o| o != ClaimOutcome::Unchanged) {
                         Ok(true) => summary.claims_applied += 1,
                         Ok(false) => {}
                         Err(err) => {
@@ -492,39 +520,6 @@ impl Reconciler {
         }
     }
 
-    /// One listed refund or dispute, applied as its webhook would be; `true` when it
-    /// changed what was stored.
-    async fn apply_listed_claim(
-        &self,
-        kind: ClaimList,
-        item: &serde_json::Value,
-        observed_at: i64,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let text = |key: &str| item.get(key).and_then(serde_json::Value::as_str);
-        let Some(payment_id) = text("payment_id") else {
-            return Ok(false);
-        };
-        let claim = match kind {
-            ClaimList::Refunds if text("status") == Some("succeeded") => Claim::Refund {
-                full: !item
-                    .get("is_partial")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false),
-            },
-            ClaimList::Refunds => return Ok(false),
-            ClaimList::Disputes => match text("dispute_status") {
-                // The list is the dispute's state as of just before it was asked.
-                Some(status) => Claim::Dispute {
-                    status: status.to_owned(),
-                    event_at: observed_at,
-                },
-                None => return Ok(false),
-            },
-        };
-        let outcome = self.store.apply_claim(payment_id, &claim, now).await?;
-        Ok(outcome != ClaimOutcome::Unchanged)
-    }
 
     async fn fetch_subscription(
         &self,
@@ -732,6 +727,27 @@ impl Reconciler {
 
 /// Stores what Dodo says of a due subscription, unless it says nothing new (still
 /// active, its renewal not charged yet).
+/// A listed refund or dispute as the claim its webhook would make (`None`: nothing to
+/// apply, such as a refund that has not succeeded).
+fn listed_claim(kind: ClaimList, item: &serde_json::Value, observed_at: i64) -> Option<Claim> {
+    let text = |key: &str| item.get(key).and_then(serde_json::Value::as_str);
+    text("payment_id")?;
+    match kind {
+        ClaimList::Refunds if text("status") == Some("succeeded") => Some(Claim::Refund {
+            full: !item
+                .get("is_partial")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+        }),
+        ClaimList::Refunds => None,
+        // The list is the dispute's state as of just before it was asked.
+        ClaimList::Disputes => text("dispute_status").map(|status| Claim::Dispute {
+            status: status.to_owned(),
+            event_at: observed_at,
+        }),
+    }
+}
+
 async fn repair_subscription(
     store: &Store,
     catalog: &Catalog,

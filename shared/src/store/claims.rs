@@ -56,18 +56,68 @@ pub enum ClaimOutcome {
 impl Store {
     /// The refunds and disputes recorded for a payment.
     pub async fn payment_claims(&self, payment_id: &str) -> Result<Claims, StoreError> {
-        let Some(item) = self.get(claims_key(payment_id)).await? else {
-            return Ok(Claims::default());
-        };
-        Ok(Claims {
-            fully_refunded: get_bool(&item, "fully_refunded"),
-            dispute_status: get_s(&item, "dispute_status").map(str::to_owned),
-            dispute_event_at: get_n(&item, "dispute_event_at")?.unwrap_or(0),
-            version: get_n(&item, "version")?.unwrap_or(0),
-            updated_at: get_time(&item, "updated_at")?,
-        })
+        match self.get(claims_key(payment_id)).await? {
+            Some(item) => claims_of(&item),
+            None => Ok(Claims::default()),
+        }
     }
 
+    /// The claims recorded for many payments (at most 100), in one read.
+    pub async fn payments_claims(
+        &self,
+        payment_ids: &[&str],
+    ) -> Result<HashMap<String, Claims>, StoreError> {
+        let mut found = HashMap::new();
+        if payment_ids.is_empty() {
+            return Ok(found);
+        }
+        let mut keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder();
+        let mut unique: Vec<&str> = payment_ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        for id in &unique {
+            keys = keys.keys(claims_key(id));
+        }
+        let keys = keys
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut request = Some(HashMap::from([(self.table.clone(), keys)]));
+        // DynamoDB may answer part of a batch and hand back the rest to ask again.
+        while let Some(asked) = request.take().filter(|r| !r.is_empty()) {
+            let output = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(asked))
+                .send()
+                .await?;
+            for item in output
+                .responses
+                .as_ref()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                if let Some(id) = get_s(item, "pk").and_then(|pk| pk.strip_prefix("PAYMENT#")) {
+                    found.insert(id.to_owned(), claims_of(item)?);
+                }
+            }
+            request = output.unprocessed_keys;
+        }
+        Ok(found)
+    }
+}
+
+fn claims_of(item: &Item) -> Result<Claims, StoreError> {
+    Ok(Claims {
+        fully_refunded: get_bool(item, "fully_refunded"),
+        dispute_status: get_s(item, "dispute_status").map(str::to_owned),
+        dispute_event_at: get_n(item, "dispute_event_at")?.unwrap_or(0),
+        version: get_n(item, "version")?.unwrap_or(0),
+        updated_at: get_time(item, "updated_at")?,
+    })
+}
+
+impl Store {
     /// Records a refund or a dispute of a payment and, when it changes whether the
     /// payment's access stands, takes the access back (or gives it back) in the same
     /// transaction: the user's expiry moves by the days the payment granted.
@@ -85,7 +135,12 @@ impl Store {
             match claim {
                 Claim::Refund { full } => after.fully_refunded |= *full,
                 Claim::Dispute { status, event_at } => {
-                    if *event_at >= before.dispute_event_at {
+                    // Only a change of status is written: the same status heard again
+                    // (Dodo's retries, reconcile reading the list every hour) changes
+                    // nothing, and keeps when the claims last changed.
+                    if *event_at >= before.dispute_event_at
+                        && before.dispute_status.as_deref() != Some(status.as_str())
+                    {
                         after.dispute_status = Some(status.clone());
                         after.dispute_event_at = *event_at;
                     }
