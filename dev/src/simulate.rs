@@ -70,9 +70,7 @@ impl Options {
         let mut options = Self::default();
         let mut args = args.iter();
         while let Some(flag) = args.next() {
-            let value = args
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value"))?;
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let number = |what: &str| {
                 value
                     .parse::<u64>()
@@ -186,7 +184,10 @@ pub async fn run(options: Options) -> Result<Report, String> {
     })
     .await
     .map_err(|e| format!("cannot start the local stack: {e}"))?;
-    let simulator = stack.simulator.clone().ok_or("the stack has no simulator")?;
+    let simulator = stack
+        .simulator
+        .clone()
+        .ok_or("the stack has no simulator")?;
     let catalog = stack.catalog.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = {
@@ -227,7 +228,12 @@ pub async fn run(options: Options) -> Result<Report, String> {
     }
     let report = Report {
         options,
-        events: world.simulator.deliveries().iter().filter(|d| d.attempt == 1).count() as u64
+        events: world
+            .simulator
+            .deliveries()
+            .iter()
+            .filter(|d| d.attempt == 1)
+            .count() as u64
             + world.actions,
         faults: world.simulator.faults_injected() + world.outages.len() as u64,
         actions: world.actions,
@@ -275,8 +281,8 @@ impl World {
                 }
             }
             plans.sort_unstable();
-            let outage_at = (day == outage_day)
-                .then(|| day_start + 8 * 3600 + self.rng.below(3600) as i64);
+            let outage_at =
+                (day == outage_day).then(|| day_start + 8 * 3600 + self.rng.below(3600) as i64);
             let mut outage_pending = outage_at;
             for (offset, user) in plans {
                 let at = day_start + offset;
@@ -297,7 +303,8 @@ impl World {
                 touched.insert(user);
             }
             if let Some(down_at) = outage_pending {
-                self.outage(down_at.max(self.clock.now().unix_seconds())).await?;
+                self.outage(down_at.max(self.clock.now().unix_seconds()))
+                    .await?;
             }
             let t0 = std::time::Instant::now();
             self.move_clock_to(day_start + SECONDS_PER_DAY).await?;
@@ -341,7 +348,17 @@ impl World {
         if std::env::var_os("SIMULATE_DEBUG").is_some() {
             let truth = self.simulator.user_truth(user);
             let brief = |v: &Value| {
-                json!([v["payment_id"], v["subscription_id"], v["status"], v["created_at"], v["product_cart"], v["metadata"], v["next_billing_date"], v["cancel_at_next_billing_date"], v["product_id"]])
+                json!([
+                    v["payment_id"],
+                    v["subscription_id"],
+                    v["status"],
+                    v["created_at"],
+                    v["product_cart"],
+                    v["metadata"],
+                    v["next_billing_date"],
+                    v["cancel_at_next_billing_date"],
+                    v["product_id"]
+                ])
             };
             eprintln!("DEBUG {user} {rule}: {detail}");
             for p in &truth.payments {
@@ -350,7 +367,15 @@ impl World {
             for p in &truth.subscriptions {
                 eprintln!("  subscription {}", brief(p));
             }
-            eprintln!("  refunds {:?} disputes {:?}", truth.refunds.keys(), truth.disputes.values().map(|d| (d["payment_id"].clone(), d["dispute_status"].clone())).collect::<Vec<_>>());
+            eprintln!(
+                "  refunds {:?} disputes {:?}",
+                truth.refunds.keys(),
+                truth
+                    .disputes
+                    .values()
+                    .map(|d| (d["payment_id"].clone(), d["dispute_status"].clone()))
+                    .collect::<Vec<_>>()
+            );
         }
         self.violations.push(Violation {
             step: self.step,
@@ -428,10 +453,7 @@ impl World {
         self.move_clock_to(at + 3 * 3600).await?;
         let up_ms = self.clock.now_millis();
         self.outages.push((down_ms, up_ms));
-        self.stack
-            .start_database()
-            .await
-            .map_err(|e| e.to_string())
+        self.stack.start_database().await.map_err(|e| e.to_string())
     }
 
     fn token(&self, user: usize) -> String {
@@ -468,8 +490,13 @@ impl World {
             55..=69 => match (&on_hold, &active) {
                 (Some(held), _) => {
                     let works = self.rng.chance(0.7);
-                    self.portal(user, held, "card", Some(if works { "succeeds" } else { "fails" }))
-                        .await;
+                    self.portal(
+                        user,
+                        held,
+                        "card",
+                        Some(if works { "succeeds" } else { "fails" }),
+                    )
+                    .await;
                 }
                 (None, Some(active)) => {
                     let action = if active["cancel_at_next_billing_date"] == true {
@@ -577,7 +604,13 @@ impl World {
     }
 
     /// The user opens the customer portal (through the paywall) and presses a button.
-    async fn portal(&mut self, user: usize, subscription: &Value, action: &str, renewal: Option<&str>) {
+    async fn portal(
+        &mut self,
+        user: usize,
+        subscription: &Value,
+        action: &str,
+        renewal: Option<&str>,
+    ) {
         let token = self.token(user);
         let Ok(answer) = self
             .http
@@ -672,21 +705,31 @@ impl World {
         // fold of the grants and what refunds and lost disputes took back.
         let mut steps: Vec<(i64, i64, bool)> = Vec::new(); // (at, seconds, grant?)
         let mut pass_ok = true;
-        for payment in truth.pass_payments(&self.catalog) {
+        let passes = truth.pass_payments(&self.catalog);
+        let ids: Vec<&str> = passes.iter().map(|p| p.id.as_str()).collect();
+        let read = tokio::try_join!(
+            self.store.payment_grants(&ids),
+            self.store.payments_claims(&ids)
+        );
+        let (mut grants, mut claims_of) = match read {
+            Ok(read) => read,
+            Err(err) => {
+                self.violation(&user, "store", format!("cannot read the grants: {err}"));
+                return;
+            }
+        };
+        for payment in passes {
             let id = payment.id.clone();
-            let grant = match self.store.payment_grant(&id).await {
-                Ok(grant) => grant,
-                Err(err) => {
-                    self.violation(&user, "store", format!("cannot read the grant of {id}: {err}"));
-                    return;
-                }
-            };
+            let grant = grants.remove(&id);
             let Some(grant) = grant else {
                 if now - payment.created_at >= REPAIR_WINDOW_SECONDS {
                     self.violation(
                         &user,
                         "(a) paid, no access",
-                        format!("pass payment {id} of {} was never granted", rfc(payment.created_at)),
+                        format!(
+                            "pass payment {id} of {} was never granted",
+                            rfc(payment.created_at)
+                        ),
                     );
                 }
                 pass_ok = false;
@@ -694,13 +737,21 @@ impl World {
             };
             let applied_at = grant.applied_at.map_or(0, Timestamp::unix_seconds);
             if grant.user_id.as_str() != user {
-                self.violation(&user, "(b) access to another", format!("pass payment {id} granted to {}", grant.user_id));
+                self.violation(
+                    &user,
+                    "(b) access to another",
+                    format!("pass payment {id} granted to {}", grant.user_id),
+                );
             }
             if applied_at - payment.created_at > REPAIR_WINDOW_SECONDS {
                 self.violation(
                     &user,
                     "(a) paid, no access",
-                    format!("pass payment {id} of {} granted only at {}", rfc(payment.created_at), rfc(applied_at)),
+                    format!(
+                        "pass payment {id} of {} granted only at {}",
+                        rfc(payment.created_at),
+                        rfc(applied_at)
+                    ),
                 );
             }
             let seconds = i64::from(grant.days) * SECONDS_PER_DAY;
@@ -708,10 +759,13 @@ impl World {
                 self.violation(
                     &user,
                     "(c) granted ≠ paid",
-                    format!("pass payment {id} bought {} days, granted {}", payment.days, grant.days),
+                    format!(
+                        "pass payment {id} bought {} days, granted {}",
+                        payment.days, grant.days
+                    ),
                 );
             }
-            let claims = self.store.payment_claims(&id).await.unwrap_or_default();
+            let claims = claims_of.remove(&id).unwrap_or_default();
             let taken_back_at = truth.taken_back_at(&id);
             match (taken_back_at, claims.revokes()) {
                 (Some(at), false) if now - at >= REPAIR_WINDOW_SECONDS => {
@@ -724,14 +778,20 @@ impl World {
                 }
                 (Some(_), false) => pass_ok = false,
                 (None, true) => {
-                    self.violation(&user, "(a) paid, no access", format!("payment {id} was taken back without a refund or lost dispute"));
+                    self.violation(
+                        &user,
+                        "(a) paid, no access",
+                        format!("payment {id} was taken back without a refund or lost dispute"),
+                    );
                     pass_ok = false;
                 }
                 _ => {}
             }
-            let revoked_at = claims
-                .revokes()
-                .then(|| claims.updated_at.map_or(applied_at, Timestamp::unix_seconds));
+            let revoked_at = claims.revokes().then(|| {
+                claims
+                    .updated_at
+                    .map_or(applied_at, Timestamp::unix_seconds)
+            });
             match revoked_at {
                 // Taken back before it was granted: granted as revoked (no days).
                 Some(at) if at <= applied_at => steps.push((applied_at, 0, true)),
@@ -762,8 +822,15 @@ impl World {
                 return;
             }
         };
-        let stored_until = account.profile.as_ref().and_then(|p| p.paid_until).map(Timestamp::unix_seconds);
-        if pass_ok && stored_until != pass_until && (pass_until.is_some() || stored_until.is_some_and(|u| u > now)) {
+        let stored_until = account
+            .profile
+            .as_ref()
+            .and_then(|p| p.paid_until)
+            .map(Timestamp::unix_seconds);
+        if pass_ok
+            && stored_until != pass_until
+            && (pass_until.is_some() || stored_until.is_some_and(|u| u > now))
+        {
             self.violation(
                 &user,
                 "(c) granted ≠ paid",
@@ -795,7 +862,11 @@ impl World {
             return;
         };
         let Ok(view) = answer.json::<Value>().await else {
-            self.violation(&user, "status", "the status route did not answer JSON".into());
+            self.violation(
+                &user,
+                "status",
+                "the status route did not answer JSON".into(),
+            );
             return;
         };
         let has_paid = view["has_paid"].as_bool().unwrap_or(false);
@@ -810,12 +881,18 @@ impl World {
             (true, false) => self.violation(
                 &user,
                 "(a) paid, no access",
-                format!("Dodo says paid until {}, the paywall says not paid ({view})", expected_until.map_or("?".into(), rfc)),
+                format!(
+                    "Dodo says paid until {}, the paywall says not paid ({view})",
+                    expected_until.map_or("?".into(), rfc)
+                ),
             ),
             (false, true) => self.violation(
                 &user,
                 "(b) access not paid for",
-                format!("Dodo says nothing is paid, the paywall grants until {} ({view})", shown_until.map_or("?".into(), rfc)),
+                format!(
+                    "Dodo says nothing is paid, the paywall grants until {} ({view})",
+                    shown_until.map_or("?".into(), rfc)
+                ),
             ),
             (true, true) if shown_until != expected_until => {
                 // A cancellation (or its undoing) whose webhook was lost is seen when
@@ -854,21 +931,38 @@ impl World {
             let trail = match self.store.audit_trail(&id).await {
                 Ok(trail) => trail,
                 Err(err) => {
-                    self.violation(&user, "store", format!("cannot read the audit trail: {err}"));
+                    self.violation(
+                        &user,
+                        "store",
+                        format!("cannot read the audit trail: {err}"),
+                    );
                     continue;
                 }
             };
             for entry in trail {
                 *seen.entry(entry.webhook_id.clone()).or_default() += 1;
-                trails.entry(user.clone()).or_default().insert(entry.webhook_id);
+                trails
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(entry.webhook_id);
             }
         }
         for (webhook_id, count) in &seen {
             if *count > 1 {
-                self.violation("-", "(e) audit", format!("delivery {webhook_id} is in the audit trail {count} times"));
+                self.violation(
+                    "-",
+                    "(e) audit",
+                    format!("delivery {webhook_id} is in the audit trail {count} times"),
+                );
             }
         }
-        let applied = ["granted", "applied", "revoked", "restored", "subscription_payment"];
+        let applied = [
+            "granted",
+            "applied",
+            "revoked",
+            "restored",
+            "subscription_payment",
+        ];
         let missing: Vec<(String, String)> = deliveries
             .iter()
             .filter(|d| (200..300).contains(&d.status))
@@ -876,11 +970,25 @@ impl World {
             .filter_map(|d| {
                 let user = self.simulator.owner_of(&d.object_id)?;
                 let listed = trails.get(&user).is_some_and(|t| t.contains(&d.webhook_id));
-                (!listed).then(|| (user, format!("{} {} ({})", d.event_type, d.webhook_id, d.outcome.clone().unwrap_or_default())))
+                (!listed).then(|| {
+                    (
+                        user,
+                        format!(
+                            "{} {} ({})",
+                            d.event_type,
+                            d.webhook_id,
+                            d.outcome.clone().unwrap_or_default()
+                        ),
+                    )
+                })
             })
             .collect();
         for (user, delivery) in missing {
-            self.violation(&user, "(e) audit", format!("applied delivery {delivery} is not in the audit trail"));
+            self.violation(
+                &user,
+                "(e) audit",
+                format!("applied delivery {delivery} is not in the audit trail"),
+            );
         }
     }
 }
@@ -978,7 +1086,10 @@ impl Truth {
 
     /// When the payment's money went back (a full refund, a lost dispute), if it did.
     fn taken_back_at(&self, payment_id: &str) -> Option<i64> {
-        match (self.refunded_at(payment_id), self.dispute_lost_at(payment_id)) {
+        match (
+            self.refunded_at(payment_id),
+            self.dispute_lost_at(payment_id),
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -990,7 +1101,12 @@ impl Truth {
             .payments
             .iter()
             .filter(|p| p["status"] == "succeeded")
-            .filter_map(|p| Some((seconds(p, "created_at")?, p["payment_id"].as_str()?.to_owned())))
+            .filter_map(|p| {
+                Some((
+                    seconds(p, "created_at")?,
+                    p["payment_id"].as_str()?.to_owned(),
+                ))
+            })
             .filter(|(_, id)| !self.0.refunds.contains_key(id) && !self.0.disputes.contains_key(id))
             .max()
             .map(|(_, id)| id)
@@ -1000,7 +1116,7 @@ impl Truth {
     /// whether that one ends at period end: active and renewing, until the period's end
     /// plus the renewal grace; set to cancel, or cancelled, until the period's end; on
     /// hold, none; none either after a lost dispute of any of its payments or a refund
-    /// of its latest.
+    /// of the payment for the current period.
     fn subscription_access(&self, now: i64) -> Option<(i64, bool)> {
         self.0
             .subscriptions
@@ -1024,11 +1140,12 @@ impl Truth {
                 if paid.iter().any(|(_, p)| self.dispute_lost_at(p).is_some()) {
                     return None;
                 }
-                if paid
-                    .iter()
-                    .max()
-                    .is_some_and(|(_, latest)| self.refunded_at(latest).is_some())
-                {
+                // A refund of the payment for the current period ends it (until the
+                // next period is paid).
+                let period_start = seconds(s, "previous_billing_date").unwrap_or(i64::MIN);
+                if paid.iter().max().is_some_and(|(at, latest)| {
+                    self.refunded_at(latest).is_some() && at + 60 >= period_start
+                }) {
                     return None;
                 }
                 (until > now).then_some((until, cancel))

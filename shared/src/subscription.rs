@@ -63,6 +63,8 @@ pub struct Subscription {
     pub product_id: Option<String>,
     /// The end of the current paid period.
     pub next_billing_date: Option<Timestamp>,
+    /// The start of the current paid period (Dodo's `previous_billing_date`).
+    pub previous_billing_date: Option<Timestamp>,
     /// The end of the grace period of a failed renewal.
     pub past_due_ends_at: Option<Timestamp>,
     pub cancel_at_next_billing_date: bool,
@@ -121,6 +123,7 @@ impl Subscription {
             status: SubscriptionStatus::parse(status),
             product_id: text(value, "product_id").map(str::to_owned),
             next_billing_date: time(value, "next_billing_date"),
+            previous_billing_date: time(value, "previous_billing_date"),
             past_due_ends_at: time(value, "past_due_ends_at"),
             cancel_at_next_billing_date: value
                 .get("cancel_at_next_billing_date")

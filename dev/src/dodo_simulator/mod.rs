@@ -172,7 +172,11 @@ impl Records {
     /// Notes a new payment or subscription under its user.
     fn note_object(&mut self, id: &str, value: &Value) {
         if let Some(user) = user_of(value) {
-            let objects = self.index.objects_by_user.entry(user.to_owned()).or_default();
+            let objects = self
+                .index
+                .objects_by_user
+                .entry(user.to_owned())
+                .or_default();
             if !objects.iter().any(|known| known == id) {
                 objects.push(id.to_owned());
             }
@@ -548,14 +552,22 @@ impl DodoSimulator {
                 last_event_ms: records.index.last_event_by_user.get(user).copied(),
                 ..UserTruth::default()
             };
-            for id in records.index.objects_by_user.get(user).into_iter().flatten() {
+            for id in records
+                .index
+                .objects_by_user
+                .get(user)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(payment) = records.payments.get(id) {
                     truth.payments.push(payment.clone());
                     if let Some(&i) = records.index.refund_by_payment.get(id) {
                         truth.refunds.insert(id.clone(), records.refunds[i].clone());
                     }
                     if let Some(&i) = records.index.dispute_by_payment.get(id) {
-                        truth.disputes.insert(id.clone(), records.disputes[i].clone());
+                        truth
+                            .disputes
+                            .insert(id.clone(), records.disputes[i].clone());
                     }
                 } else if let Some(subscription) = records.subscriptions.get(id) {
                     truth.subscriptions.push(subscription.clone());

@@ -26,7 +26,7 @@ use crate::config::{DodoConfig, StoreConfig, Vars};
 use crate::dodo::{ClaimList, DodoClient, LIST_PAGE_SIZE, PaymentStatus};
 use crate::ids::{PaymentId, UserId};
 use crate::plan::Catalog;
-use crate::purchase::{Applied, apply_payment, subscription_plan_for};
+use crate::purchase::{Applied, Linking, apply_payment, owner_of, subscription_plan_for};
 use crate::store::{
     Claim, ClaimOutcome, Due, DueItem, GrantOutcome, GrantSource, Store, StoreError,
 };
@@ -471,8 +471,11 @@ impl Reconciler {
                     .iter()
                     .filter_map(|item| item.get("payment_id").and_then(serde_json::Value::as_str))
                     .collect();
-                let stored = match self.store.payments_claims(&ids).await {
-                    Ok(stored) => stored,
+                let (stored, applied_here) = match tokio::try_join!(
+                    self.store.payments_claims(&ids),
+                    self.store.payments_known(&ids)
+                ) {
+                    Ok(read) => read,
                     Err(err) => {
                         tracing::warn!(error = %err, "reconcile could not read stored claims");
                         summary.failed += 1;
@@ -492,12 +495,29 @@ impl Reconciler {
                             known.dispute_status.as_deref() == Some(status.as_str())
                         }
                     };
-                    if already {
-                        continue;
+                    let result = async {
+                        let mut changed = false;
+                        if !already {
+                            changed |= self.store.apply_claim(payment_id, &claim, now).await?
+                                != ClaimOutcome::Unchanged;
+                        }
+                        // A claim on a payment never applied here (its webhook lost, the
+                        // buyer never back on the success page, a renewal heard of only
+                        // through its subscription): asked about once, and applied,
+                        // which applies the claim with it.
+                        if !applied_here.contains(payment_id) && !known.looked_up {
+                            changed |= self.apply_claimed_payment(payment_id, now, budget).await?;
+                        }
+                        Ok::<_, ItemError>(changed)
                     }
-                    match self.store.apply_claim(payment_id, &claim, now).await.map(|o| o != ClaimOutcome::Unchanged) {
+                    .await;
+                    match result {
                         Ok(true) => summary.claims_applied += 1,
                         Ok(false) => {}
+                        Err(ItemError::OutOfBudget) => {
+                            summary.left_behind += 1;
+                            complete = false;
+                        }
                         Err(err) => {
                             tracing::warn!(error = %err, "reconcile could not apply a claim");
                             summary.failed += 1;
@@ -520,6 +540,43 @@ impl Reconciler {
         }
     }
 
+    /// Fetches a claimed payment the paywall never applied and applies it to its owner
+    /// (which applies its stored claims in the same write); `true` when it changed
+    /// something. Marked as looked up either way, so a payment that is not ours is asked
+    /// about once.
+    async fn apply_claimed_payment(
+        &self,
+        payment_id: &str,
+        now: Timestamp,
+        budget: &mut Budget,
+    ) -> Result<bool, ItemError> {
+        let Ok(id) = PaymentId::parse(payment_id) else {
+            return Ok(false);
+        };
+        budget.take().await?;
+        let payment = match self.dodo.get_payment(&id).await {
+            Ok(payment) => Some(payment),
+            Err(err) if err.is_not_found() => None,
+            Err(err) => return Err(err.into()),
+        };
+        let mut changed = false;
+        if let Some(payment) = payment.filter(|p| p.status == PaymentStatus::Succeeded)
+            && let Some(user) = owner_of(&self.store, &payment, Linking::Strict).await?
+        {
+            let applied = apply_payment(
+                &self.store,
+                &self.catalog,
+                &user,
+                &payment,
+                GrantSource::Reconcile,
+                now,
+            )
+            .await?;
+            changed = !matches!(applied, Applied::Nothing(_));
+        }
+        self.store.mark_claim_looked_up(payment_id).await?;
+        Ok(changed)
+    }
 
     async fn fetch_subscription(
         &self,
@@ -758,8 +815,8 @@ async fn repair_subscription(
     let Due::Subscription { user, .. } = &item.what else {
         return Err(ItemError::Other("not a subscription".into()));
     };
+    // Still active past its period's end: Dodo has not renewed (or ended) it yet.
     let renewal_pending = subscription.status == SubscriptionStatus::Active
-        && !subscription.cancel_at_next_billing_date
         && subscription
             .next_billing_date
             .is_some_and(|date| date <= now);

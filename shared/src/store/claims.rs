@@ -13,6 +13,8 @@ pub struct Claims {
     pub dispute_event_at: i64,
     /// When the claims last changed (what they take back was taken back then).
     pub updated_at: Option<Timestamp>,
+    /// Reconcile asked Dodo about the payment (it was unknown here when claimed).
+    pub looked_up: bool,
     pub(super) version: i64,
 }
 
@@ -62,48 +64,55 @@ impl Store {
         }
     }
 
-    /// The claims recorded for many payments (at most 100), in one read.
+    /// The claims recorded for many payments, read in batches.
     pub async fn payments_claims(
         &self,
         payment_ids: &[&str],
     ) -> Result<HashMap<String, Claims>, StoreError> {
+        let keys = payment_ids.iter().map(|id| claims_key(id)).collect();
         let mut found = HashMap::new();
-        if payment_ids.is_empty() {
-            return Ok(found);
-        }
-        let mut keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder();
-        let mut unique: Vec<&str> = payment_ids.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        for id in &unique {
-            keys = keys.keys(claims_key(id));
-        }
-        let keys = keys
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut request = Some(HashMap::from([(self.table.clone(), keys)]));
-        // DynamoDB may answer part of a batch and hand back the rest to ask again.
-        while let Some(asked) = request.take().filter(|r| !r.is_empty()) {
-            let output = self
-                .client
-                .batch_get_item()
-                .set_request_items(Some(asked))
-                .send()
-                .await?;
-            for item in output
-                .responses
-                .as_ref()
-                .and_then(|r| r.get(&self.table))
-                .into_iter()
-                .flatten()
-            {
-                if let Some(id) = get_s(item, "pk").and_then(|pk| pk.strip_prefix("PAYMENT#")) {
-                    found.insert(id.to_owned(), claims_of(item)?);
-                }
+        for item in self.batch_get(keys).await? {
+            if let Some(id) = get_s(&item, "pk").and_then(|pk| pk.strip_prefix("PAYMENT#")) {
+                found.insert(id.to_owned(), claims_of(&item)?);
             }
-            request = output.unprocessed_keys;
         }
         Ok(found)
+    }
+
+    /// Which of these payments the paywall has applied (granted, or recorded as a
+    /// subscription's payment).
+    pub async fn payments_known(
+        &self,
+        payment_ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let keys = payment_ids
+            .iter()
+            .flat_map(|id| [grant_key(id), subscription_payment_key(id)])
+            .collect();
+        Ok(self
+            .batch_get(keys)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                get_s(item, "pk")?
+                    .strip_prefix("PAYMENT#")
+                    .map(str::to_owned)
+            })
+            .collect())
+    }
+
+    /// Notes that reconcile asked Dodo about this claimed payment (so that a payment that
+    /// is not ours is asked about once, not every run).
+    pub async fn mark_claim_looked_up(&self, payment_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(claims_key(payment_id)))
+            .update_expression("SET looked_up = :yes")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await?;
+        Ok(())
     }
 }
 
@@ -114,6 +123,7 @@ fn claims_of(item: &Item) -> Result<Claims, StoreError> {
         dispute_event_at: get_n(item, "dispute_event_at")?.unwrap_or(0),
         version: get_n(item, "version")?.unwrap_or(0),
         updated_at: get_time(item, "updated_at")?,
+        looked_up: get_bool(item, "looked_up"),
     })
 }
 

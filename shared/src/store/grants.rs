@@ -53,23 +53,42 @@ pub struct GrantRecord {
     pub applied_at: Option<Timestamp>,
 }
 
+fn grant_of(item: &Item) -> Result<GrantRecord, StoreError> {
+    Ok(GrantRecord {
+        user_id: get_user_id(item)?,
+        plan: get_s(item, "plan").unwrap_or_default().to_owned(),
+        days: get_n(item, "days")?
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        granted_until: get_time(item, "granted_until")?
+            .ok_or_else(|| StoreError::Corrupt("grant without granted_until".into()))?,
+        revoked: get_bool(item, "revoked"),
+        applied_at: get_time(item, "applied_at")?,
+    })
+}
+
 impl Store {
     /// The mark left by granting a payment, if it was granted.
     pub async fn payment_grant(&self, payment_id: &str) -> Result<Option<GrantRecord>, StoreError> {
-        let Some(item) = self.get(grant_key(payment_id)).await? else {
-            return Ok(None);
-        };
-        Ok(Some(GrantRecord {
-            user_id: get_user_id(&item)?,
-            plan: get_s(&item, "plan").unwrap_or_default().to_owned(),
-            days: get_n(&item, "days")?
-                .unwrap_or(0)
-                .clamp(0, i64::from(u32::MAX)) as u32,
-            granted_until: get_time(&item, "granted_until")?
-                .ok_or_else(|| StoreError::Corrupt("grant without granted_until".into()))?,
-            revoked: get_bool(&item, "revoked"),
-            applied_at: get_time(&item, "applied_at")?,
-        }))
+        match self.get(grant_key(payment_id)).await? {
+            Some(item) => Ok(Some(grant_of(&item)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The grant marks of many payments, read in batches (absent: not granted).
+    pub async fn payment_grants(
+        &self,
+        payment_ids: &[&str],
+    ) -> Result<HashMap<String, GrantRecord>, StoreError> {
+        let keys = payment_ids.iter().map(|id| grant_key(id)).collect();
+        let mut found = HashMap::new();
+        for item in self.batch_get(keys).await? {
+            if let Some(id) = get_s(&item, "pk").and_then(|pk| pk.strip_prefix("PAYMENT#")) {
+                found.insert(id.to_owned(), grant_of(&item)?);
+            }
+        }
+        Ok(found)
     }
 
     /// or a concurrent grant can neither lose nor double-apply the payment. A new payment

@@ -127,6 +127,43 @@ fn key(pk: String, sk: &str) -> Item {
     HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
+impl Store {
+    /// Reads many items by key, a hundred per call, asking again for what DynamoDB
+    /// leaves unprocessed. Missing items are simply absent from the answer.
+    pub(crate) async fn batch_get(&self, mut keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        // DynamoDB refuses a batch that names one key twice.
+        let id = |item: &Item| {
+            (
+                get_s(item, "pk").map(str::to_owned),
+                get_s(item, "sk").map(str::to_owned),
+            )
+        };
+        keys.sort_by_key(id);
+        keys.dedup_by(|a, b| id(a) == id(b));
+        let mut found = Vec::new();
+        for chunk in keys.chunks(100) {
+            let asked = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let mut request = Some(HashMap::from([(self.table.clone(), asked)]));
+            while let Some(asked) = request.take().filter(|r| !r.is_empty()) {
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(asked))
+                    .send()
+                    .await?;
+                if let Some(items) = output.responses.and_then(|mut r| r.remove(&self.table)) {
+                    found.extend(items);
+                }
+                request = output.unprocessed_keys;
+            }
+        }
+        Ok(found)
+    }
+}
+
 fn user_key(user: &UserId) -> Item {
     key(format!("USER#{user}"), PROFILE)
 }

@@ -24,6 +24,10 @@ pub struct SubscriptionRecord {
     pub last_payment_at: i64,
     /// A full refund of this payment ends access until a later payment succeeds.
     pub refunded_payment_id: Option<String>,
+    /// When the current paid period started (Dodo's `previous_billing_date`): a period
+    /// that started after the refunded payment was paid by a later one, even one whose
+    /// webhook was lost.
+    pub period_start: Option<Timestamp>,
     /// Payments of it whose dispute was lost: while any is, it gives no access.
     pub lost_dispute_payment_ids: std::collections::BTreeSet<String>,
     /// Optimistic-concurrency counter of the item.
@@ -46,6 +50,7 @@ impl SubscriptionRecord {
             last_payment_id: None,
             last_payment_at: 0,
             refunded_payment_id: None,
+            period_start: None,
             lost_dispute_payment_ids: Default::default(),
             rev: 0,
         }
@@ -69,9 +74,15 @@ impl SubscriptionRecord {
 
     /// Its access was taken back: a dispute lost, or its latest payment refunded in full.
     pub fn revoked(&self) -> bool {
-        !self.lost_dispute_payment_ids.is_empty()
-            || (self.refunded_payment_id.is_some()
-                && self.refunded_payment_id == self.last_payment_id)
+        let refunded_latest =
+            self.refunded_payment_id.is_some() && self.refunded_payment_id == self.last_payment_id;
+        // The refunded payment paid for the current period unless the period started
+        // after it (a renewal we did not hear the payment of). A minute's slack: Dodo
+        // stamps the payment and the period a moment apart.
+        let paid_current_period = self
+            .period_start
+            .is_none_or(|start| self.last_payment_at.div_euclid(1000) + 60 >= start.unix_seconds());
+        !self.lost_dispute_payment_ids.is_empty() || (refunded_latest && paid_current_period)
     }
 
     /// What the state alone gives, before refunds, disputes and product changes.
@@ -88,18 +99,18 @@ impl SubscriptionRecord {
         self.access_until().is_some_and(|until| until > now)
     }
 
-    /// When the hourly reconcile should next ask Dodo about it: at the renewal of a
-    /// subscription set to renew (a lost `renewed` webhook must not lock out a paying
-    /// user), a few hours after a failed renewal (a lost recovery), an hour after one paid
+    /// When the hourly reconcile should next ask Dodo about it: at the end of an active
+    /// subscription's period (a lost `renewed` webhook must not lock out a paying user,
+    /// nor a lost "resumed" keep one set to cancel from renewing), a few hours after a failed renewal (a lost recovery), an hour after one paid
     /// for but still pending (a lost `active`), else never.
     fn due_at(&self) -> Option<Timestamp> {
         if !self.sold {
             return None;
         }
         match self.status {
-            SubscriptionStatus::Active if !self.cancel_at_next_billing_date => {
-                self.next_billing_date
-            }
+            // Set to renew: at its renewal. Set to cancel at period end: then too, to see
+            // it end (or learn that it was resumed and renewed, if that webhook was lost).
+            SubscriptionStatus::Active => self.next_billing_date,
             SubscriptionStatus::PastDue | SubscriptionStatus::OnHold => Some(
                 Timestamp::from_unix_seconds(self.event_at.div_euclid(1000))
                     .plus_seconds(RECHECK_HELD_AFTER),
@@ -152,6 +163,7 @@ pub(super) fn subscription_from_item(item: &Item) -> Result<SubscriptionRecord, 
         last_payment_id: optional_s(item, "last_payment_id"),
         last_payment_at: get_n(item, "last_payment_at")?.unwrap_or(0),
         refunded_payment_id: optional_s(item, "refunded_payment_id"),
+        period_start: get_time(item, "period_start")?,
         lost_dispute_payment_ids: item
             .get("lost_dispute_payment_ids")
             .and_then(|v| v.as_ss().ok())
@@ -395,6 +407,7 @@ impl Store {
                     .unwrap_or_default(),
                 next_billing_date: subscription.next_billing_date,
                 past_due_ends_at: subscription.past_due_ends_at,
+                period_start: subscription.previous_billing_date,
                 cancel_at_next_billing_date: subscription.cancel_at_next_billing_date,
                 event_at,
                 sold: plan.is_some(),
@@ -438,6 +451,7 @@ impl Store {
             for (name, value) in [
                 ("next_billing_date", record.next_billing_date),
                 ("past_due_ends_at", record.past_due_ends_at),
+                ("period_start", record.period_start),
                 ("paid_through", record.paid_through),
                 ("due_at", due_at),
             ] {
