@@ -105,6 +105,13 @@ pub fn client_for(endpoint: &str) -> Client {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "local"))
         .endpoint_url(endpoint)
+        // The SDK's standard retries, with a short first back-off: the engine is on
+        // loopback, and an outage in a test (or `simulate`) should cost milliseconds of
+        // waiting, not seconds.
+        .retry_config(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                .with_initial_backoff(std::time::Duration::from_millis(5)),
+        )
         .build();
     Client::from_conf(config)
 }

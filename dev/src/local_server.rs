@@ -41,7 +41,7 @@ use paywall::time::{Clock, ClockWouldGoBack, Timestamp, parse_duration_seconds};
 use paywall::webhook_signature::WebhookSecret;
 use secrecy::SecretString;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::dodo_simulator::faults::Faults;
 use crate::dodo_simulator::{DodoSimulator, WebhookTarget};
@@ -54,6 +54,8 @@ pub const DEFAULT_JWT_SECRET: &str = "local-dev-jwt-secret-change-me";
 pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_cGF5d2FsbC1sb2NhbC1kZXYtd2ViaG9vay1zZWNyZXQ=";
 const SIMULATOR_API_KEY: &str = "sk_local_simulator";
 const TABLE: &str = "paywall-local";
+/// The test clock's lead over the wall clock, kept across restarts.
+const CLOCK_FILE: &str = "clock.json";
 const DEMO_PAGE: &str = include_str!("../static/index.html");
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -74,6 +76,8 @@ struct App {
     clock: Clock,
     machine: Arc<TimeMachine>,
     simulator: Option<DodoSimulator>,
+    /// Where the clock's lead over the wall clock is kept (`make dev`; not `simulate`).
+    state_dir: Option<PathBuf>,
 }
 
 /// What the server tells the person who started it.
@@ -114,10 +118,18 @@ impl Settings {
         };
         let state_dir =
             PathBuf::from(env("PAYWALL_STATE_DIR").unwrap_or_else(|| ".local".to_owned()));
+        // Where the clock was moved to before a restart: the state was written in that
+        // time, and the clock never goes back.
+        let ahead_ms = std::fs::read_to_string(state_dir.join(CLOCK_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|saved| saved["ahead_of_wall_clock_ms"].as_i64())
+            .unwrap_or(0)
+            .max(0);
         Ok(Self {
             port,
             state_dir,
-            clock: Clock::test(Clock::system().now_millis(), true),
+            clock: Clock::test(Clock::system().now_millis() + ahead_ms, true),
             seed: None,
             isolated: false,
         })
@@ -291,6 +303,7 @@ impl LocalStack {
             clock,
             machine: Arc::clone(&machine),
             simulator: simulator.clone(),
+            state_dir: (!isolated).then(|| state_dir.clone()),
         });
 
         let mut router = Router::new()
@@ -376,6 +389,15 @@ impl LocalStack {
     /// [`Self::start_database`].
     pub async fn stop_database(&self) {
         self.dynamo.lock().await.shut_down().await;
+    }
+
+    /// Restarts the engine on the same file between requests. dynoxide remembers every
+    /// transaction's idempotency token for ten minutes of wall time and scans them all on
+    /// each transaction, so a simulation that writes a year in a few minutes slows down
+    /// quadratically without this; DynamoDB itself keeps no such list per caller.
+    pub async fn recycle_database(&self) -> Result<(), ServerError> {
+        self.stop_database().await;
+        self.start_database().await
     }
 
     /// Starts the engine again on the same file and address.
@@ -473,7 +495,16 @@ async fn move_clock(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Res
         _ => return bad(r#"send exactly one of "advance" and "to""#),
     };
     match app.machine.advance_to(target_ms).await {
-        Ok(_) => clock_answer(&app),
+        Ok(_) => {
+            if let Some(state_dir) = &app.state_dir {
+                let ahead = app.clock.now_millis() - Clock::system().now_millis();
+                let saved = json!({"ahead_of_wall_clock_ms": ahead}).to_string();
+                if let Err(err) = std::fs::write(state_dir.join(CLOCK_FILE), saved) {
+                    tracing::warn!(error = %err, "could not save the test clock");
+                }
+            }
+            clock_answer(&app)
+        }
         Err(ClockWouldGoBack { now_millis }) => bad(&format!(
             "the clock only moves forward; it is {}",
             Timestamp::from_unix_seconds(now_millis.div_euclid(1000)).to_rfc3339()

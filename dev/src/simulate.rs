@@ -167,7 +167,15 @@ struct World {
 
 /// Runs the simulation; the report says what it found.
 pub async fn run(options: Options) -> Result<Report, String> {
-    let state_dir = std::env::temp_dir().join(format!(
+    // Nothing of a simulation is kept: its engine's file goes on a RAM disk when there is
+    // one (a quarter faster than a disk here).
+    let scratch = std::path::Path::new("/dev/shm");
+    let scratch = if scratch.is_dir() {
+        scratch.to_owned()
+    } else {
+        std::env::temp_dir()
+    };
+    let state_dir = scratch.join(format!(
         "paywall-simulate-{}-{}",
         std::process::id(),
         options.seed
@@ -309,6 +317,12 @@ impl World {
             let t0 = std::time::Instant::now();
             self.move_clock_to(day_start + SECONDS_PER_DAY).await?;
             self.timings[0] += t0.elapsed();
+            if day % 30 == 29 {
+                self.stack
+                    .recycle_database()
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let t0 = std::time::Instant::now();
             // Everyone each month and at the end; every day, whoever acted, heard from
             // Dodo, or reached the end of a period, a grace or a pass (in the last day or

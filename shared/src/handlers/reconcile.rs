@@ -216,11 +216,9 @@ impl Budget {
 /// below, about six days.
 const MAX_ATTEMPTS: u32 = 10;
 
-/// Refunds are read again from an hour before where the last run stopped (one created
-/// just before that run's call may have been listed only after it).
-const REFUNDS_OVERLAP: i64 = 3600;
-/// How far back the first run reads refunds.
-const FIRST_CLAIMS_LOOK_BACK: i64 = 2 * SECONDS_PER_DAY;
+/// How far back every run reads refunds: a day's lost webhooks, and two more days of
+/// reconcile outage, are still repaired.
+const REFUNDS_LOOK_BACK: i64 = 3 * SECONDS_PER_DAY;
 /// How far back every run reads disputes: an open dispute is decided weeks later.
 const DISPUTES_LOOK_BACK: i64 = 60 * SECONDS_PER_DAY;
 
@@ -425,35 +423,22 @@ impl Reconciler {
         }
     }
 
-    /// Reads Dodo's refunds (since where the last run stopped, with an hour's overlap)
-    /// and disputes (of the last 60 days: open ones change for weeks) and applies each,
-    /// so that a lost `refund.succeeded` or `dispute.lost` still takes access back. Every
-    /// claim is idempotent: one already stored changes nothing. The cursor moves only when
-    /// every page was read.
+    /// Reads Dodo's refunds (created in the last three days) and disputes (the last 60:
+    /// an open dispute is decided weeks later), reads what is stored about them in one
+    /// batch, and applies what differs — so that a lost `refund.succeeded` or
+    /// `dispute.lost` still takes access back. A claim on a payment never applied here is
+    /// followed by that payment, looked up once.
     async fn sweep_claims(&self, now: Timestamp, budget: &mut Budget, summary: &mut Summary) {
-        let cursor = match self.store.claims_cursor().await {
-            Ok(cursor) => cursor,
-            Err(err) => {
-                tracing::warn!(error = %err, "reconcile could not read its refund cursor");
-                summary.failed += 1;
-                return;
-            }
-        };
         let observed_at = self.clock.now_millis();
-        let refunds_since = cursor.map_or(now.plus_seconds(-FIRST_CLAIMS_LOOK_BACK), |seen| {
-            seen.plus_seconds(-REFUNDS_OVERLAP)
-        });
-        let disputes_since = now.plus_seconds(-DISPUTES_LOOK_BACK);
-        let mut complete = true;
+        let mut listed: Vec<(Claim, String)> = Vec::new();
         for (kind, since) in [
-            (ClaimList::Refunds, refunds_since),
-            (ClaimList::Disputes, disputes_since),
+            (ClaimList::Refunds, now.plus_seconds(-REFUNDS_LOOK_BACK)),
+            (ClaimList::Disputes, now.plus_seconds(-DISPUTES_LOOK_BACK)),
         ] {
             let mut page = 0;
             loop {
                 if budget.take().await.is_err() {
                     summary.left_behind += 1;
-                    complete = false;
                     break;
                 }
                 summary.list_pages += 1;
@@ -462,80 +447,64 @@ impl Reconciler {
                     Err(err) => {
                         tracing::warn!(error = %err, list = ?kind, "reconcile could not list claims");
                         summary.failed += 1;
-                        complete = false;
                         break;
                     }
                 };
-                // One read for the page; only what differs from what is stored is applied.
-                let ids: Vec<&str> = items
-                    .iter()
-                    .filter_map(|item| item.get("payment_id").and_then(serde_json::Value::as_str))
-                    .collect();
-                let (stored, applied_here) = match tokio::try_join!(
-                    self.store.payments_claims(&ids),
-                    self.store.payments_known(&ids)
-                ) {
-                    Ok(read) => read,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "reconcile could not read stored claims");
-                        summary.failed += 1;
-                        complete = false;
-                        break;
-                    }
-                };
-                for item in &items {
-                    let Some(claim) = listed_claim(kind, item, observed_at) else {
-                        continue;
-                    };
-                    let payment_id = item["payment_id"].as_str().unwrap_or_default();
-                    let known = stored.get(payment_id).cloned().unwrap_or_default();
-                    let already = match &claim {
-                        Claim::Refund { full } => !full || known.fully_refunded,
-                        Claim::Dispute { status, .. } => {
-                            known.dispute_status.as_deref() == Some(status.as_str())
-                        }
-                    };
-                    let result = async {
-                        let mut changed = false;
-                        if !already {
-                            changed |= self.store.apply_claim(payment_id, &claim, now).await?
-                                != ClaimOutcome::Unchanged;
-                        }
-                        // A claim on a payment never applied here (its webhook lost, the
-                        // buyer never back on the success page, a renewal heard of only
-                        // through its subscription): asked about once, and applied,
-                        // which applies the claim with it.
-                        if !applied_here.contains(payment_id) && !known.looked_up {
-                            changed |= self.apply_claimed_payment(payment_id, now, budget).await?;
-                        }
-                        Ok::<_, ItemError>(changed)
-                    }
-                    .await;
-                    match result {
-                        Ok(true) => summary.claims_applied += 1,
-                        Ok(false) => {}
-                        Err(ItemError::OutOfBudget) => {
-                            summary.left_behind += 1;
-                            complete = false;
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "reconcile could not apply a claim");
-                            summary.failed += 1;
-                            complete = false;
-                        }
-                    }
-                }
+                listed.extend(items.iter().filter_map(|item| {
+                    let payment_id = item.get("payment_id")?.as_str()?.to_owned();
+                    Some((listed_claim(kind, item, observed_at)?, payment_id))
+                }));
                 if !full {
                     break;
                 }
                 page += 1;
             }
         }
-        if complete {
-            let seen_until = Timestamp::from_unix_seconds(observed_at.div_euclid(1000));
-            if let Err(err) = self.store.set_claims_cursor(seen_until).await {
-                tracing::warn!(error = %err, "reconcile could not move its refund cursor");
+        if listed.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = listed.iter().map(|(_, id)| id.as_str()).collect();
+        let stored = match self.store.payments_claims(&ids).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                tracing::warn!(error = %err, "reconcile could not read stored claims");
                 summary.failed += 1;
+                return;
+            }
+        };
+        for (claim, payment_id) in &listed {
+            let known = stored.get(payment_id).cloned().unwrap_or_default();
+            let already = match claim {
+                Claim::Refund { full } => !full || known.fully_refunded,
+                Claim::Dispute { status, .. } => {
+                    known.dispute_status.as_deref() == Some(status.as_str())
+                }
+            };
+            let result = async {
+                let mut changed = false;
+                let mut unknown_here = known.payment_unknown;
+                if !already {
+                    changed |=
+                        self.store.apply_claim(payment_id, claim, now).await? != ClaimOutcome::Unchanged;
+                    unknown_here = self.store.payment_claims(payment_id).await?.payment_unknown;
+                }
+                // A claim on a payment never applied here (its webhook lost, the buyer
+                // never back on the success page, a renewal heard of only through its
+                // subscription): looked up once, and applied, which applies the claim.
+                if unknown_here && !known.looked_up {
+                    changed |= self.apply_claimed_payment(payment_id, now, budget).await?;
+                }
+                Ok::<_, ItemError>(changed)
+            }
+            .await;
+            match result {
+                Ok(true) => summary.claims_applied += 1,
+                Ok(false) => {}
+                Err(ItemError::OutOfBudget) => summary.left_behind += 1,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reconcile could not apply a claim");
+                    summary.failed += 1;
+                }
             }
         }
     }

@@ -15,6 +15,8 @@ pub struct Claims {
     pub updated_at: Option<Timestamp>,
     /// Reconcile asked Dodo about the payment (it was unknown here when claimed).
     pub looked_up: bool,
+    /// When last written, the payment had not been applied here.
+    pub payment_unknown: bool,
     pub(super) version: i64,
 }
 
@@ -79,28 +81,6 @@ impl Store {
         Ok(found)
     }
 
-    /// Which of these payments the paywall has applied (granted, or recorded as a
-    /// subscription's payment).
-    pub async fn payments_known(
-        &self,
-        payment_ids: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let keys = payment_ids
-            .iter()
-            .flat_map(|id| [grant_key(id), subscription_payment_key(id)])
-            .collect();
-        Ok(self
-            .batch_get(keys)
-            .await?
-            .iter()
-            .filter_map(|item| {
-                get_s(item, "pk")?
-                    .strip_prefix("PAYMENT#")
-                    .map(str::to_owned)
-            })
-            .collect())
-    }
-
     /// Notes that reconcile asked Dodo about this claimed payment (so that a payment that
     /// is not ours is asked about once, not every run).
     pub async fn mark_claim_looked_up(&self, payment_id: &str) -> Result<(), StoreError> {
@@ -124,6 +104,7 @@ fn claims_of(item: &Item) -> Result<Claims, StoreError> {
         version: get_n(item, "version")?.unwrap_or(0),
         updated_at: get_time(item, "updated_at")?,
         looked_up: get_bool(item, "looked_up"),
+        payment_unknown: get_bool(item, "payment_unknown"),
     })
 }
 
@@ -159,12 +140,22 @@ impl Store {
             if after == before {
                 return Ok(ClaimOutcome::Unchanged);
             }
+            let grant = self.payment_grant(payment_id).await?;
+            let subscription_paid = match &grant {
+                Some(_) => None,
+                None => self.subscription_payment(payment_id).await?,
+            };
             let mut item = claims_key(payment_id);
             item.extend(values([
                 ("fully_refunded", AttributeValue::Bool(after.fully_refunded)),
                 ("dispute_event_at", n(after.dispute_event_at)),
                 ("version", n(before.version + 1)),
                 ("updated_at", n(now.unix_seconds())),
+                // Claimed before its payment was applied here: reconcile looks it up.
+                (
+                    "payment_unknown",
+                    AttributeValue::Bool(grant.is_none() && subscription_paid.is_none()),
+                ),
             ]));
             if let Some(status) = &after.dispute_status {
                 item.insert("dispute_status".to_owned(), s(status));
@@ -181,7 +172,6 @@ impl Store {
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().put(claims).build());
 
-            let grant = self.payment_grant(payment_id).await?;
             let outcome = match &grant {
                 Some(grant) if grant.revoked != after.revokes() => {
                     let revoke = after.revokes();
@@ -228,7 +218,7 @@ impl Store {
                     }
                 }
                 Some(_) => ClaimOutcome::Recorded,
-                None => match self.subscription_payment(payment_id).await? {
+                None => match subscription_paid {
                     // A subscription's payment: a lost dispute ends the subscription's
                     // access at once; a full refund of its latest payment ends it until
                     // a later payment succeeds.
