@@ -274,6 +274,8 @@ impl LocalStack {
                 catalog.clone(),
                 Limits {
                     min_call_interval: std::time::Duration::ZERO,
+                    // A simulation repairs one at a time, so that a seed replays exactly.
+                    repair_concurrency: if isolated { 1 } else { 16 },
                     ..Limits::default()
                 },
             )

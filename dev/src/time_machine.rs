@@ -27,6 +27,9 @@ pub struct TimeMachine {
     moving: tokio::sync::Mutex<()>,
     reconcile_runs: AtomicU64,
     last_reconcile: Mutex<Option<Summary>>,
+    /// Wall time spent in reconcile runs and in the simulator's actions (µs).
+    reconcile_micros: AtomicU64,
+    simulator_micros: AtomicU64,
 }
 
 /// What one move did.
@@ -51,6 +54,8 @@ impl TimeMachine {
             moving: tokio::sync::Mutex::new(()),
             reconcile_runs: AtomicU64::new(0),
             last_reconcile: Mutex::new(None),
+            reconcile_micros: AtomicU64::new(0),
+            simulator_micros: AtomicU64::new(0),
         }
     }
 
@@ -61,6 +66,15 @@ impl TimeMachine {
     /// Whether the clock can be moved (a test clock; real Dodo runs on real time).
     pub fn can_move(&self) -> bool {
         self.clock.is_test() && self.simulator.is_some()
+    }
+
+    /// Wall time spent running reconcile, and the simulator's actions (with the
+    /// webhooks they deliver), so far.
+    pub fn time_spent(&self) -> (std::time::Duration, std::time::Duration) {
+        (
+            std::time::Duration::from_micros(self.reconcile_micros.load(Ordering::Relaxed)),
+            std::time::Duration::from_micros(self.simulator_micros.load(Ordering::Relaxed)),
+        )
     }
 
     pub fn reconcile_runs(&self) -> u64 {
@@ -118,14 +132,19 @@ impl TimeMachine {
             }
             // A running clock may already be past `at`; it never goes back.
             let _ = self.clock.advance_to(at.max(self.clock.now_millis()));
+            let started = std::time::Instant::now();
             if simulator_first {
                 if let Some(simulator) = &self.simulator
                     && simulator.run_next_due().await
                 {
                     moved.simulator_actions += 1;
                 }
+                self.simulator_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             } else {
                 self.run_reconcile().await;
+                self.reconcile_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 moved.reconcile_runs += 1;
                 *self
                     .next_reconcile_ms

@@ -38,6 +38,7 @@ fn subscription_json(id: &str, owner: &str, next_billing: Timestamp) -> Value {
 fn unpaced() -> Limits {
     Limits {
         min_call_interval: Duration::ZERO,
+        disputes_every_hours: 1,
         ..Limits::default()
     }
 }
@@ -432,9 +433,15 @@ async fn thirty_five_subscription_sales_then_a_month_of_lost_renewals() {
         world.sim().put_subscription(renewed);
     }
     let calls_before = world.sim().api_calls().len();
-    let run = reconciler(&world, Limits::default())
-        .run(renews_at.plus_seconds(600))
-        .await;
+    let run = reconciler(
+        &world,
+        Limits {
+            disputes_every_hours: 1,
+            ..Limits::default()
+        },
+    )
+    .run(renews_at.plus_seconds(600))
+    .await;
     assert_eq!(run.due, 35, "{run:?}");
     assert_eq!(run.subscriptions_refreshed, 35, "{run:?}");
     // One page of subscriptions, and the sweep's page of refunds and of disputes.

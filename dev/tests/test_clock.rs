@@ -131,7 +131,10 @@ impl Stack {
             .await
             .expect("answered");
         assert_eq!(paid.status().as_u16(), 303);
-        let location = paid.headers()["location"].to_str().expect("text").to_owned();
+        let location = paid.headers()["location"]
+            .to_str()
+            .expect("text")
+            .to_owned();
         let payment_id = location
             .split(['?', '&'])
             .find_map(|pair| pair.strip_prefix("payment_id="))
@@ -187,7 +190,9 @@ async fn the_clock_reads_moves_forward_only_and_refuses_nonsense() {
     assert_eq!(moved["now"], "2027-01-17T10:00:00Z");
     // 48 whole hours passed: reconcile ran at each.
     assert_eq!(moved["reconcile_runs"], 48);
-    let moved = s.post("/dev/clock", json!({"to": "2027-02-01T00:00:00Z"})).await;
+    let moved = s
+        .post("/dev/clock", json!({"to": "2027-02-01T00:00:00Z"}))
+        .await;
     assert_eq!(moved.1["now"], "2027-02-01T00:00:00Z");
     for bad in [
         json!({"to": "2027-01-01T00:00:00Z"}),
@@ -211,45 +216,62 @@ async fn a_pass_runs_out_and_a_subscription_renews_every_month() {
     s.buy("subscriber", "pro", "outcome=succeeded").await;
     let pass = s.status("pass-buyer").await;
     assert_eq!(pass["has_paid"], true);
-    assert_eq!(at(&pass["plan_expires_at"]) - at(&json!(START)), 30 * SECONDS_PER_DAY);
+    assert_eq!(
+        at(&pass["plan_expires_at"]) - at(&json!(START)),
+        30 * SECONDS_PER_DAY
+    );
     let subscribed = s.status("subscriber").await;
     assert_eq!(subscribed["plan"], "pro");
     assert_eq!(
         subscribed["plan_expires_at"],
-        json!(Timestamp::parse_rfc3339("2027-02-15T10:00:00Z")
-            .expect("time")
-            .plus_seconds(RENEWAL_GRACE_SECONDS)
-            .to_rfc3339())
+        json!(
+            Timestamp::parse_rfc3339("2027-02-15T10:00:00Z")
+                .expect("time")
+                .plus_seconds(RENEWAL_GRACE_SECONDS)
+                .to_rfc3339()
+        )
     );
 
     s.advance("30d").await;
     s.advance("1s").await;
-    assert_eq!(s.status("pass-buyer").await["has_paid"], false, "the pass ran out");
+    assert_eq!(
+        s.status("pass-buyer").await["has_paid"],
+        false,
+        "the pass ran out"
+    );
 
     // Three calendar months on: three renewals, each a payment and a webhook pair.
-    s.post("/dev/clock", json!({"to": "2027-04-16T00:00:00Z"})).await;
+    s.post("/dev/clock", json!({"to": "2027-04-16T00:00:00Z"}))
+        .await;
     let renewed = s.status("subscriber").await;
     assert_eq!(renewed["has_paid"], true, "{renewed}");
     assert_eq!(
         renewed["plan_expires_at"],
-        json!(Timestamp::parse_rfc3339("2027-05-15T10:00:00Z")
-            .expect("time")
-            .plus_seconds(RENEWAL_GRACE_SECONDS)
-            .to_rfc3339())
+        json!(
+            Timestamp::parse_rfc3339("2027-05-15T10:00:00Z")
+                .expect("time")
+                .plus_seconds(RENEWAL_GRACE_SECONDS)
+                .to_rfc3339()
+        )
     );
     assert_eq!(s.events("subscription.renewed"), 3);
     assert_eq!(s.events("payment.succeeded"), 2 + 3);
 }
 
 #[tokio::test]
-async fn a_card_declined_at_renewal_goes_on_hold_is_retried_on_dodos_schedule_and_stays_on_hold()
-{
+async fn a_card_declined_at_renewal_goes_on_hold_is_retried_on_dodos_schedule_and_stays_on_hold() {
     let s = stack("declined").await;
-    s.buy("unlucky", "pro", "outcome=succeeded&renewal=fails").await;
+    s.buy("unlucky", "pro", "outcome=succeeded&renewal=fails")
+        .await;
     assert_eq!(s.status("unlucky").await["has_paid"], true);
-    s.post("/dev/clock", json!({"to": "2027-02-15T10:00:01Z"})).await;
+    s.post("/dev/clock", json!({"to": "2027-02-15T10:00:01Z"}))
+        .await;
     let held = s.status("unlucky").await;
-    assert_eq!((held["has_paid"].clone(), held["status"].clone()), (json!(false), json!("on_hold")), "{held}");
+    assert_eq!(
+        (held["has_paid"].clone(), held["status"].clone()),
+        (json!(false), json!("on_hold")),
+        "{held}"
+    );
     assert_eq!(s.events("subscription.on_hold"), 1);
     assert_eq!(s.events("payment.failed"), 1);
     // Dodo's retries: five more declined charges within the recovery window, then none.
@@ -293,13 +315,23 @@ async fn a_cancellation_takes_effect_at_period_end() {
     let leaving = s.status("leaver").await;
     assert_eq!(leaving["cancel_at_period_end"], true);
     assert_eq!(leaving["plan_expires_at"], "2027-02-15T10:00:00Z");
-    s.post("/dev/clock", json!({"to": "2027-02-15T09:59:59Z"})).await;
+    s.post("/dev/clock", json!({"to": "2027-02-15T09:59:59Z"}))
+        .await;
     assert_eq!(s.status("leaver").await["has_paid"], true);
-    s.post("/dev/clock", json!({"to": "2027-02-15T10:00:00Z"})).await;
+    s.post("/dev/clock", json!({"to": "2027-02-15T10:00:00Z"}))
+        .await;
     let gone = s.status("leaver").await;
-    assert_eq!((gone["has_paid"].clone(), gone["status"].clone()), (json!(false), json!("cancelled")), "{gone}");
+    assert_eq!(
+        (gone["has_paid"].clone(), gone["status"].clone()),
+        (json!(false), json!("cancelled")),
+        "{gone}"
+    );
     assert_eq!(s.events("subscription.cancelled"), 1);
-    assert_eq!(s.events("subscription.renewed"), 0, "no charge after a cancellation");
+    assert_eq!(
+        s.events("subscription.renewed"),
+        0,
+        "no charge after a cancellation"
+    );
 }
 
 #[tokio::test]
@@ -313,11 +345,19 @@ async fn lost_webhooks_are_repaired_by_the_hourly_reconcile_on_the_clock() {
 
     // The renewal's webhooks are lost: the renewal grace holds access, and the first
     // reconcile run after it stores the new period.
-    s.post("/dev/clock", json!({"to": "2027-02-15T10:30:00Z"})).await;
-    assert_eq!(s.status("renewer").await["plan_expires_at"], "2027-02-16T10:00:00Z");
-    s.post("/dev/clock", json!({"to": "2027-02-15T11:00:00Z"})).await;
+    s.post("/dev/clock", json!({"to": "2027-02-15T10:30:00Z"}))
+        .await;
+    assert_eq!(
+        s.status("renewer").await["plan_expires_at"],
+        "2027-02-16T10:00:00Z"
+    );
+    s.post("/dev/clock", json!({"to": "2027-02-15T11:00:00Z"}))
+        .await;
     let repaired = s.status("renewer").await;
-    assert_eq!(repaired["plan_expires_at"], "2027-03-16T10:00:00Z", "{repaired}");
+    assert_eq!(
+        repaired["plan_expires_at"], "2027-03-16T10:00:00Z",
+        "{repaired}"
+    );
 
     // A refund whose webhook is lost: the next run reads Dodo's refunds and takes the
     // pass's days back.
@@ -330,10 +370,21 @@ async fn lost_webhooks_are_repaired_by_the_hourly_reconcile_on_the_clock() {
         .await
         .expect("answered");
     assert_eq!(refund.status().as_u16(), 200);
-    assert_eq!(s.status("refunded").await["has_paid"], true, "not heard of yet");
+    assert_eq!(
+        s.status("refunded").await["has_paid"],
+        true,
+        "not heard of yet"
+    );
     s.advance("1h").await;
-    assert_eq!(s.status("refunded").await["has_paid"], false, "repaired within the hour");
-    assert!(s.sim().deliveries().iter().all(|d| d.dropped), "every webhook was lost");
+    assert_eq!(
+        s.status("refunded").await["has_paid"],
+        false,
+        "repaired within the hour"
+    );
+    assert!(
+        s.sim().deliveries().iter().all(|d| d.dropped),
+        "every webhook was lost"
+    );
 }
 
 #[tokio::test]
@@ -388,7 +439,10 @@ async fn faults_are_set_shown_validated_and_reset() {
         .send()
         .await
         .expect("answered");
-    assert!(s.sim().deliveries().is_empty(), "nothing sent before the delay");
+    assert!(
+        s.sim().deliveries().is_empty(),
+        "nothing sent before the delay"
+    );
     assert_eq!(s.status("late").await["has_paid"], false);
     s.advance("2h").await;
     assert_eq!(s.status("late").await["has_paid"], true);

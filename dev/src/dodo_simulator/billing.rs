@@ -24,7 +24,7 @@ use paywall::time::{SECONDS_PER_DAY, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{DEFAULT_PRICE_MINOR, Records, find_customer, random_suffix};
+use super::{DEFAULT_PRICE_MINOR, Records, find_customer};
 
 /// Payment retries after a failed renewal, as offsets from the failure (Dodo's schedule
 /// within its default 13-day recovery window).
@@ -133,6 +133,7 @@ fn seconds_of(value: &Value, key: &str) -> Option<i64> {
 
 /// A payment as Dodo's `GET /payments/{id}` answers it.
 pub(super) struct NewPayment<'a> {
+    pub id: String,
     pub now: i64,
     pub succeeded: bool,
     pub quantity: i64,
@@ -149,7 +150,7 @@ impl NewPayment<'_> {
     pub fn into_json(self) -> Value {
         let amount = DEFAULT_PRICE_MINOR * self.quantity.max(1);
         json!({
-            "payment_id": format!("pay_{}", random_suffix()),
+            "payment_id": self.id,
             "business_id": "bus_simulator",
             "brand_id": "bus_simulator",
             "created_at": rfc3339(self.now),
@@ -207,7 +208,7 @@ impl Records {
         metadata: &Value,
         renewal_fails: bool,
     ) -> Value {
-        let id = format!("sub_{}", random_suffix());
+        let id = self.new_id("sub");
         let next = add_months(now, 1);
         let subscription = json!({
             "subscription_id": id,
@@ -252,6 +253,7 @@ impl Records {
 
     /// One charge of a subscription: the payment, stored.
     fn charge(&mut self, subscription_id: &str, now: i64, retry_attempt: usize) -> Value {
+        let id = self.new_id("pay");
         let subscription = &self.subscriptions[subscription_id];
         let customer_id = subscription
             .pointer("/customer/customer_id")
@@ -266,6 +268,7 @@ impl Records {
             .copied()
             .unwrap_or(false);
         let payment = NewPayment {
+            id,
             now,
             succeeded: succeeds,
             quantity: 1,
@@ -465,6 +468,7 @@ impl Records {
         reason: &str,
         now: i64,
     ) -> Result<Emitted, &'static str> {
+        let refund_id = self.new_id("rfnd");
         let payment = self.payments.get(payment_id).ok_or("Payment not found")?;
         if payment["status"] != "succeeded" {
             return Err("Only a succeeded payment can be refunded");
@@ -473,7 +477,7 @@ impl Records {
             return Err("This payment is already refunded");
         }
         let refund = json!({
-            "refund_id": format!("rfnd_{}", random_suffix()),
+            "refund_id": refund_id,
             "payment_id": payment_id,
             "business_id": "bus_simulator",
             "status": "succeeded",
@@ -502,6 +506,7 @@ impl Records {
         won: bool,
         now: i64,
     ) -> Result<Emitted, &'static str> {
+        let id = self.new_id("dsp");
         let payment = self.payments.get(payment_id).ok_or("Payment not found")?;
         if payment["status"] != "succeeded" {
             return Err("Only a succeeded payment can be disputed");
@@ -509,7 +514,6 @@ impl Records {
         if self.index.dispute_by_payment.contains_key(payment_id) {
             return Err("This payment is already disputed");
         }
-        let id = format!("dsp_{}", random_suffix());
         let dispute = json!({
             "dispute_id": id,
             "payment_id": payment_id,

@@ -140,6 +140,9 @@ struct Records {
     /// Lookups by user and by payment (rebuilt when the records are read back).
     #[serde(skip)]
     index: Index,
+    /// Where new ids come from when the simulator is seeded (so a seed replays them).
+    #[serde(skip)]
+    ids: Option<Rng>,
 }
 
 /// What each user has at Dodo, by our metadata's `user_id`, kept as records change so
@@ -169,6 +172,17 @@ fn user_of(value: &Value) -> Option<&str> {
 }
 
 impl Records {
+    /// A new id such as `pay_…`: from the seed when seeded, else random.
+    fn new_id(&mut self, prefix: &str) -> String {
+        match &mut self.ids {
+            Some(ids) => format!("{prefix}_{:020x}", ids.next_u64())
+                .chars()
+                .take(prefix.len() + 21)
+                .collect(),
+            None => format!("{prefix}_{}", random_suffix()),
+        }
+    }
+
     /// Notes a new payment or subscription under its user.
     fn note_object(&mut self, id: &str, value: &Value) {
         if let Some(user) = user_of(value) {
@@ -400,7 +414,10 @@ impl DodoSimulator {
 
     /// Draws faults from this seed (else from the system's randomness).
     pub fn seed(&self, seed: u64) {
-        self.with(|inner| inner.rng = Some(Rng::seeded(seed)));
+        self.with(|inner| {
+            inner.rng = Some(Rng::seeded(seed));
+            inner.records.ids = Some(Rng::seeded(seed ^ 0x1d5));
+        });
     }
 
     /// Draws whether a fault of probability `p` happens now (and counts it if so).
@@ -575,6 +592,11 @@ impl DodoSimulator {
             }
             truth
         })
+    }
+
+    /// When Dodo last sent (or lost) an event about the user (ms on the clock).
+    pub fn last_event_millis(&self, user: &str) -> Option<i64> {
+        self.with(|inner| inner.records.index.last_event_by_user.get(user).copied())
     }
 
     /// The user (our metadata) a payment or subscription belongs to.
@@ -888,6 +910,7 @@ impl DodoSimulator {
                 .and_then(|s| s["subscription_id"].as_str())
                 .map(str::to_owned);
             let payment = NewPayment {
+                id: records.new_id("pay"),
                 now,
                 succeeded,
                 quantity,
@@ -969,13 +992,13 @@ impl DodoSimulator {
             object.insert("payload_type".into(), json!(payload_type));
         }
         let now_ms = self.now_millis();
-        let sent_at_ms = self.change(|records| {
+        let (sent_at_ms, webhook_id) = self.change(|records| {
             let at = now_ms.max(records.last_event_ms + 1);
             records.last_event_ms = at;
             if let Some(user) = records.owner_of(&data) {
                 records.index.last_event_by_user.insert(user, at);
             }
-            at
+            (at, records.new_id("msg"))
         });
         let body = json!({
             "business_id": "bus_simulator",
@@ -997,7 +1020,7 @@ impl DodoSimulator {
             simulator: self.clone(),
             target,
             event_type: event_type.to_owned(),
-            webhook_id: format!("msg_{}", random_suffix()),
+            webhook_id,
             body,
             object_id,
         };
@@ -1219,7 +1242,7 @@ async fn create_checkout(
             &message,
         );
     }
-    let session_id = format!("cks_{}", random_suffix());
+    let session_id = sim.change(|records| records.new_id("cks"));
     let checkout_url = format!("{}/checkout/{session_id}", sim.shared.public_url);
     let attached = sim.change(|records| {
         let customer = request.get("customer");
@@ -1347,7 +1370,7 @@ fn find_customer<'r>(records: &'r Records, id: &str) -> Option<&'r Value> {
 }
 
 fn new_customer(records: &mut Records, email: &str, name: &str) -> String {
-    let customer_id = format!("cus_{}", random_suffix());
+    let customer_id = records.new_id("cus");
     records.customers.push(json!({
         "customer_id": customer_id,
         "business_id": "bus_simulator",

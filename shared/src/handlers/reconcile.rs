@@ -47,6 +47,11 @@ pub struct Limits {
     /// From this many due subscriptions on, pages of `GET /subscriptions` (a hundred a
     /// call) replace one `GET /subscriptions/{id}` each.
     pub list_from: usize,
+    /// Dodo's disputes are read by the runs at hours divisible by this (they are decided
+    /// over weeks; refunds are read every run).
+    pub disputes_every_hours: u32,
+    /// Subscriptions repaired at once (each is a read and a transaction in the store).
+    pub repair_concurrency: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +63,8 @@ impl Default for Limits {
             time_budget: Duration::from_secs(240),
             abandon_checkout_after: 2 * SECONDS_PER_DAY,
             list_from: 20,
+            disputes_every_hours: 6,
+            repair_concurrency: 16,
         }
     }
 }
@@ -133,9 +140,6 @@ pub struct Reconciler {
     clock: Clock,
 }
 
-/// Subscriptions repaired at once (each is a read and a transaction in the store).
-const REPAIR_CONCURRENCY: usize = 16;
-
 #[derive(Debug, thiserror::Error)]
 enum ItemError {
     #[error(transparent)]
@@ -168,7 +172,16 @@ enum Repair {
     Closed,
     /// Nothing new: check again later.
     Unchanged,
+    /// Still on hold, as stored since `since` (ms): asked about again a day later, for
+    /// [`WATCH_HELD_FOR`]; then its own webhook is left to tell of a recovery.
+    StillHeld {
+        since: i64,
+    },
 }
+
+/// How long reconcile keeps asking about a subscription on hold (once a day): Dodo's
+/// retries end within 13 days, its dunning e-mails within a week or two.
+const WATCH_HELD_FOR: i64 = 30 * SECONDS_PER_DAY;
 
 /// Counts and paces a run's Dodo calls, and keeps its time budget.
 struct Budget {
@@ -392,7 +405,7 @@ impl Reconciler {
         let mut tasks = tokio::task::JoinSet::new();
         let mut found = found.into_iter();
         loop {
-            while tasks.len() < REPAIR_CONCURRENCY
+            while tasks.len() < self.limits.repair_concurrency.max(1)
                 && let Some((item, subscription)) = found.next()
             {
                 let store = self.store.clone();
@@ -423,18 +436,21 @@ impl Reconciler {
         }
     }
 
-    /// Reads Dodo's refunds (created in the last three days) and disputes (the last 60:
-    /// an open dispute is decided weeks later), reads what is stored about them in one
+    /// Reads Dodo's refunds (created in the last three days) and, every six hours, its
+    /// disputes (of the last 60 days: an open dispute is decided weeks later), reads what is stored about them in one
     /// batch, and applies what differs — so that a lost `refund.succeeded` or
     /// `dispute.lost` still takes access back. A claim on a payment never applied here is
     /// followed by that payment, looked up once.
     async fn sweep_claims(&self, now: Timestamp, budget: &mut Budget, summary: &mut Summary) {
         let observed_at = self.clock.now_millis();
         let mut listed: Vec<(Claim, String)> = Vec::new();
-        for (kind, since) in [
-            (ClaimList::Refunds, now.plus_seconds(-REFUNDS_LOOK_BACK)),
-            (ClaimList::Disputes, now.plus_seconds(-DISPUTES_LOOK_BACK)),
-        ] {
+        let every = i64::from(self.limits.disputes_every_hours.max(1));
+        let disputes_hour = now.unix_seconds().div_euclid(3600) % every == 0;
+        let lists = [
+            Some((ClaimList::Refunds, now.plus_seconds(-REFUNDS_LOOK_BACK))),
+            disputes_hour.then(|| (ClaimList::Disputes, now.plus_seconds(-DISPUTES_LOOK_BACK))),
+        ];
+        for (kind, since) in lists.into_iter().flatten() {
             let mut page = 0;
             loop {
                 if budget.take().await.is_err() {
@@ -484,8 +500,8 @@ impl Reconciler {
                 let mut changed = false;
                 let mut unknown_here = known.payment_unknown;
                 if !already {
-                    changed |=
-                        self.store.apply_claim(payment_id, claim, now).await? != ClaimOutcome::Unchanged;
+                    changed |= self.store.apply_claim(payment_id, claim, now).await?
+                        != ClaimOutcome::Unchanged;
                     unknown_here = self.store.payment_claims(payment_id).await?.payment_unknown;
                 }
                 // A claim on a payment never applied here (its webhook lost, the buyer
@@ -587,6 +603,23 @@ impl Reconciler {
             Ok(Repair::Unchanged) => {
                 summary.unchanged += 1;
                 true
+            }
+            Ok(Repair::StillHeld { since }) => {
+                summary.unchanged += 1;
+                let held_for = now.unix_seconds() - since.div_euclid(1000);
+                let next = if held_for >= WATCH_HELD_FOR {
+                    tracing::info!(item = ?item.what, "on hold for 30 days: no longer checked");
+                    self.store.drop_due(item).await
+                } else {
+                    self.store
+                        .defer_due(item, now.plus_seconds(SECONDS_PER_DAY), 0)
+                        .await
+                };
+                if let Err(err) = next {
+                    tracing::warn!(error = %err, "could not reschedule a held subscription");
+                    summary.failed += 1;
+                }
+                false
             }
             Err(ItemError::OutOfBudget) => {
                 summary.checked -= 1;
@@ -791,6 +824,21 @@ async fn repair_subscription(
             .is_some_and(|date| date <= now);
     if renewal_pending {
         return Ok(Repair::Unchanged);
+    }
+    // On hold as stored: nothing to write (its time on hold keeps counting).
+    if matches!(
+        subscription.status,
+        SubscriptionStatus::OnHold | SubscriptionStatus::PastDue
+    ) && let Some(stored) = store
+        .get_subscription(user, &subscription.subscription_id)
+        .await?
+        && stored.status == subscription.status
+        && stored.next_billing_date == subscription.next_billing_date
+        && stored.cancel_at_next_billing_date == subscription.cancel_at_next_billing_date
+    {
+        return Ok(Repair::StillHeld {
+            since: stored.event_at,
+        });
     }
     let plan = subscription_plan_for(catalog, subscription);
     // Dodo's answer is the newest state there is, as of just before it was asked: a
