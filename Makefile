@@ -28,7 +28,10 @@ help: ## List the targets
 dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator
 	cargo run --locked -p dev -- serve
 
-test: test-rust test-browser ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server) and the browser test
+test: test-rust test-simulate test-browser ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), a simulated year, the browser test
+
+test-simulate: ## A year in the life: 200 users x 12 months on the test clock, every invariant checked (seed 1)
+	cargo run --locked -q -p dev -- simulate --users 200 --months 12 --seed 1
 
 test-rust: ## Build the binaries, then run the Rust tests
 	cargo build --locked --bins

@@ -158,3 +158,28 @@ test("a declined payment grants nothing", async () => {
   await page.screenshot({ path: join(screenshots, "declined.png") });
   await page.close();
 });
+
+// Last: it moves the shared server's clock a month on.
+test("the test clock: a card declined at renewal puts the subscription on hold and ends access", async () => {
+  const page = await browser.newPage();
+  await signIn(page, "browser-renewer");
+  await page.waitForSelector("#clock:not([hidden])");
+  const before = await page.textContent("#clock-now");
+  assert.match(before, /^\d{4}-\d\d-\d\dT/);
+
+  await page.click("#subscribe");
+  await page.waitForURL(/\/dodo\/checkout\/cks_/);
+  await page.click("#pay-then-fail");
+  await page.waitForURL((url) => url.pathname === "/");
+  await assertText(page, "#access", "Access granted");
+  await assertText(page, "#plan", "pro");
+  await page.waitForFunction(() => /^\d{4}-/.test(document.querySelector("#next-renewal").textContent));
+
+  await page.click("#advance-month");
+  await assertText(page, "#message", "It is now");
+  await assertText(page, "#access", "No access yet");
+  await assertText(page, "#status", "on_hold");
+  assert.notEqual(await page.textContent("#clock-now"), before);
+  await page.screenshot({ path: join(screenshots, "on-hold.png") });
+  await page.close();
+});

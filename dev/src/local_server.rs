@@ -6,7 +6,10 @@
 //! dynoxide on a SQLite file under `.local/`, so it survives a restart. Without
 //! `DODO_PAYMENTS_API_KEY`, a Dodo simulator is served under `/dodo` and delivers signed
 //! webhooks to `/payment/webhook` (the webhook answers at `/webhook` too, as in
-//! `openapi.yaml`). Every error this server answers itself (an unknown path, a method a
+//! `openapi.yaml`). Everything runs on a test clock (`/dev/clock`, [`TimeMachine`]) that
+//! starts at the real time; the simulator's faults are set at `/dev/faults`. The same
+//! stack, on a frozen clock, is what `simulate` drives. Every error this server answers
+//! itself (an unknown path, a method a
 //! route does not take, a body too large) is JSON `{"error": {"code", "message"}}`, like
 //! the handlers' own.
 

@@ -169,6 +169,9 @@ struct World {
 
 /// Runs the simulation; the report says what it found.
 pub async fn run(options: Options) -> Result<Report, String> {
+    if std::env::var_os("SIMULATE_DEBUG").is_some() {
+        paywall::runtime::init_logging();
+    }
     // Nothing of a simulation is kept: its engine's file goes on a RAM disk when there is
     // one (a quarter faster than a disk here).
     let scratch = std::path::Path::new("/dev/shm");
@@ -695,9 +698,12 @@ impl World {
     /// acknowledged.
     fn check_no_ack_while_down(&mut self) {
         let deliveries = self.simulator.deliveries();
+        // What the paywall acknowledged having stored: every answer but `ignored` (an
+        // event that changes nothing needs no store, and may be answered in an outage).
         let acknowledged: Vec<String> = deliveries
             .iter()
             .filter(|d| (200..300).contains(&d.status))
+            .filter(|d| d.outcome.as_deref() != Some("ignored"))
             .filter(|d| {
                 self.outages
                     .iter()

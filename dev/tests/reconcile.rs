@@ -16,8 +16,9 @@ use paywall::subscription::{RENEWAL_GRACE_SECONDS, Subscription};
 use paywall::time::{SECONDS_PER_DAY, Timestamp};
 use serde_json::{Value, json};
 
-/// Every run reads one page of Dodo's refunds and one of its disputes (lost webhooks).
-const CLAIM_LISTS: u32 = 2;
+/// Every run reads a page of Dodo's recent payments, one of its refunds and one of its
+/// disputes (lost webhooks).
+const CLAIM_LISTS: u32 = 3;
 
 fn user(id: &str) -> UserId {
     UserId::parse(id).expect("valid")
@@ -102,7 +103,7 @@ async fn a_lost_renewal_is_repaired_before_access_ends() {
     );
 
     // Renewed far ahead: no longer due, so the next run asks Dodo nothing about it
-    // (only its lists of refunds and disputes).
+    // (only its lists of payments, refunds and disputes).
     let calls = world.sim().api_calls().len();
     let again = reconciler(&world, unpaced())
         .run(run_at.plus_seconds(3600))
@@ -264,14 +265,20 @@ async fn every_dodo_call_counts_and_a_run_that_leaves_work_behind_says_so() {
     let run_at = now.plus_seconds(60);
     let summary = reconciler(&world, limits).run(run_at).await;
     assert_eq!(summary.dodo_calls, 6, "{summary:?}");
-    // Four subscriptions, and the lists of refunds and of disputes.
+    // Four subscriptions, and the lists of payments, refunds and disputes.
     assert_eq!(summary.left_behind, 4 + CLAIM_LISTS, "{summary:?}");
     assert!(!summary.complete(), "a run that leaves work behind fails");
     assert_eq!(world.sim().api_calls().len() as u32, summary.dodo_calls);
-    // The next run finishes the rest.
-    let next = reconciler(&world, limits)
-        .run(run_at.plus_seconds(3600))
-        .await;
+    // The next run, with room for the rest and its lists, finishes.
+    let next = reconciler(
+        &world,
+        Limits {
+            max_dodo_calls: 4 + CLAIM_LISTS,
+            ..limits
+        },
+    )
+    .run(run_at.plus_seconds(3600))
+    .await;
     assert_eq!(
         (next.subscriptions_refreshed, next.left_behind),
         (4, 0),
@@ -444,7 +451,7 @@ async fn thirty_five_subscription_sales_then_a_month_of_lost_renewals() {
     .await;
     assert_eq!(run.due, 35, "{run:?}");
     assert_eq!(run.subscriptions_refreshed, 35, "{run:?}");
-    // One page of subscriptions, and the sweep's page of refunds and of disputes.
+    // One page of subscriptions, and the sweep's pages of payments, refunds, disputes.
     assert_eq!(
         (run.list_pages, run.dodo_calls),
         (1 + CLAIM_LISTS, 1 + CLAIM_LISTS),

@@ -19,9 +19,11 @@ use crate::ids::{PaymentId, ProductId};
 /// The largest page Dodo's list endpoints serve.
 pub const LIST_PAGE_SIZE: usize = 100;
 
-/// Dodo's lists of what was claimed back from payments.
+/// Dodo's lists that reconcile reads: succeeded payments, and what was claimed back
+/// from payments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimList {
+    Payments,
     Refunds,
     Disputes,
 }
@@ -462,7 +464,8 @@ impl DodoClient {
         Ok((readable, items.len()))
     }
 
-    /// One page (newest first) of `GET /refunds` or `GET /disputes` created at or after
+    /// One page (newest first) of `GET /payments?status=succeeded`, `GET /refunds` or
+    /// `GET /disputes` created at or after
     /// `since`: the raw items, and whether the page was full (more may follow).
     pub async fn list_claims(
         &self,
@@ -470,15 +473,16 @@ impl DodoClient {
         since: crate::time::Timestamp,
         page: u32,
     ) -> Result<(Vec<Value>, bool), DodoError> {
-        let path = match kind {
-            ClaimList::Refunds => "/refunds",
-            ClaimList::Disputes => "/disputes",
+        let (path, only) = match kind {
+            ClaimList::Payments => ("/payments", "&status=succeeded"),
+            ClaimList::Refunds => ("/refunds", ""),
+            ClaimList::Disputes => ("/disputes", ""),
         };
         let answer = self
             .call(
                 Method::GET,
                 &format!(
-                    "{path}?created_at_gte={}&page_size={LIST_PAGE_SIZE}&page_number={page}",
+                    "{path}?created_at_gte={}&page_size={LIST_PAGE_SIZE}&page_number={page}{only}",
                     since.to_rfc3339()
                 ),
                 None,

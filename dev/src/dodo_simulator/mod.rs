@@ -3,11 +3,13 @@
 //!
 //! - `POST /checkouts`, `GET /checkouts/{id}`, `GET /payments/{id}`, `GET /products/{id}`
 //!   answer as Dodo does (`{"code","message"}` errors, bearer auth when a key is set).
-//! - `GET /checkout/{session}` is the hosted page: Pay or Decline. A form `POST` to the
-//!   same URL with `outcome=succeeded|failed` does what the buttons do: it creates the
-//!   payment, redirects to `return_url?payment_id=…&status=…`, and delivers a signed
-//!   `payment.succeeded` / `payment.failed` to the webhook URL, retrying non-2xx answers on
-//!   Dodo's schedule compressed in time.
+//! - `GET /checkout/{session}` is the hosted page with three test cards. A form `POST` to
+//!   the same URL with `outcome=succeeded|failed` (and `renewal=succeeds|fails`) does what
+//!   the buttons do: it creates the payment (and, for a subscription product, the
+//!   subscription), redirects to `return_url?payment_id=…&status=…`, and delivers the
+//!   signed webhooks, retrying non-2xx answers on Dodo's schedule: on the simulator's test
+//!   clock when it has one ([`DodoSimulator::set_clock`]), else in the background,
+//!   compressed in time.
 //! - Customers as Dodo keeps them: `POST /customers` creates one; a checkout names one
 //!   (`customer: {customer_id}`), or names only an e-mail and is then attached to the
 //!   existing customer with that e-mail unless `feature_flags.always_create_new_customer`
@@ -237,6 +239,9 @@ struct Inner {
     /// Products sold as subscriptions (the rest are one-time).
     subscription_products: std::collections::HashSet<String>,
     faults_injected: u64,
+    /// The seed, when seeded, and how many of each API call came so far.
+    seed: Option<u64>,
+    call_counts: HashMap<String, u64>,
     fault: Option<Fault>,
     deliveries: Vec<Delivery>,
     api_calls: Vec<String>,
@@ -416,6 +421,7 @@ impl DodoSimulator {
     pub fn seed(&self, seed: u64) {
         self.with(|inner| {
             inner.rng = Some(Rng::seeded(seed));
+            inner.seed = Some(seed);
             inner.records.ids = Some(Rng::seeded(seed ^ 0x1d5));
         });
     }
@@ -748,6 +754,7 @@ impl DodoSimulator {
         Router::new()
             .route("/checkouts", axum::routing::post(create_checkout))
             .route("/checkouts/{id}", get(get_checkout))
+            .route("/payments", get(list_payments))
             .route("/payments/{id}", get(get_payment))
             .route("/products/{id}", get(get_product))
             .route("/subscriptions", get(list_subscriptions))
@@ -789,9 +796,25 @@ impl DodoSimulator {
     /// Checks the bearer key and applies an injected fault. `Err` is the answer to send.
     async fn gate(&self, headers: &HeaderMap, call: String) -> Result<(), Response> {
         let (fault, random_error) = self.with(|inner| {
-            inner.api_calls.push(call);
             let p = inner.faults.dodo_errors;
-            (inner.fault.clone(), Self::chance(inner, p))
+            let error = match inner.seed {
+                // Seeded: drawn from the call and how many like it came before, so that
+                // calls made at once (reconcile reads its lists together) draw the same
+                // whatever order they arrive in.
+                Some(seed) if p > 0.0 => {
+                    use std::hash::{Hash, Hasher};
+                    let count = inner.call_counts.entry(call.clone()).or_insert(0);
+                    *count += 1;
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    (seed, &call, *count).hash(&mut hasher);
+                    let happens = Rng::seeded(hasher.finish()).chance(p);
+                    inner.faults_injected += u64::from(happens);
+                    happens
+                }
+                _ => Self::chance(inner, p),
+            };
+            inner.api_calls.push(call);
+            (inner.fault.clone(), error)
         });
         if random_error {
             return Err(dodo_error(
@@ -1857,11 +1880,20 @@ struct ClaimListQuery {
     page_size: Option<usize>,
     page_number: Option<usize>,
     created_at_gte: Option<String>,
+    status: Option<String>,
 }
 
-/// `GET /refunds` and `GET /disputes`: newest first, pages as `GET /subscriptions`,
-/// only those created at or after `created_at_gte` when given.
-fn claim_page(items: Vec<Value>, query: &ClaimListQuery) -> Response {
+/// Which records a list call asks for.
+enum Listed {
+    Payments,
+    Refunds,
+    Disputes,
+}
+
+/// `GET /payments`, `GET /refunds` and `GET /disputes`: newest first, pages as
+/// `GET /subscriptions`, only those created at or after `created_at_gte` (and, for
+/// payments, in `status`) when given.
+fn list_page(sim: &DodoSimulator, listed: Listed, query: &ClaimListQuery) -> Response {
     let since = match &query.created_at_gte {
         None => None,
         Some(text) => match Timestamp::parse_rfc3339(text) {
@@ -1880,18 +1912,59 @@ fn claim_page(items: Vec<Value>, query: &ClaimListQuery) -> Response {
             .as_str()
             .and_then(Timestamp::parse_rfc3339)
     };
-    let mut items: Vec<Value> = items
-        .into_iter()
-        .filter(|item| since.is_none_or(|since| created(item).is_some_and(|at| at >= since)))
-        .collect();
-    items.sort_by_key(|item| std::cmp::Reverse(created(item)));
     let size = query.page_size.unwrap_or(10).min(100);
-    let page: Vec<Value> = items
-        .into_iter()
-        .skip(query.page_number.unwrap_or(0).saturating_mul(size))
-        .take(size)
-        .collect();
+    let page = sim.with(|inner| {
+        let records = &inner.records;
+        let all: Box<dyn Iterator<Item = &Value>> = match listed {
+            Listed::Payments => Box::new(records.payments.values()),
+            Listed::Refunds => Box::new(records.refunds.iter()),
+            Listed::Disputes => Box::new(records.disputes.iter()),
+        };
+        let mut items: Vec<(Option<Timestamp>, &str, &Value)> = all
+            .filter(|item| since.is_none_or(|since| created(item).is_some_and(|at| at >= since)))
+            .filter(|item| {
+                query
+                    .status
+                    .as_deref()
+                    .is_none_or(|wanted| item["status"].as_str() == Some(wanted))
+            })
+            .map(|item| {
+                let id = ["payment_id", "refund_id", "dispute_id"]
+                    .iter()
+                    .rev()
+                    .find_map(|key| item[*key].as_str())
+                    .unwrap_or_default();
+                (created(item), id, item)
+            })
+            .collect();
+        // Newest first; ties by id so that pages are stable.
+        items.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        items
+            .into_iter()
+            .skip(query.page_number.unwrap_or(0).saturating_mul(size))
+            .take(size)
+            .map(|(_, _, item)| item.clone())
+            .collect::<Vec<Value>>()
+    });
     axum::Json(json!({ "items": page })).into_response()
+}
+
+async fn list_payments(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ClaimListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(answer) = sim.gate(&headers, "GET /payments".into()).await {
+        return answer;
+    }
+    let Ok(axum::extract::Query(query)) = query else {
+        return dodo_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_QUERY",
+            "bad query",
+        );
+    };
+    list_page(&sim, Listed::Payments, &query)
 }
 
 async fn list_refunds(
@@ -1909,7 +1982,7 @@ async fn list_refunds(
             "bad query",
         );
     };
-    claim_page(sim.refunds(), &query)
+    list_page(&sim, Listed::Refunds, &query)
 }
 
 async fn list_disputes(
@@ -1927,5 +2000,5 @@ async fn list_disputes(
             "bad query",
         );
     };
-    claim_page(sim.disputes(), &query)
+    list_page(&sim, Listed::Disputes, &query)
 }

@@ -232,6 +232,10 @@ const MAX_ATTEMPTS: u32 = 10;
 /// How far back every run reads refunds: a day's lost webhooks, and two more days of
 /// reconcile outage, are still repaired.
 const REFUNDS_LOOK_BACK: i64 = 3 * SECONDS_PER_DAY;
+/// How far back every run reads succeeded payments: three hours, so that two missed
+/// runs lose nothing (a payment is usually applied within seconds; this catches those
+/// whose every path was lost).
+const PAYMENTS_LOOK_BACK: i64 = 3 * 3600;
 /// How far back every run reads disputes: an open dispute is decided weeks later.
 const DISPUTES_LOOK_BACK: i64 = 60 * SECONDS_PER_DAY;
 
@@ -446,19 +450,47 @@ impl Reconciler {
         let mut listed: Vec<(Claim, String)> = Vec::new();
         let every = i64::from(self.limits.disputes_every_hours.max(1));
         let disputes_hour = now.unix_seconds().div_euclid(3600) % every == 0;
+        let mut paid: Vec<crate::dodo::Payment> = Vec::new();
         let lists = [
+            Some((ClaimList::Payments, now.plus_seconds(-PAYMENTS_LOOK_BACK))),
             Some((ClaimList::Refunds, now.plus_seconds(-REFUNDS_LOOK_BACK))),
             disputes_hour.then(|| (ClaimList::Disputes, now.plus_seconds(-DISPUTES_LOOK_BACK))),
         ];
-        for (kind, since) in lists.into_iter().flatten() {
+        // The first page of each list at once (they are independent); further pages,
+        // rare, one by one.
+        let mut asked = [None; 3];
+        for (slot, list) in asked.iter_mut().zip(lists) {
+            let Some(list) = list else { continue };
+            if budget.take().await.is_err() {
+                summary.left_behind += 1;
+                continue;
+            }
+            summary.list_pages += 1;
+            *slot = Some(list);
+        }
+        let first_page = |asked: Option<(ClaimList, Timestamp)>| async move {
+            match asked {
+                Some((kind, since)) => Some(self.dodo.list_claims(kind, since, 0).await),
+                None => None,
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            first_page(asked[0]),
+            first_page(asked[1]),
+            first_page(asked[2])
+        );
+        let answered = asked
+            .into_iter()
+            .zip([a, b, c])
+            .filter_map(|(asked, first)| {
+                let (kind, since) = asked?;
+                Some((kind, since, first?))
+            });
+        for (kind, since, first) in answered {
+            let mut answer = first;
             let mut page = 0;
             loop {
-                if budget.take().await.is_err() {
-                    summary.left_behind += 1;
-                    break;
-                }
-                summary.list_pages += 1;
-                let (items, full) = match self.dodo.list_claims(kind, since, page).await {
+                let (items, full) = match answer {
                     Ok(answer) => answer,
                     Err(err) => {
                         tracing::warn!(error = %err, list = ?kind, "reconcile could not list claims");
@@ -466,16 +498,32 @@ impl Reconciler {
                         break;
                     }
                 };
-                listed.extend(items.iter().filter_map(|item| {
-                    let payment_id = item.get("payment_id")?.as_str()?.to_owned();
-                    Some((listed_claim(kind, item, observed_at)?, payment_id))
-                }));
+                if kind == ClaimList::Payments {
+                    // An item that cannot be read is skipped: the rest still count.
+                    paid.extend(
+                        items
+                            .iter()
+                            .filter_map(|item| crate::dodo::Payment::from_json(item).ok()),
+                    );
+                } else {
+                    listed.extend(items.iter().filter_map(|item| {
+                        let payment_id = item.get("payment_id")?.as_str()?.to_owned();
+                        Some((listed_claim(kind, item, observed_at)?, payment_id))
+                    }));
+                }
                 if !full {
                     break;
                 }
+                if budget.take().await.is_err() {
+                    summary.left_behind += 1;
+                    break;
+                }
+                summary.list_pages += 1;
                 page += 1;
+                answer = self.dodo.list_claims(kind, since, page).await;
             }
         }
+        self.apply_lost_payments(&paid, now, budget, summary).await;
         if listed.is_empty() {
             return;
         }
@@ -519,6 +567,80 @@ impl Reconciler {
                 Err(ItemError::OutOfBudget) => summary.left_behind += 1,
                 Err(err) => {
                     tracing::warn!(error = %err, "reconcile could not apply a claim");
+                    summary.failed += 1;
+                }
+            }
+        }
+    }
+
+    /// Applies the listed succeeded payments that were never applied here: their
+    /// `payment.succeeded` was lost and nothing else brought them (a subscription that
+    /// recovered from on hold long after reconcile stopped asking about it; a renewal
+    /// whose webhooks were all lost). A subscription's payment brings its subscription's
+    /// state with it, so that access starts now.
+    async fn apply_lost_payments(
+        &self,
+        paid: &[crate::dodo::Payment],
+        now: Timestamp,
+        budget: &mut Budget,
+        summary: &mut Summary,
+    ) {
+        if paid.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = paid.iter().map(|p| p.payment_id.as_str()).collect();
+        let applied = match self.store.payments_applied(&ids).await {
+            Ok(applied) => applied,
+            Err(err) => {
+                tracing::warn!(error = %err, "reconcile could not read which payments were applied");
+                summary.failed += 1;
+                return;
+            }
+        };
+        for payment in paid.iter().filter(|p| !applied.contains(&p.payment_id)) {
+            let result = async {
+                let Some(user) = owner_of(&self.store, payment, Linking::Strict).await? else {
+                    return Ok::<_, ItemError>(false);
+                };
+                let outcome = apply_payment(
+                    &self.store,
+                    &self.catalog,
+                    &user,
+                    payment,
+                    GrantSource::Reconcile,
+                    now,
+                )
+                .await?;
+                match outcome {
+                    Applied::SubscriptionPayment { subscription_id } => {
+                        let observed_at = self.clock.now_millis();
+                        let subscription =
+                            self.fetch_subscription(&subscription_id, budget).await?;
+                        let plan = subscription_plan_for(&self.catalog, &subscription);
+                        self.store
+                            .apply_subscription(
+                                &user,
+                                &subscription,
+                                plan.map(|p| p.name.as_str()),
+                                observed_at,
+                            )
+                            .await?;
+                        Ok(true)
+                    }
+                    Applied::Pass(GrantOutcome::Applied(_)) => Ok(true),
+                    _ => Ok(false),
+                }
+            }
+            .await;
+            match result {
+                Ok(true) => {
+                    tracing::info!(payment_id = %payment.payment_id, "reconcile applied a payment whose webhook was lost");
+                    summary.payments_granted += 1;
+                }
+                Ok(false) => {}
+                Err(ItemError::OutOfBudget) => summary.left_behind += 1,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reconcile could not apply a listed payment");
                     summary.failed += 1;
                 }
             }
@@ -798,7 +920,7 @@ fn listed_claim(kind: ClaimList, item: &serde_json::Value, observed_at: i64) -> 
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(false),
         }),
-        ClaimList::Refunds => None,
+        ClaimList::Refunds | ClaimList::Payments => None,
         // The list is the dispute's state as of just before it was asked.
         ClaimList::Disputes => text("dispute_status").map(|status| Claim::Dispute {
             status: status.to_owned(),

@@ -81,6 +81,28 @@ impl Store {
         Ok(found)
     }
 
+    /// Which of these payments were applied here (granted, or recorded as a
+    /// subscription's payment), read in batches.
+    pub async fn payments_applied(
+        &self,
+        payment_ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let keys = payment_ids
+            .iter()
+            .flat_map(|id| [grant_key(id), subscription_payment_key(id)])
+            .collect();
+        Ok(self
+            .batch_get(keys)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                get_s(item, "pk")?
+                    .strip_prefix("PAYMENT#")
+                    .map(str::to_owned)
+            })
+            .collect())
+    }
+
     /// Notes that reconcile asked Dodo about this claimed payment (so that a payment that
     /// is not ours is asked about once, not every run).
     pub async fn mark_claim_looked_up(&self, payment_id: &str) -> Result<(), StoreError> {

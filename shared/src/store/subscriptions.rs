@@ -284,9 +284,13 @@ impl Store {
             if claims.fully_refunded && latest {
                 set.push("refunded_payment_id = :payment");
             }
-            // Nothing heard of the subscription itself yet: reconcile asks Dodo about it
+            // Nothing heard of the subscription itself yet, or it is stored as not active
+            // (on hold, say, and this payment recovered it): reconcile asks Dodo about it
             // an hour on, so that a lost `subscription.active` never strands a payer.
-            if stored.as_ref().is_none_or(|s| s.event_at == 0) {
+            let state_lags = stored.as_ref().is_none_or(|s| {
+                s.event_at == 0 || (latest && s.status != SubscriptionStatus::Active)
+            });
+            if state_lags {
                 set.push("due_bucket = :due");
                 set.push("due_at = :due_at");
                 attribute_values.insert(":due".into(), s(DUE_BUCKET));
