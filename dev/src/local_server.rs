@@ -537,6 +537,14 @@ async fn set_faults(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Res
             "faults apply to the Dodo simulator (DODO_PAYMENTS_API_KEY is set)",
         );
     };
+    let is_object = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object());
+    if !is_object {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "send a JSON object of faults, {} for none",
+        );
+    }
     let faults = match serde_json::from_slice::<Faults>(&body) {
         Ok(faults) => faults,
         Err(err) => {
