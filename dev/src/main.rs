@@ -85,15 +85,23 @@ async fn main() {
         },
         Some("simulate") => match simulate::Options::parse(&args[1..]) {
             Err(message) => Err(format!("{message}\n\n{}", simulate::USAGE)),
-            Ok(options) => match simulate::run(options).await {
+            Ok(options) => match {
+                let started = std::time::Instant::now();
+                simulate::run(options)
+                    .await
+                    .map(|report| (report, started.elapsed()))
+            } {
                 Err(message) => Err(message),
-                Ok(report) => {
+                Ok((report, took)) => {
                     for violation in &report.violations {
                         println!("{}", report.describe(violation));
                     }
                     println!(
-                        "({} actions, {} checks, {} reconcile runs)",
-                        report.actions, report.checks, report.reconcile_runs
+                        "({} user actions, {} checks, {} hourly reconcile runs, in {:.1} s)",
+                        report.actions,
+                        report.checks,
+                        report.reconcile_runs,
+                        took.as_secs_f64()
                     );
                     println!("{}", report.summary_line());
                     if report.violations.is_empty() {
