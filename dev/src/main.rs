@@ -62,6 +62,14 @@ fn announce(started: &Started) {
     );
 }
 
+/// The outcome, and how long it took.
+async fn timed<T, E>(
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<(T, std::time::Duration), E> {
+    let started = std::time::Instant::now();
+    work.await.map(|done| (done, started.elapsed()))
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -85,12 +93,7 @@ async fn main() {
         },
         Some("simulate") => match simulate::Options::parse(&args[1..]) {
             Err(message) => Err(format!("{message}\n\n{}", simulate::USAGE)),
-            Ok(options) => match {
-                let started = std::time::Instant::now();
-                simulate::run(options)
-                    .await
-                    .map(|report| (report, started.elapsed()))
-            } {
+            Ok(options) => match timed(simulate::run(options)).await {
                 Err(message) => Err(message),
                 Ok((report, took)) => {
                     for violation in &report.violations {
