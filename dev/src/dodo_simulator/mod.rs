@@ -1949,12 +1949,18 @@ fn list_page(sim: &DodoSimulator, listed: Listed, query: &ClaimListQuery) -> Res
     axum::Json(json!({ "items": page })).into_response()
 }
 
-async fn list_payments(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    query: Result<axum::extract::Query<ClaimListQuery>, axum::extract::rejection::QueryRejection>,
+type ClaimQuery =
+    Result<axum::extract::Query<ClaimListQuery>, axum::extract::rejection::QueryRejection>;
+
+/// One list route: the key and faults, the query, then the page.
+async fn list_route(
+    sim: &DodoSimulator,
+    headers: &HeaderMap,
+    query: ClaimQuery,
+    listed: Listed,
+    call: &str,
 ) -> Response {
-    if let Err(answer) = sim.gate(&headers, "GET /payments".into()).await {
+    if let Err(answer) = sim.gate(headers, call.to_owned()).await {
         return answer;
     }
     let Ok(axum::extract::Query(query)) = query else {
@@ -1964,41 +1970,29 @@ async fn list_payments(
             "bad query",
         );
     };
-    list_page(&sim, Listed::Payments, &query)
+    list_page(sim, listed, &query)
+}
+
+async fn list_payments(
+    State(sim): State<DodoSimulator>,
+    headers: HeaderMap,
+    query: ClaimQuery,
+) -> Response {
+    list_route(&sim, &headers, query, Listed::Payments, "GET /payments").await
 }
 
 async fn list_refunds(
     State(sim): State<DodoSimulator>,
     headers: HeaderMap,
-    query: Result<axum::extract::Query<ClaimListQuery>, axum::extract::rejection::QueryRejection>,
+    query: ClaimQuery,
 ) -> Response {
-    if let Err(answer) = sim.gate(&headers, "GET /refunds".into()).await {
-        return answer;
-    }
-    let Ok(axum::extract::Query(query)) = query else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_QUERY",
-            "bad query",
-        );
-    };
-    list_page(&sim, Listed::Refunds, &query)
+    list_route(&sim, &headers, query, Listed::Refunds, "GET /refunds").await
 }
 
 async fn list_disputes(
     State(sim): State<DodoSimulator>,
     headers: HeaderMap,
-    query: Result<axum::extract::Query<ClaimListQuery>, axum::extract::rejection::QueryRejection>,
+    query: ClaimQuery,
 ) -> Response {
-    if let Err(answer) = sim.gate(&headers, "GET /disputes".into()).await {
-        return answer;
-    }
-    let Ok(axum::extract::Query(query)) = query else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_QUERY",
-            "bad query",
-        );
-    };
-    list_page(&sim, Listed::Disputes, &query)
+    list_route(&sim, &headers, query, Listed::Disputes, "GET /disputes").await
 }
