@@ -61,6 +61,25 @@ pub fn mint_with(
     format!("{signing_input}.{signature}")
 }
 
+/// The `token_use` of a server token: it stands for an IAM-signed call from the founder's
+/// backend on `/server/` routes, and is refused everywhere else.
+pub const SERVER_TOKEN_USE: &str = "server";
+
+/// A token for the server API, acting as the IAM identity `arn` (valid for a day).
+pub fn mint_server(secret: &[u8], arn: &str, now: i64) -> String {
+    let header = B64URL.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
+    let claims = json!({
+        "sub": arn, "iss": ISSUER, "aud": ISSUER,
+        "iat": now, "exp": now + LIFETIME_SECONDS, "token_use": SERVER_TOKEN_USE,
+    });
+    let payload = B64URL.encode(claims.to_string());
+    let signing_input = format!("{header}.{payload}");
+    let mut mac = mac(secret);
+    mac.update(signing_input.as_bytes());
+    let signature = B64URL.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
+}
+
 /// Verifies a token and returns its claims as API Gateway's JWT authorizer hands them to
 /// a function: every value as a string.
 pub fn verify(secret: &[u8], token: &str, now: i64) -> Result<HashMap<String, String>, TokenError> {

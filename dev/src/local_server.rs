@@ -13,6 +13,7 @@
 //! route does not take, a body too large) is JSON `{"error": {"code", "message"}}`, like
 //! the handlers' own.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,8 +26,8 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get, post};
 use lambda_http::aws_lambda_events::apigw::{
-    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription,
-    ApiGatewayV2httpRequestContext,
+    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
+    ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
 };
 use lambda_http::request::RequestContext;
 use lambda_http::{Body as LambdaBody, RequestExt};
@@ -35,7 +36,8 @@ use paywall::dodo::{DodoClient, Timeouts};
 use paywall::handlers::Reconciler;
 use paywall::handlers::reconcile::Limits;
 use paywall::handlers::{
-    CreateCheckoutHandler, PortalHandler, StatusHandler, SuccessHandler, WebhookHandler,
+    CreateCheckoutHandler, PortalHandler, ServerHandler, StatusHandler, SuccessHandler,
+    WebhookHandler,
 };
 use paywall::plan::Catalog;
 use paywall::runtime::Handler;
@@ -65,12 +67,19 @@ const MAX_BODY: usize = 1024 * 1024;
 pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The demo catalogue `make dev` sells when none is configured: a 30-day pass and a
-/// monthly subscription, so that both can be watched through time.
-const DEMO_PLANS: &str = r#"{"monthly": {"product_id": "pdt_local_demo", "kind": "pass", "days": 30},
- "pro": {"product_id": "pdt_local_pro", "kind": "subscription"}}"#;
+/// monthly subscription, so that both can be watched through time, with features, limits
+/// and a free tier to show entitlements.
+const DEMO_PLANS: &str = r#"{
+ "free": {"features": ["basic"], "limits": {"api_calls": 20}},
+ "monthly": {"product_id": "pdt_local_demo", "kind": "pass", "days": 30,
+             "features": ["basic", "export"], "limits": {"api_calls": 1000}},
+ "pro": {"product_id": "pdt_local_pro", "kind": "subscription",
+         "features": ["basic", "export", "priority_support"], "limits": {"api_calls": 10000, "seats": 5}}}"#;
 
 struct App {
     status: StatusHandler,
+    server: ServerHandler,
+    store: Store,
     create_checkout: CreateCheckoutHandler,
     success: SuccessHandler,
     portal: PortalHandler,
@@ -232,7 +241,9 @@ impl LocalStack {
                     time_compression: 60,
                 }));
                 // The simulator sells anything: without a catalogue, the demo one.
-                let configured = env("PLANS").is_some() || env("DODO_PRODUCT_ID").is_some();
+                let configured = env("PLANS").is_some()
+                    || env("DODO_PRODUCT_ID").is_some()
+                    || Catalog::has_built_in_plans();
                 let with_demo_plans = |name: &str| match name {
                     "PLANS" if !configured => Some(DEMO_PLANS.to_owned()),
                     _ => env(name),
@@ -291,7 +302,9 @@ impl LocalStack {
         ));
 
         let app = Arc::new(App {
-            status: StatusHandler::new(store.clone()).with_clock(clock.clone()),
+            status: StatusHandler::new(store.clone(), catalog.clone()).with_clock(clock.clone()),
+            server: ServerHandler::new(store.clone(), catalog.clone()).with_clock(clock.clone()),
+            store: store.clone(),
             create_checkout: CreateCheckoutHandler::new(
                 store.clone(),
                 dodo.clone(),
@@ -316,7 +329,11 @@ impl LocalStack {
             .route("/dev/token", get(mint_token))
             .route("/dev/clock", get(read_clock).post(move_clock))
             .route("/dev/faults", get(read_faults).post(set_faults))
+            .route("/dev/events", get(list_access_events))
             .route("/payment/status", get(status))
+            .route("/payment/entitlements", get(status))
+            .route("/server", any(server))
+            .route("/server/{*rest}", any(server))
             .route("/payment/create-checkout-session", post(create_checkout))
             .route("/payment/success", post(success))
             .route("/payment/portal", post(portal))
@@ -659,9 +676,31 @@ struct TokenQuery {
     email: Option<String>,
     /// `false` mints a token whose e-mail is not verified (default `true`).
     email_verified: Option<bool>,
+    /// `1` mints a server token: the founder's backend on `/server/` routes, standing
+    /// for an IAM-signed request (`name` names its IAM user).
+    server: Option<String>,
+    name: Option<String>,
 }
 
 async fn mint_token(State(app): State<Arc<App>>, Query(query): Query<TokenQuery>) -> Response {
+    if query
+        .server
+        .as_deref()
+        .is_some_and(|s| s == "1" || s == "true")
+    {
+        let name = query
+            .name
+            .filter(|n| {
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            })
+            .unwrap_or_else(|| "local-backend".to_owned());
+        let arn = format!("arn:aws:iam::000000000000:user/{name}");
+        let token =
+            crate::dev_jwt::mint_server(&app.jwt_secret, &arn, app.clock.now().unix_seconds());
+        return axum::Json(json!({"token": token, "identity": arn})).into_response();
+    }
     let Some(sub) = query.sub.filter(|s| !s.trim().is_empty()) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -710,6 +749,10 @@ async fn authorized<H: Handler>(app: &App, handler: &H, request: Request) -> Res
     ) else {
         return unauthorized();
     };
+    // A server token is no user's: end-user routes refuse it.
+    if claims.get("token_use").map(String::as_str) == Some(crate::dev_jwt::SERVER_TOKEN_USE) {
+        return unauthorized();
+    }
     let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
     jwt.claims = claims;
     let mut authorizer = ApiGatewayRequestAuthorizer::default();
@@ -772,6 +815,84 @@ async fn success(State(app): State<Arc<App>>, request: Request) -> Response {
 
 async fn portal(State(app): State<Arc<App>>, request: Request) -> Response {
     authorized(&app, &app.portal, request).await
+}
+
+/// As API Gateway answers a request its IAM authorization refuses.
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({"message": "Forbidden"})),
+    )
+        .into_response()
+}
+
+/// `/server/`: API Gateway's IAM authorization, played by a server token from
+/// `GET /dev/token?server=1`; its identity is handed over where API Gateway puts the
+/// signer's (`requestContext.authorizer.iam`). An end user's token is refused (403).
+async fn server(State(app): State<Arc<App>>, request: Request) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let claims = token.and_then(|token| {
+        crate::dev_jwt::verify(
+            &app.jwt_secret,
+            token.trim(),
+            app.clock.now().unix_seconds(),
+        )
+        .ok()
+    });
+    let Some(claims) = claims.filter(|c| {
+        c.get("token_use").map(String::as_str) == Some(crate::dev_jwt::SERVER_TOKEN_USE)
+    }) else {
+        return forbidden();
+    };
+    let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
+    iam.user_arn = claims.get("sub").cloned();
+    iam.account_id = Some("000000000000".to_owned());
+    let mut authorizer = ApiGatewayRequestAuthorizer::default();
+    authorizer.iam = Some(iam);
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.authorizer = Some(authorizer);
+    call(
+        &app.server,
+        request,
+        Some(RequestContext::ApiGatewayV2(context)),
+    )
+    .await
+}
+
+/// What would have been published to EventBridge, newest first (`?user_id=` filters).
+async fn list_access_events(
+    State(app): State<Arc<App>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match app.store.all_access_events().await {
+        Ok(events) => {
+            let listed: Vec<serde_json::Value> = events
+                .into_iter()
+                .filter(|e| query.get("user_id").is_none_or(|u| e.user.as_str() == u))
+                .map(|e| {
+                    json!({
+                        "source": paywall::access_events::EVENT_SOURCE,
+                        "detail-type": paywall::access_events::EVENT_DETAIL_TYPE,
+                        "detail": serde_json::from_str::<serde_json::Value>(&e.detail)
+                            .unwrap_or_default(),
+                    })
+                })
+                .collect();
+            axum::Json(json!({ "events": listed })).into_response()
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the local DynamoDB engine is unavailable; please retry",
+        ),
+    }
 }
 
 /// The webhook is public, like the Function URL (`AuthType: NONE`): its signature is

@@ -793,7 +793,7 @@ async fn a_store_outage_is_503_then_the_retry_grants_once() {
     // What the caller needs (a stable code, a plain message, the request id to quote),
     // never the SDK's error, the endpoint or the table.
     let (status, answer) = read(
-        paywall::handlers::StatusHandler::new(store.clone())
+        paywall::handlers::StatusHandler::new(store.clone(), common::catalog())
             .handle(api_event(
                 "GET",
                 "/payment/status",

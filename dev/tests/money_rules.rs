@@ -168,13 +168,7 @@ async fn our_metadata_never_buys_anything_the_cart_does() {
 
 fn two_subscription_plans() -> Catalog {
     let product = |id: &str| ProductId::parse(id).expect("valid");
-    let subscription = |name: &str, id: &str| Plan {
-        name: name.into(),
-        product_id: product(id),
-        days: 0,
-        kind: PlanKind::Subscription,
-        price: None,
-    };
+    let subscription = |name: &str, id: &str| Plan::subscription(name, product(id));
     Catalog::of(vec![
         subscription("pro", PRO),
         subscription("team", "pdt_team"),

@@ -92,7 +92,16 @@ impl AccessView {
                 (status, pass_plan.clone(), pass_until)
             }
         };
-        let has_paid = pass_active || subscription_active;
+        // Access given by the founder's backend counts when nothing paid speaks.
+        let grant = account
+            .grant
+            .as_ref()
+            .filter(|g| g.grants_access(now) && !pass_active && !subscription_active);
+        let (status, plan, expires) = match grant {
+            Some(grant) => ("active", Some(grant.plan.clone()), Some(grant.until)),
+            None => (status, plan, expires),
+        };
+        let has_paid = pass_active || subscription_active || grant.is_some();
         let subscription_plan = match (&plan, pending) {
             (Some(plan), _) if has_paid => plan.clone(),
             (_, Some(checkout)) => format!("pending_{}", checkout.plan),
@@ -137,7 +146,7 @@ mod tests {
     fn account(profile: UserRecord) -> Account {
         Account {
             profile: Some(profile),
-            subscriptions: vec![],
+            ..Account::default()
         }
     }
 
@@ -239,6 +248,7 @@ mod tests {
                 &Account {
                     profile: Some(record()),
                     subscriptions: vec![subscription(status.clone(), until)],
+                    ..Account::default()
                 },
                 now,
             );

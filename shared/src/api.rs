@@ -290,6 +290,40 @@ pub fn caller(request: &Request) -> Result<Caller, ApiError> {
     })
 }
 
+/// The founder's backend, as API Gateway's IAM authorization verified it (SigV4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerCaller {
+    /// The caller's IAM identity (`userArn`, else `callerId`): who is named in the audit
+    /// trail.
+    pub identity: String,
+}
+
+/// The server routes' caller: only an IAM-signed request. An end user's JWT (which API
+/// Gateway would refuse on these routes anyway) is refused here too, with `403`.
+pub fn server_caller(request: &Request) -> Result<ServerCaller, ApiError> {
+    let forbidden = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the server API takes IAM-signed (SigV4) requests from the founder's backend only",
+        )
+    };
+    let iam = request
+        .request_context_ref()
+        .and_then(|context| context.authorizer())
+        .and_then(|authorizer| authorizer.iam.as_ref())
+        .ok_or_else(forbidden)?;
+    let identity = iam
+        .user_arn
+        .as_deref()
+        .or(iam.caller_id.as_deref())
+        .filter(|id| !id.is_empty())
+        .ok_or_else(forbidden)?;
+    Ok(ServerCaller {
+        identity: identity.to_owned(),
+    })
+}
+
 /// The request body as JSON. An empty body is the type's default; anything that is not
 /// the expected JSON is a 400 that names the problem.
 pub fn json_body<T: DeserializeOwned + Default>(request: &Request) -> Result<T, ApiError> {

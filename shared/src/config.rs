@@ -11,6 +11,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {var} is invalid: {reason}")]
     Invalid { var: &'static str, reason: String },
+    #[error("{file} is invalid: {reason}")]
+    InvalidFile { file: &'static str, reason: String },
 }
 
 /// Where variables come from: the process environment in production, a map in tests.

@@ -2,9 +2,11 @@
 //! handlers in [`handlers`]; everything they share lives here, one module per concept.
 
 pub mod access;
+pub mod access_events;
 pub mod api;
 pub mod config;
 pub mod dodo;
+pub mod entitlements;
 pub mod events;
 pub mod handlers;
 pub mod ids;

@@ -1,10 +1,16 @@
 //! The plan catalogue, kept on the server: clients name a plan, never a product or a price.
 //!
-//! `PLANS` holds JSON that maps plan names to a Dodo product and a kind:
-//! `{"monthly": {"product_id": "pdt_a", "kind": "pass", "days": 30, "price": "$19"},
-//!   "pro": {"product_id": "pdt_b", "kind": "subscription"}}`.
-//! Without it there is one plan, `monthly`: a pass of `PLAN_DURATION_DAYS` (default 30) on
-//! `DODO_PRODUCT_ID`, as in the original router.
+//! Pricing as code: `plans.toml` at the workspace root is built into the binaries; `PLANS`
+//! (JSON of the same shape) overrides it at deploy time:
+//! `{"monthly": {"product_id": "pdt_a", "kind": "pass", "days": 30, "price": "$19",
+//!   "features": ["export"], "limits": {"api_calls": 1000}},
+//!   "pro": {"product_id": "pdt_b", "kind": "subscription"},
+//!   "free": {"features": [], "limits": {"api_calls": 50}}}`.
+//! A plan named `free` has no product: it is what a user with nothing paid may use.
+//! Without either there is one plan, `monthly`: a pass of `PLAN_DURATION_DAYS` (default 30)
+//! on `DODO_PRODUCT_ID`, as in the original router.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -13,6 +19,13 @@ use crate::ids::ProductId;
 
 pub const DEFAULT_PLAN: &str = "monthly";
 pub const DEFAULT_DURATION_DAYS: u32 = 30;
+/// The plan a user with nothing paid is on, when the catalogue defines it.
+pub const FREE_PLAN: &str = "free";
+/// The largest amount a limit may name (well inside DynamoDB's and JSON's exact integers).
+pub const MAX_LIMIT: u64 = 1_000_000_000_000;
+
+/// `plans.toml`, as JSON (see `build.rs`); `{}` when the file names no plan.
+const BUILT_IN_PLANS: &str = include_str!(concat!(env!("OUT_DIR"), "/plans.json"));
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanKind {
@@ -20,6 +33,15 @@ pub enum PlanKind {
     Pass { days: u32 },
     /// Access follows the Dodo subscription's state.
     Subscription,
+}
+
+/// What a plan lets its user use: named features, and amounts per paid period.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowance {
+    /// Sorted, without repeats.
+    pub features: Vec<String>,
+    /// Limit name -> amount per paid period.
+    pub limits: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +54,7 @@ pub struct Plan {
     pub kind: PlanKind,
     /// A display price set in `PLANS`; otherwise Dodo's product price is shown.
     pub price: Option<String>,
+    pub allowance: Allowance,
 }
 
 impl Plan {
@@ -43,6 +66,16 @@ impl Plan {
             days,
             kind: PlanKind::Pass { days },
             price: None,
+            allowance: Allowance::default(),
+        }
+    }
+
+    /// A subscription on `product_id`.
+    pub fn subscription(name: &str, product_id: ProductId) -> Self {
+        Self {
+            kind: PlanKind::Subscription,
+            days: 0,
+            ..Self::pass(name, product_id, 0)
         }
     }
 
@@ -54,92 +87,176 @@ impl Plan {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanEntry {
-    product_id: String,
-    kind: String,
+    product_id: Option<String>,
+    kind: Option<String>,
     days: Option<u32>,
     price: Option<String>,
+    #[serde(default)]
+    features: Vec<String>,
+    #[serde(default)]
+    limits: BTreeMap<String, serde_json::Value>,
 }
 
-fn plans_error(reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        var: "PLANS",
-        reason: reason.into(),
-    }
+/// Plan, feature and limit names: what a URL, a JSON key and a log line carry safely.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-fn parse_plans(raw: &str, default_days: u32) -> Result<Vec<Plan>, ConfigError> {
-    let entries: std::collections::BTreeMap<String, PlanEntry> = serde_json::from_str(raw)
-        .map_err(|e| plans_error(format!("not the expected JSON: {e}")))?;
-    if entries.is_empty() {
-        return Err(plans_error("names no plan"));
-    }
-    entries
-        .into_iter()
-        .map(|(name, entry)| {
-            let valid_name = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid_name {
-                return Err(plans_error(format!(
-                    "`{name}` is not a plan name (letters, digits, _ and -)"
+/// Reads a catalogue; errors name `source` (`PLANS` or `plans.toml`), the plan and the
+/// field. Returns the plans sold and the free tier.
+fn parse_plans(
+    source: &'static str,
+    raw: &str,
+    default_days: u32,
+) -> Result<(Vec<Plan>, Option<Allowance>), ConfigError> {
+    let error = |reason: String| match source {
+        "PLANS" => ConfigError::Invalid {
+            var: "PLANS",
+            reason,
+        },
+        file => ConfigError::InvalidFile { file, reason },
+    };
+    let entries: BTreeMap<String, PlanEntry> =
+        serde_json::from_str(raw).map_err(|e| error(format!("not the expected shape: {e}")))?;
+    let mut plans = Vec::new();
+    let mut free = None;
+    for (name, entry) in entries {
+        if !is_name(&name) || name.contains('.') {
+            return Err(error(format!(
+                "`{name}` is not a plan name (letters, digits, _ and -)"
+            )));
+        }
+        let allowance = parse_allowance(&entry, &|field, reason| {
+            error(format!("plan `{name}`: {field} {reason}"))
+        })?;
+        if name == FREE_PLAN {
+            for (field, given) in [
+                ("product_id", entry.product_id.is_some()),
+                ("kind", entry.kind.is_some()),
+                ("days", entry.days.is_some()),
+                ("price", entry.price.is_some()),
+            ] {
+                if given {
+                    return Err(error(format!(
+                        "plan `free`: {field} is not allowed (the free tier is not sold)"
+                    )));
+                }
+            }
+            free = Some(allowance);
+            continue;
+        }
+        let product_id = ProductId::parse(entry.product_id.as_deref().unwrap_or_default())
+            .map_err(|e| error(format!("plan `{name}`: product_id {e}")))?;
+        let kind = match (entry.kind.as_deref(), entry.days) {
+            (Some("pass"), days) => {
+                let days = days.unwrap_or(default_days);
+                if !(1..=3660).contains(&days) {
+                    return Err(error(format!("plan `{name}`: days must be 1 to 3660")));
+                }
+                PlanKind::Pass { days }
+            }
+            (Some("subscription"), None) => PlanKind::Subscription,
+            (Some("subscription"), Some(_)) => {
+                return Err(error(format!(
+                    "plan `{name}`: days is not allowed (a subscription's period comes from Dodo)"
                 )));
             }
-            let product_id = ProductId::parse(&entry.product_id)
-                .map_err(|e| plans_error(format!("plan `{name}`: {e}")))?;
-            let kind = match (entry.kind.as_str(), entry.days) {
-                ("pass", days) => {
-                    let days = days.unwrap_or(default_days);
-                    if !(1..=3660).contains(&days) {
-                        return Err(plans_error(format!(
-                            "plan `{name}`: days must be 1 to 3660"
-                        )));
-                    }
-                    PlanKind::Pass { days }
-                }
-                ("subscription", None) => PlanKind::Subscription,
-                ("subscription", Some(_)) => {
-                    return Err(plans_error(format!(
-                        "plan `{name}`: a subscription's period comes from Dodo, not `days`"
-                    )));
-                }
-                (other, _) => {
-                    return Err(plans_error(format!(
-                        "plan `{name}`: kind must be `pass` or `subscription`, not `{other}`"
-                    )));
-                }
-            };
-            let days = match kind {
-                PlanKind::Pass { days } => days,
-                PlanKind::Subscription => 0,
-            };
-            Ok(Plan {
-                name,
-                product_id,
-                days,
-                kind,
-                price: entry.price.filter(|p| !p.trim().is_empty()),
-            })
-        })
-        .collect()
+            (other, _) => {
+                return Err(error(format!(
+                    "plan `{name}`: kind must be `pass` or `subscription`, not `{}`",
+                    other.unwrap_or("(missing)")
+                )));
+            }
+        };
+        let days = match kind {
+            PlanKind::Pass { days } => days,
+            PlanKind::Subscription => 0,
+        };
+        plans.push(Plan {
+            name,
+            product_id,
+            days,
+            kind,
+            price: entry.price.filter(|p| !p.trim().is_empty()),
+            allowance,
+        });
+    }
+    if plans.is_empty() {
+        return Err(error("names no plan to sell".to_owned()));
+    }
+    Ok((plans, free))
+}
+
+fn parse_allowance(
+    entry: &PlanEntry,
+    error: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Allowance, ConfigError> {
+    let mut features = entry.features.clone();
+    for feature in &features {
+        if !is_name(feature) {
+            return Err(error(
+                "features",
+                format!("`{feature}` is not a feature name (letters, digits, _, - and .)"),
+            ));
+        }
+    }
+    features.sort();
+    features.dedup();
+    let mut limits = BTreeMap::new();
+    for (limit, amount) in &entry.limits {
+        if !is_name(limit) {
+            return Err(error(
+                "limits",
+                format!("`{limit}` is not a limit name (letters, digits, _, - and .)"),
+            ));
+        }
+        let amount = amount
+            .as_u64()
+            .filter(|a| (1..=MAX_LIMIT).contains(a))
+            .ok_or_else(|| {
+                error(
+                    &format!("limits.{limit}"),
+                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                )
+            })?;
+        limits.insert(limit.clone(), amount);
+    }
+    Ok(Allowance { features, limits })
 }
 
 #[derive(Clone, Debug)]
 pub struct Catalog {
     plans: Vec<Plan>,
+    free: Option<Allowance>,
 }
 
 impl Catalog {
+    /// `PLANS`, else `plans.toml` (built in), else the single plan on `DODO_PRODUCT_ID`.
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Self::from_sources(vars, BUILT_IN_PLANS)
+    }
+
+    /// Whether `plans.toml` names any plan (then `DODO_PRODUCT_ID` is not needed).
+    pub fn has_built_in_plans() -> bool {
+        has_plans(BUILT_IN_PLANS)
+    }
+
+    fn from_sources(vars: &Vars, built_in: &str) -> Result<Self, ConfigError> {
         let default_days = match vars.optional("PLAN_DURATION_DAYS") {
             Some(raw) => parse_days("PLAN_DURATION_DAYS", &raw)?,
             None => DEFAULT_DURATION_DAYS,
         };
-        if let Some(raw) = vars.optional("PLANS") {
-            return Ok(Self {
-                plans: parse_plans(&raw, default_days)?,
-            });
+        let parsed = match vars.optional("PLANS") {
+            Some(raw) => Some(parse_plans("PLANS", &raw, default_days)?),
+            None if has_plans(built_in) => Some(parse_plans("plans.toml", built_in, default_days)?),
+            None => None,
+        };
+        if let Some((plans, free)) = parsed {
+            return Ok(Self { plans, free });
         }
         let raw_product = vars.required("DODO_PRODUCT_ID")?;
         let product_id = ProductId::parse(&raw_product).map_err(|e| ConfigError::Invalid {
@@ -154,12 +271,21 @@ impl Catalog {
     }
 
     pub fn single(plan: Plan) -> Self {
-        Self { plans: vec![plan] }
+        Self {
+            plans: vec![plan],
+            free: None,
+        }
     }
 
     /// A catalogue of several plans; the first is the default unless one is `monthly`.
     pub fn of(plans: Vec<Plan>) -> Option<Self> {
-        (!plans.is_empty()).then_some(Self { plans })
+        (!plans.is_empty()).then_some(Self { plans, free: None })
+    }
+
+    /// The same catalogue with a free tier.
+    pub fn with_free_tier(mut self, free: Allowance) -> Self {
+        self.free = Some(free);
+        self
     }
 
     /// The plan a client asked for; `None` when the client named no plan we sell.
@@ -182,6 +308,16 @@ impl Catalog {
     pub fn plans(&self) -> &[Plan] {
         &self.plans
     }
+
+    /// What a user with nothing paid may use (the plan `free`), if the catalogue has one.
+    pub fn free_tier(&self) -> Option<&Allowance> {
+        self.free.as_ref()
+    }
+}
+
+fn has_plans(raw: &str) -> bool {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw)
+        .is_ok_and(|plans| !plans.is_empty())
 }
 
 #[cfg(test)]
@@ -255,10 +391,110 @@ mod tests {
             r#"{"a b": {"product_id": "pdt_a", "kind": "pass"}}"#,
             r#"{"a": {"product_id": "pdt_a", "kind": "pass", "days": 0}}"#,
             r#"{"a": {"product_id": "pdt_a", "kind": "pass", "price_cents": 5}}"#,
+            r#"{"free": {"features": ["x"]}}"#,
         ] {
             let lookup = |name: &str| (name == "PLANS").then(|| plans.to_owned());
             let err = Catalog::from_vars(&Vars::new(&lookup)).expect_err(plans);
             assert!(err.to_string().contains("PLANS"), "{plans}: {err}");
         }
+    }
+
+    fn error_of(plans: &str) -> String {
+        let lookup = |name: &str| (name == "PLANS").then(|| plans.to_owned());
+        Catalog::from_vars(&Vars::new(&lookup))
+            .expect_err(plans)
+            .to_string()
+    }
+
+    #[test]
+    fn features_and_limits_are_validated_naming_plan_and_field() {
+        for (plans, names) in [
+            (
+                r#"{"pro": {"product_id": "pdt_b", "kind": "subscription", "limits": {"api_calls": 0}}}"#,
+                ["`pro`", "limits.api_calls"],
+            ),
+            (
+                r#"{"pro": {"product_id": "pdt_b", "kind": "subscription", "limits": {"api_calls": 1.5}}}"#,
+                ["`pro`", "limits.api_calls"],
+            ),
+            (
+                r#"{"pro": {"product_id": "pdt_b", "kind": "subscription", "limits": {"api_calls": "10"}}}"#,
+                ["`pro`", "limits.api_calls"],
+            ),
+            (
+                r#"{"pro": {"product_id": "pdt_b", "kind": "subscription", "features": ["a b"]}}"#,
+                ["`pro`", "features"],
+            ),
+            (
+                r#"{"pro": {"kind": "subscription"}}"#,
+                ["`pro`", "product_id"],
+            ),
+            (
+                r#"{"pro": {"product_id": "pdt_b", "kind": "subscription"}, "free": {"product_id": "pdt_f"}}"#,
+                ["`free`", "product_id"],
+            ),
+            (r#"{"pro": {"product_id": "pdt_b"}}"#, ["`pro`", "kind"]),
+        ] {
+            let err = error_of(plans);
+            for name in names {
+                assert!(err.contains(name), "{plans}: {err} should name {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn plans_carry_features_limits_and_a_free_tier() {
+        let plans = r#"{"free": {"features": ["basic"], "limits": {"api_calls": 50}},
+                        "pro": {"product_id": "pdt_b", "kind": "subscription",
+                                "features": ["export", "basic", "export"],
+                                "limits": {"api_calls": 10000, "seats": 5}}}"#;
+        let lookup = |name: &str| (name == "PLANS").then(|| plans.to_owned());
+        let catalog = Catalog::from_vars(&Vars::new(&lookup)).expect("valid");
+        assert_eq!(catalog.plans().len(), 1, "free is not sold");
+        assert!(catalog.get("free").is_none());
+        let pro = catalog.get("pro").expect("pro");
+        assert_eq!(pro.allowance.features, ["basic", "export"]);
+        assert_eq!(pro.allowance.limits.get("seats"), Some(&5));
+        let free = catalog.free_tier().expect("free tier");
+        assert_eq!(free.limits.get("api_calls"), Some(&50));
+    }
+
+    #[test]
+    fn plans_toml_overrides_the_single_product_and_plans_overrides_it() {
+        let built_in = r#"{"basic": {"product_id": "pdt_toml", "kind": "pass", "days": 7}}"#;
+        let only_product = |name: &str| (name == "DODO_PRODUCT_ID").then(|| "pdt_a".to_owned());
+        let catalog = Catalog::from_sources(&Vars::new(&only_product), built_in).expect("valid");
+        assert_eq!(catalog.default_plan().product_id.as_str(), "pdt_toml");
+        let with_plans = |name: &str| match name {
+            "PLANS" => Some(r#"{"x": {"product_id": "pdt_env", "kind": "subscription"}}"#.into()),
+            _ => None,
+        };
+        let catalog = Catalog::from_sources(&Vars::new(&with_plans), built_in).expect("valid");
+        assert_eq!(catalog.default_plan().product_id.as_str(), "pdt_env");
+        let catalog = Catalog::from_sources(&Vars::new(&only_product), "{}").expect("valid");
+        assert_eq!(catalog.default_plan().product_id.as_str(), "pdt_a");
+        let err = Catalog::from_sources(
+            &Vars::new(&only_product),
+            r#"{"basic": {"product_id": "pdt_toml", "kind": "pass", "days": 0}}"#,
+        )
+        .expect_err("bad days");
+        assert!(err.to_string().contains("plans.toml"), "{err}");
+        assert!(err.to_string().contains("`basic`"), "{err}");
+    }
+
+    /// The catalogue shipped at the root, and the README's example, are valid.
+    #[test]
+    fn the_shipped_catalogues_are_valid() {
+        let nothing = |name: &str| (name == "DODO_PRODUCT_ID").then(|| "pdt_a".to_owned());
+        Catalog::from_vars(&Vars::new(&nothing)).expect("plans.toml is valid");
+        let example = include_str!(concat!(env!("OUT_DIR"), "/plans.example.json"));
+        let catalog = Catalog::from_sources(&Vars::new(&|_| None), example)
+            .expect("plans.example.toml is valid");
+        assert_eq!(
+            catalog.plans().len(),
+            2,
+            "two plans sold, and the free tier"
+        );
+        assert!(catalog.free_tier().is_some());
     }
 }

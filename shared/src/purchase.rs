@@ -302,8 +302,7 @@ mod tests {
 
     fn catalog() -> Catalog {
         let product = |id: &str| ProductId::parse(id).expect("valid");
-        let mut pro = Plan::pass("pro", product("pdt_pro"), 0);
-        pro.kind = PlanKind::Subscription;
+        let pro = Plan::subscription("pro", product("pdt_pro"));
         Catalog::of(vec![
             Plan::pass("monthly", product("pdt_ours"), 30),
             Plan::pass("weekly", product("pdt_week"), 7),

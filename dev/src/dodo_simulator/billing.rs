@@ -20,7 +20,7 @@
 //! - A dispute (simulator-only: banks raise them) is `dispute.opened` now and
 //!   `dispute.won` or `dispute.lost` seven days later.
 
-use paywall::time::{SECONDS_PER_DAY, Timestamp};
+use paywall::time::{SECONDS_PER_DAY, Timestamp, add_months};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -73,51 +73,6 @@ pub(super) enum Action {
 
 /// Events one change produces, in the order Dodo would send them.
 pub(super) type Emitted = Vec<(String, Value)>;
-
-/// `seconds` plus `months` calendar months, the day clamped to the month's length (Jan 31
-/// + 1 month = Feb 28/29), the time of day kept.
-pub fn add_months(seconds: i64, months: i64) -> i64 {
-    let days = seconds.div_euclid(SECONDS_PER_DAY);
-    let time_of_day = seconds.rem_euclid(SECONDS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    let index = year * 12 + (month as i64 - 1) + months;
-    let (year, month) = (index.div_euclid(12), index.rem_euclid(12) as u32 + 1);
-    let day = day.min(days_in_month(year, month));
-    days_from_civil(year, month, day) * SECONDS_PER_DAY + time_of_day
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-// Howard Hinnant's algorithms (proleptic Gregorian calendar, days since 1970-01-01).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
 
 fn rfc3339(seconds: i64) -> String {
     Timestamp::from_unix_seconds(seconds).to_rfc3339()

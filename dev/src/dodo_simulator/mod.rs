@@ -41,8 +41,9 @@ use paywall::time::{Clock, Timestamp};
 use paywall::webhook_signature::WebhookSecret;
 
 use billing::{Action, Emitted, NewPayment};
-pub use billing::{DISPUTE_RESOLVES_AFTER, RETRY_AFTER_FAILURE, add_months};
+pub use billing::{DISPUTE_RESOLVES_AFTER, RETRY_AFTER_FAILURE};
 use faults::{Faults, Rng};
+pub use paywall::time::add_months;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;

@@ -63,7 +63,7 @@ impl World {
     }
 
     pub fn status(&self) -> StatusHandler {
-        StatusHandler::new(self.store.clone())
+        StatusHandler::new(self.store.clone(), catalog())
     }
 
     pub fn create_checkout(&self) -> CreateCheckoutHandler {
@@ -168,13 +168,7 @@ pub const PRO: &str = "pdt_pro";
 /// The `monthly` pass and a `pro` subscription.
 pub fn catalog_with_subscription() -> Catalog {
     let pass = Plan::pass("monthly", ProductId::parse(PRODUCT).expect("valid"), 30);
-    let pro = Plan {
-        name: "pro".into(),
-        product_id: ProductId::parse(PRO).expect("valid"),
-        days: 0,
-        kind: paywall::plan::PlanKind::Subscription,
-        price: None,
-    };
+    let pro = Plan::subscription("pro", ProductId::parse(PRO).expect("valid"));
     Catalog::of(vec![pass, pro]).expect("plans")
 }
 

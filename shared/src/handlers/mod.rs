@@ -4,6 +4,7 @@
 pub mod create_checkout;
 pub mod portal;
 pub mod reconcile;
+pub mod server;
 pub mod status;
 pub mod success;
 pub mod webhook;
@@ -11,6 +12,7 @@ pub mod webhook;
 pub use create_checkout::CreateCheckoutHandler;
 pub use portal::PortalHandler;
 pub use reconcile::Reconciler;
+pub use server::ServerHandler;
 pub use status::StatusHandler;
 pub use success::SuccessHandler;
 pub use webhook::WebhookHandler;

@@ -1,4 +1,5 @@
-//! `GET /payment/status`: the caller's access, derived at read time from the expiry.
+//! `GET /payment/status`: the caller's access, derived at read time from the expiry; and
+//! `GET /payment/entitlements`: what that access lets them use, from the same one read.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -7,19 +8,23 @@ use super::StartError;
 use crate::access::AccessView;
 use crate::api::{ApiError, answer, caller, json_response};
 use crate::config::{StoreConfig, Vars};
+use crate::entitlements::Entitlements;
+use crate::plan::Catalog;
 use crate::runtime::Handler;
 use crate::store::Store;
 use crate::time::{Clock, Timestamp};
 
 pub struct StatusHandler {
     store: Store,
+    catalog: Catalog,
     clock: Clock,
 }
 
 impl StatusHandler {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, catalog: Catalog) -> Self {
         Self {
             store,
+            catalog,
             clock: Clock::system(),
         }
     }
@@ -31,8 +36,10 @@ impl StatusHandler {
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
-        let table = StoreConfig::from_vars(&Vars::process())?;
-        Ok(Self::new(Store::connect(&table)))
+        let vars = Vars::process();
+        let table = StoreConfig::from_vars(&vars)?;
+        let catalog = Catalog::from_vars(&vars)?;
+        Ok(Self::new(Store::connect(&table), catalog))
     }
 
     pub async fn respond(
@@ -43,6 +50,12 @@ impl StatusHandler {
         let caller = caller(request)?;
         // An unknown user has simply not paid: `none`, not an error.
         let account = self.store.get_account(&caller.user_id).await?;
+        if request.uri().path().ends_with("/entitlements") {
+            return Ok(json_response(
+                StatusCode::OK,
+                &Entitlements::of(&account, &self.catalog, now),
+            ));
+        }
         Ok(json_response(
             StatusCode::OK,
             &AccessView::of(&account, now),

@@ -138,6 +138,8 @@ impl WebhookHandler {
                 effect: outcome.to_owned(),
                 object_id,
                 at: now,
+                actor: None,
+                reason: None,
             };
             self.store.record_event(user, &entry).await?;
         }

@@ -23,6 +23,12 @@
 //! - `USER#{sub}` / `LOG#{webhook_id}`: the audit trail, one entry per delivery applied
 //!   (type, time, effect), kept a year.
 //!
+//! - `USER#{sub}` / `SERVER_GRANT`: access given by the founder's backend (`/server/`).
+//! - `USER#{sub}` / `USAGE#{limit}`: what was used of a limit in the current paid period;
+//!   `USER#{sub}` / `IDEMPOTENCY#usage#{key}`: the answer a usage call's key was given.
+//! - `USER#{sub}` / `EVENT#{ms}#{event_id}`: a change of the user's access, written in the
+//!   transaction that changed it; the table's stream publishes it to EventBridge.
+//!
 //! `expires_at` (unix seconds) is the table's TTL attribute.
 
 use std::collections::HashMap;
@@ -38,6 +44,7 @@ use crate::ids::{Email, UserId};
 use crate::subscription::{Subscription, SubscriptionStatus};
 use crate::time::{SECONDS_PER_DAY, Timestamp};
 
+mod access_events;
 mod audit;
 mod checkouts;
 mod claims;
@@ -46,9 +53,12 @@ mod grants;
 mod profile;
 mod rate_limits;
 mod reconcile_index;
+mod server_grants;
 mod subscriptions;
+mod usage;
 
-pub use audit::AuditEntry;
+pub use access_events::{ACCESS_EVENT_PREFIX, AccessEvent, access_event_from_item};
+pub use audit::{AuditEntry, AuditPage};
 use checkouts::CHECKOUT_FIELDS;
 pub use checkouts::{CHECKOUT_RECHECK_AFTER, OPENING_LOCK_SECONDS, PendingCheckout};
 pub use claims::{Claim, ClaimOutcome, Claims};
@@ -56,10 +66,12 @@ pub use grants::{Grant, GrantOutcome, GrantRecord, GrantSource};
 pub use profile::{Account, UserRecord};
 pub use rate_limits::{RATE_LIMIT_CALLS, RATE_LIMIT_WINDOW_SECONDS, RateDecision};
 pub use reconcile_index::{Due, DueItem, DuePage};
+pub use server_grants::ServerGrant;
 pub use subscriptions::{SubscriptionOutcome, SubscriptionPayment, SubscriptionRecord};
 use subscriptions::{
     subscription_from_item, subscription_key, subscription_payment_key, unchanged_since,
 };
+pub use usage::{UsageAnswer, UsageCounter, UsageError, UsageRequest};
 
 pub const EMAIL_INDEX: &str = "email-index";
 /// The sparse index of what the reconcile function checks with Dodo.

@@ -40,11 +40,15 @@ impl UserRecord {
     }
 }
 
-/// Everything that decides one user's access.
+/// Everything that decides one user's access, and what they used of their limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Account {
     pub profile: Option<UserRecord>,
     pub subscriptions: Vec<SubscriptionRecord>,
+    /// Access given by the founder's backend, without a payment.
+    pub grant: Option<ServerGrant>,
+    /// Limit name -> what was used of it, in the period the counter names.
+    pub usage: std::collections::BTreeMap<String, UsageCounter>,
 }
 
 fn user_from_item(item: &Item) -> Result<UserRecord, StoreError> {
@@ -83,7 +87,7 @@ impl Store {
             .transpose()
     }
 
-    /// A user's profile and subscriptions, in one strongly consistent query.
+    /// A user's profile, subscriptions, grant and usage, in one strongly consistent query.
     pub async fn get_account(&self, user: &UserId) -> Result<Account, StoreError> {
         let output = self
             .client
@@ -101,6 +105,14 @@ impl Store {
                 Some(PROFILE) => account.profile = Some(user_from_item(item)?),
                 Some(sk) if sk.starts_with(SUBSCRIPTION_PREFIX) => {
                     account.subscriptions.push(subscription_from_item(item)?)
+                }
+                Some(super::server_grants::SERVER_GRANT) => {
+                    account.grant = Some(super::server_grants::server_grant_from_item(item)?)
+                }
+                Some(sk) if sk.starts_with(super::usage::USAGE_PREFIX) => {
+                    if let Some((name, counter)) = super::usage::usage_from_item(item)? {
+                        account.usage.insert(name, counter);
+                    }
                 }
                 _ => {}
             }

@@ -1,0 +1,217 @@
+//! Metered limits: one counter per user and limit (`USER#{sub}` / `USAGE#{limit}`), for
+//! the current paid period only, and the answers given to each idempotency key
+//! (`USER#{sub}` / `IDEMPOTENCY#usage#{key}`, kept 30 days).
+//!
+//! A call consumes with one transaction: the key's answer is written only if the key was
+//! never used, and the counter moves only if it still holds what was read. So concurrent
+//! calls never take more than the limit (a loser reads again and decides again), and a
+//! repeated key consumes nothing more.
+
+use super::*;
+
+/// Sort-key prefix of a user's usage counters (sorts after `PROFILE`: read with the
+/// account, so entitlements cost one query).
+pub(super) const USAGE_PREFIX: &str = "USAGE#";
+/// Sort-key prefix of answered idempotency keys (sorts before `PROFILE`: never read with
+/// the account).
+const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#usage#";
+const IDEMPOTENCY_DAYS: i64 = 30;
+/// Each round of concurrent calls on one counter lets one through, so a burst of N calls
+/// settles in N rounds; beyond this many, the caller retries with the same key (safe).
+const MAX_USAGE_ATTEMPTS: u32 = 64;
+
+/// How much of one limit was used in one paid period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageCounter {
+    /// The period the count belongs to (see [`crate::entitlements::Period`]).
+    pub period: String,
+    pub used: u64,
+}
+
+/// One call to consume: `amount` of `limit` within the period `period` whose allowance is
+/// `allowed` (0 when the user's plan has no such limit).
+#[derive(Clone, Debug)]
+pub struct UsageRequest<'a> {
+    pub user: &'a UserId,
+    pub limit: &'a str,
+    pub amount: u64,
+    pub idempotency_key: &'a str,
+    pub period: &'a str,
+    pub allowed: u64,
+}
+
+/// What a call was answered (and what a repeat of its key is answered).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageAnswer {
+    pub allowed: bool,
+    pub remaining: u64,
+    /// This key was answered before; nothing was consumed now.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("this idempotency_key was used for another request ({0})")]
+    KeyReused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(super) fn usage_from_item(item: &Item) -> Result<Option<(String, UsageCounter)>, StoreError> {
+    let Some(name) = get_s(item, "sk").and_then(|sk| sk.strip_prefix(USAGE_PREFIX)) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        name.to_owned(),
+        UsageCounter {
+            period: get_s(item, "period").unwrap_or_default().to_owned(),
+            used: get_n(item, "used")?.unwrap_or(0).max(0) as u64,
+        },
+    )))
+}
+
+fn counter_key(user: &UserId, limit: &str) -> Item {
+    key(format!("USER#{user}"), &format!("{USAGE_PREFIX}{limit}"))
+}
+
+fn idempotency_key(user: &UserId, idempotency_key: &str) -> Item {
+    key(
+        format!("USER#{user}"),
+        &format!("{IDEMPOTENCY_PREFIX}{idempotency_key}"),
+    )
+}
+
+/// What a key was first used for: a repeat must ask the same.
+fn fingerprint(request: &UsageRequest) -> String {
+    format!("{}:{}", request.limit, request.amount)
+}
+
+impl Store {
+    /// Checks and consumes `request.amount` of a limit, atomically and idempotently.
+    pub async fn consume_usage(
+        &self,
+        request: &UsageRequest<'_>,
+        now: Timestamp,
+    ) -> Result<UsageAnswer, UsageError> {
+        let answer_key = idempotency_key(request.user, request.idempotency_key);
+        let counter = counter_key(request.user, request.limit);
+        for attempt in 0..MAX_USAGE_ATTEMPTS {
+            if let Some(answered) = self.get(answer_key.clone()).await? {
+                return replay(&answered, request);
+            }
+            let stored = self.get(counter.clone()).await?;
+            let stored = stored
+                .as_ref()
+                .map(usage_from_item)
+                .transpose()?
+                .flatten()
+                .map(|(_, counter)| counter);
+            let used = stored
+                .as_ref()
+                .filter(|c| c.period == request.period)
+                .map_or(0, |c| c.used);
+            let fits = used
+                .checked_add(request.amount)
+                .is_some_and(|total| total <= request.allowed);
+            let answer = UsageAnswer {
+                allowed: fits,
+                remaining: if fits {
+                    request.allowed - used - request.amount
+                } else {
+                    request.allowed.saturating_sub(used)
+                },
+                replayed: false,
+            };
+            let mut transaction = self
+                .client
+                .transact_write_items()
+                .transact_items(self.answer_put(answer_key.clone(), request, &answer, now)?);
+            if fits {
+                transaction = transaction
+                    .transact_items(self.counter_update(&counter, request, stored, used)?);
+            }
+            match conflict_of(transaction.send().await) {
+                Ok(()) => return Ok(answer),
+                // The key was answered meanwhile, or the counter moved: read again.
+                Err(WriteConflict::Cancelled) => tokio::time::sleep(jitter(attempt)).await,
+                Err(WriteConflict::Failed(err)) => return Err(err.into()),
+            }
+        }
+        Err(StoreError::Contention.into())
+    }
+
+    fn answer_put(
+        &self,
+        mut item: Item,
+        request: &UsageRequest,
+        answer: &UsageAnswer,
+        now: Timestamp,
+    ) -> Result<TransactWriteItem, StoreError> {
+        item.extend(values([
+            ("request", s(fingerprint(request))),
+            ("allowed", AttributeValue::Bool(answer.allowed)),
+            ("remaining", n(answer.remaining as i64)),
+            ("at", n(now.unix_seconds())),
+            (
+                "expires_at",
+                n(now.unix_seconds() + IDEMPOTENCY_DAYS * SECONDS_PER_DAY),
+            ),
+        ]));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The counter's new value, on the condition that it still holds what was read.
+    fn counter_update(
+        &self,
+        counter: &Item,
+        request: &UsageRequest,
+        stored: Option<UsageCounter>,
+        used: u64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(counter.clone()))
+            .update_expression("SET #period = :period, used = :used, user_id = :user")
+            .expression_attribute_names("#period", "period")
+            .expression_attribute_values(":period", s(request.period))
+            .expression_attribute_values(":used", n((used + request.amount) as i64))
+            .expression_attribute_values(":user", s(request.user.as_str()));
+        update = match stored {
+            Some(stored) => update
+                .condition_expression("#period = :read_period AND used = :read_used")
+                .expression_attribute_values(":read_period", s(stored.period))
+                .expression_attribute_values(":read_used", n(stored.used as i64)),
+            None => update.condition_expression("attribute_not_exists(pk)"),
+        };
+        let update = update
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+/// 1 to 8 ms: enough to let the round's winner through, short because every round has
+/// one (a counter is never stuck, only busy).
+fn jitter(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    Duration::from_millis(1 + RandomState::new().hash_one(attempt) % 8)
+}
+
+/// The answer a key was given the first time, if this call asks the same.
+fn replay(answered: &Item, request: &UsageRequest) -> Result<UsageAnswer, UsageError> {
+    let asked = get_s(answered, "request").unwrap_or_default();
+    if asked != fingerprint(request) {
+        return Err(UsageError::KeyReused(asked.to_owned()));
+    }
+    Ok(UsageAnswer {
+        allowed: get_bool(answered, "allowed"),
+        remaining: get_n(answered, "remaining")?.unwrap_or(0).max(0) as u64,
+        replayed: true,
+    })
+}
