@@ -134,14 +134,20 @@ impl Stack {
     }
 
     /// Buys the pass through the simulator's page and the success route.
-    async fn buy_pass(&self, user: &str) {
+    async fn buy_pass(&self, user: &str) -> String {
+        self.buy(user, "monthly", "outcome=succeeded").await
+    }
+
+    /// Buys `plan` with the simulator's card `form`, confirmed on the success route; the
+    /// payment id.
+    async fn buy(&self, user: &str, plan: &str, form: &str) -> String {
         let token = self.user_token(user);
         let (status, session, _) = self
             .call(
                 reqwest::Method::POST,
                 "/payment/create-checkout-session",
                 Some(&token),
-                Some(json!({"plan": "monthly"})),
+                Some(json!({"plan": plan})),
             )
             .await;
         assert_eq!(status, 200, "{session}");
@@ -151,7 +157,7 @@ impl Stack {
             .expect("client")
             .post(session["checkout_url"].as_str().expect("url"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body("outcome=succeeded")
+            .body(form.to_owned())
             .send()
             .await
             .expect("answered");
@@ -162,7 +168,8 @@ impl Stack {
         let payment_id = location
             .split(['?', '&'])
             .find_map(|pair| pair.strip_prefix("payment_id="))
-            .expect("a payment id");
+            .expect("a payment id")
+            .to_owned();
         let (status, body, _) = self
             .call(
                 reqwest::Method::POST,
@@ -172,13 +179,54 @@ impl Stack {
             )
             .await;
         assert_eq!(status, 200, "{body}");
+        payment_id
+    }
+
+    async fn advance(&self, to: &str) {
+        let (status, body, _) = self
+            .call(
+                reqwest::Method::POST,
+                "/dev/clock",
+                None,
+                Some(json!({"to": to})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// The changes published for `user`, oldest first, with their causes.
+    async fn changes(&self, user: &str) -> Vec<(String, String)> {
+        let mut events = self.events(user).await;
+        events.reverse();
+        events
+            .iter()
+            .map(|e| {
+                let detail = &e["detail"];
+                let cause = detail["cause"].as_str().expect("a cause");
+                // A Dodo delivery id names the webhook that caused it; a purchase is
+                // applied by whichever comes first, its webhook or the success call.
+                let cause = if cause.starts_with("msg_") {
+                    "webhook"
+                } else {
+                    cause
+                };
+                (
+                    detail["change"].as_str().expect("a change").to_owned(),
+                    cause.to_owned(),
+                )
+            })
+            .collect()
     }
 
     async fn events(&self, user: &str) -> Vec<Value> {
         let (status, body, _) = self
             .call(
                 reqwest::Method::GET,
-                &format!("/dev/events?user_id={user}"),
+                &if user.is_empty() {
+                    "/dev/events".to_owned()
+                } else {
+                    format!("/dev/events?user_id={user}")
+                },
                 None,
                 None,
             )
@@ -514,4 +562,79 @@ async fn grants_are_given_taken_back_audited_and_published() {
     assert_eq!(changes, ["comp_revoked", "comp_granted"], "newest first");
     assert!(events.iter().all(|e| e["detail"]["cause"] == "server"));
     assert_eq!(events[1]["detail"]["after"]["source"], "grant");
+}
+
+#[tokio::test]
+async fn every_change_of_access_is_published_once_with_its_cause() {
+    let s = stack("events").await;
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    };
+    // A pass: granted at purchase, expired within the hour after it ran out.
+    let pass = s.buy_pass("eve").await;
+    // A subscription that renews; one whose renewal is declined; one refunded.
+    s.buy("gus", "pro", "outcome=succeeded").await;
+    s.buy("fay", "pro", "outcome=succeeded&renewal=fails").await;
+    let refunded = s.buy("hal", "monthly", "outcome=succeeded").await;
+    let refund = s
+        .http
+        .post(format!("{}/dodo/refunds", s.base))
+        .bearer_auth("sk_local_simulator")
+        .json(&json!({"payment_id": refunded}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(refund.status().as_u16(), 200);
+    s.advance("2027-03-10T10:30:00Z").await;
+    let purchase = |changes: Vec<(String, String)>| -> Vec<(String, String)> {
+        changes
+            .into_iter()
+            .map(|(change, cause)| match (change.as_str(), cause.as_str()) {
+                ("granted", "webhook" | "success") => (change, "purchase".to_owned()),
+                _ => (change, cause),
+            })
+            .collect()
+    };
+    assert_eq!(
+        purchase(s.changes("hal").await),
+        pairs(&[("granted", "purchase"), ("revoked", "webhook")])
+    );
+
+    s.advance("2027-04-10T12:00:00Z").await;
+    let eve = s.events("eve").await;
+    assert_eq!(
+        purchase(s.changes("eve").await),
+        pairs(&[("granted", "purchase"), ("expired", "expiry")])
+    );
+    // Within the hour after access ended (2027-04-09T10:00:00Z).
+    let expired_at = Timestamp::parse_rfc3339(eve[0]["detail"]["at"].as_str().expect("at"))
+        .expect("a time")
+        .unix_seconds();
+    let ended = Timestamp::parse_rfc3339("2027-04-09T10:00:00Z")
+        .expect("a time")
+        .unix_seconds();
+    assert!((ended..=ended + 3600).contains(&expired_at), "{eve:?}");
+    assert_eq!(eve[0]["detail"]["after"]["plan"], "free");
+    assert_eq!(eve[0]["detail"]["before"]["plan"], "monthly");
+    let _ = pass;
+
+    assert_eq!(
+        purchase(s.changes("gus").await),
+        pairs(&[("granted", "purchase"), ("renewed", "webhook")])
+    );
+    assert_eq!(
+        purchase(s.changes("fay").await),
+        pairs(&[("granted", "purchase"), ("on_hold", "webhook")])
+    );
+    // Nothing else: every event id once.
+    let all = s.events("").await;
+    let mut ids: Vec<&str> = all
+        .iter()
+        .map(|e| e["detail"]["event_id"].as_str().expect("an id"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len());
 }

@@ -2,34 +2,24 @@
 //!
 //! Published to EventBridge as `source: "paywall"`, `detail-type: "Access Changed"`, with
 //! `detail`: `event_id`, `user_id`, `change`, `before` and `after` entitlements, `cause`
-//! (the Dodo delivery id, `reconcile`, `server` or `expiry`) and `at`. Built here and
-//! written by the store in the transaction that makes the change.
+//! (the Dodo delivery id, `reconcile`, `success`, `server` or `expiry`) and `at`. Built
+//! here; the store writes each in the transaction that makes its change, and the table's
+//! stream delivers it (at least once: `event_id` lets consumers drop repeats).
+
+use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::entitlements::Entitlements;
 use crate::ids::UserId;
-use crate::store::AccessEvent;
+use crate::plan::Catalog;
+use crate::store::{AccessChange, AccessEvent, AccessObserver, Trigger};
+use crate::subscription::SubscriptionStatus;
 use crate::time::Timestamp;
 
 pub const EVENT_SOURCE: &str = "paywall";
 pub const EVENT_DETAIL_TYPE: &str = "Access Changed";
-
-/// What made the change, as far as the writer knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    /// A payment, subscription event or claim (webhook, success call or reconcile).
-    Payment,
-    /// A refund or a lost dispute.
-    Claim,
-    /// A grant given by the founder's backend.
-    ServerGrant,
-    /// A grant taken back by the founder's backend.
-    ServerRevoke,
-    /// Access ran out.
-    Expiry,
-}
 
 #[derive(Serialize)]
 struct Detail<'a> {
@@ -44,7 +34,7 @@ struct Detail<'a> {
 
 /// The kind of change, from what access was and is: `granted`, `renewed`, `plan_changed`,
 /// `on_hold`, `revoked`, `restored`, `comp_granted`, `comp_revoked`, `expired`, `changed`.
-pub fn change_kind(before: &Entitlements, after: &Entitlements, trigger: Trigger) -> &'static str {
+pub fn change_kind(before: &Entitlements, after: &Entitlements, trigger: &Trigger) -> &'static str {
     let had = before.source.is_some();
     let has = after.source.is_some();
     match (trigger, had, has) {
@@ -53,7 +43,17 @@ pub fn change_kind(before: &Entitlements, after: &Entitlements, trigger: Trigger
         (Trigger::Expiry, _, _) => "expired",
         (Trigger::Claim, true, false) => "revoked",
         (Trigger::Claim, false, true) => "restored",
-        (Trigger::Payment, true, false) => "on_hold",
+        (
+            Trigger::Subscription(SubscriptionStatus::OnHold | SubscriptionStatus::Paused),
+            true,
+            false,
+        ) => "on_hold",
+        (Trigger::Subscription(SubscriptionStatus::Active), false, true)
+            if before.plan == after.plan && before.valid_until.is_some() =>
+        {
+            "restored"
+        }
+        (_, true, false) => "expired",
         (_, false, true) => "granted",
         (_, true, true) if before.plan != after.plan => "plan_changed",
         (_, true, true) if after.valid_until > before.valid_until => "renewed",
@@ -68,9 +68,9 @@ pub fn access_event(
     user: &UserId,
     before: &Entitlements,
     after: &Entitlements,
-    trigger: Trigger,
+    trigger: &Trigger,
     cause: &str,
-    at_millis: i64,
+    at: Timestamp,
 ) -> Option<AccessEvent> {
     if before.same_access(after) {
         return None;
@@ -78,7 +78,8 @@ pub fn access_event(
     let change = change_kind(before, after, trigger);
     let after_json = serde_json::to_string(after).unwrap_or_default();
     let digest = Sha256::digest(format!(
-        "{user}\n{cause}\n{at_millis}\n{change}\n{after_json}"
+        "{user}\n{cause}\n{}\n{change}\n{after_json}",
+        at.unix_seconds()
     ));
     let event_id = format!(
         "evt_{}",
@@ -94,12 +95,31 @@ pub fn access_event(
         before,
         after,
         cause,
-        at: Timestamp::from_unix_seconds(at_millis.div_euclid(1000)),
+        at,
     };
     Some(AccessEvent {
         event_id: event_id.clone(),
         user: user.clone(),
-        at_millis,
+        at_millis: at.unix_seconds() * 1000,
         detail: serde_json::to_string(&detail).unwrap_or_default(),
+        ends_at: after.valid_until,
+    })
+}
+
+/// The observer the handlers install on their store: entitlements before and after each
+/// change, from `catalog`.
+pub fn observer(catalog: &Catalog) -> AccessObserver {
+    let catalog = catalog.clone();
+    Arc::new(move |change: &AccessChange| {
+        let before = Entitlements::of(change.before, &catalog, change.at);
+        let after = Entitlements::of(change.after, &catalog, change.at);
+        access_event(
+            change.user,
+            &before,
+            &after,
+            &change.trigger,
+            change.cause,
+            change.at,
+        )
     })
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dodo;
 pub mod entitlements;
 pub mod events;
+pub mod expiry;
 pub mod handlers;
 pub mod ids;
 pub mod plan;

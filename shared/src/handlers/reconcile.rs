@@ -94,6 +94,8 @@ pub struct Summary {
     /// Refunds and disputes read from Dodo's lists that changed what was stored (their
     /// webhooks were lost, or have not arrived yet).
     pub claims_applied: u32,
+    /// Users whose access ran out since the last run (an `expired` access event each).
+    pub expired: u32,
 }
 
 impl Summary {
@@ -248,7 +250,7 @@ fn defer_for(attempts: u32) -> i64 {
 impl Reconciler {
     pub fn new(store: Store, dodo: DodoClient, catalog: Catalog, limits: Limits) -> Self {
         Self {
-            store,
+            store: store.with_access_events(crate::access_events::observer(&catalog)),
             // One request, one counted call: nothing retried behind the budget's back.
             dodo: dodo.without_retries(),
             catalog: Arc::new(catalog),
@@ -281,7 +283,28 @@ impl Reconciler {
         ))
     }
 
+    /// One run: repairs what lost webhooks left behind, then publishes `expired` for the
+    /// users whose access ran out since the last run.
     pub async fn run(&self, now: Timestamp) -> Summary {
+        let mut summary =
+            crate::store::with_cause("reconcile", self.clock.clone(), self.repair(now)).await;
+        let swept = crate::store::with_cause(
+            "expiry",
+            self.clock.clone(),
+            crate::expiry::sweep(&self.store, &self.catalog, now),
+        )
+        .await;
+        match swept {
+            Ok(expired) => summary.expired = expired,
+            Err(err) => {
+                tracing::error!(error = %err, "the expiry sweep failed; the next run resumes it");
+                summary.failed += 1;
+            }
+        }
+        summary
+    }
+
+    async fn repair(&self, now: Timestamp) -> Summary {
         let mut summary = Summary::default();
         let mut budget = Budget::new(self.limits);
         let due = match self.store.due_for_reconcile(now).await {

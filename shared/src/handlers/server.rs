@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::StartError;
 use crate::access::AccessView;
-use crate::access_events::{Trigger, access_event};
+use crate::access_events::access_event;
 use crate::api::{
     ApiError, ServerCaller, answer, json_body, json_response, request_id, server_caller,
 };
@@ -25,7 +25,7 @@ use crate::entitlements::{Entitlements, Standing};
 use crate::ids::UserId;
 use crate::plan::Catalog;
 use crate::runtime::Handler;
-use crate::store::{AuditEntry, ServerGrant, Store, UsageError, UsageRequest};
+use crate::store::{AuditEntry, ServerGrant, Store, Trigger, UsageError, UsageRequest};
 use crate::time::Clock;
 
 /// The largest single amount one usage call may consume.
@@ -302,14 +302,7 @@ impl ServerHandler {
             now,
         );
         let action = action_id(request, now_millis);
-        let event = access_event(
-            user,
-            &before,
-            &after,
-            Trigger::ServerGrant,
-            "server",
-            now_millis,
-        );
+        let event = access_event(user, &before, &after, &Trigger::ServerGrant, "server", now);
         let audit = AuditEntry {
             webhook_id: action,
             event_type: "server.grant".to_owned(),
@@ -358,14 +351,7 @@ impl ServerHandler {
             &self.catalog,
             now,
         );
-        let event = access_event(
-            user,
-            &before,
-            &after,
-            Trigger::ServerRevoke,
-            "server",
-            now_millis,
-        );
+        let event = access_event(user, &before, &after, &Trigger::ServerRevoke, "server", now);
         let audit = AuditEntry {
             webhook_id: action_id(request, now_millis),
             event_type: "server.grant_revoked".to_owned(),

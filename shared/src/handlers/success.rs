@@ -39,7 +39,7 @@ pub struct SuccessHandler {
 impl SuccessHandler {
     pub fn new(store: Store, dodo: DodoClient, catalog: Catalog) -> Self {
         Self {
-            store,
+            store: store.with_access_events(crate::access_events::observer(&catalog)),
             dodo,
             catalog,
             clock: Clock::system(),
@@ -220,6 +220,11 @@ impl SuccessHandler {
 
 impl Handler for SuccessHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        answer(&request, self.respond(&request, self.clock.now())).await
+        crate::store::with_cause(
+            "success",
+            self.clock.clone(),
+            answer(&request, self.respond(&request, self.clock.now())),
+        )
+        .await
     }
 }

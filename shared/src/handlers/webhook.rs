@@ -18,6 +18,7 @@ use crate::purchase::{
     subscription_plan_for, what_payment_buys,
 };
 use crate::runtime::Handler;
+use crate::store::with_cause;
 use crate::store::{
     AuditEntry, Claim, ClaimOutcome, GrantOutcome, GrantSource, Store, SubscriptionOutcome,
 };
@@ -35,7 +36,7 @@ pub struct WebhookHandler {
 impl WebhookHandler {
     pub fn new(store: Store, secret: WebhookSecret, catalog: Catalog) -> Self {
         Self {
-            store,
+            store: store.with_access_events(crate::access_events::observer(&catalog)),
             secret,
             catalog,
             clock: Clock::system(),
@@ -290,10 +291,22 @@ fn claim_outcome(outcome: ClaimOutcome) -> &'static str {
 
 impl Handler for WebhookHandler {
     async fn handle(&self, request: Request) -> Response<Body> {
-        answer_within(
-            WEBHOOK_DEADLINE,
-            &request,
-            self.respond(&request, self.clock.now()),
+        // The delivery id names the access events it causes (it is verified before any
+        // is written).
+        let cause = request
+            .headers()
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("webhook")
+            .to_owned();
+        with_cause(
+            cause,
+            self.clock.clone(),
+            answer_within(
+                WEBHOOK_DEADLINE,
+                &request,
+                self.respond(&request, self.clock.now()),
+            ),
         )
         .await
     }

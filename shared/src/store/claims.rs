@@ -1,5 +1,6 @@
 //! Claims: refunds and disputes of a payment, and what they take back or give back.
 
+use super::subscriptions::replace_subscription;
 use super::*;
 
 /// What Dodo said about a payment after it was made: refunds and disputes. Kept per
@@ -230,9 +231,19 @@ impl Store {
                         ])))
                         .build()
                         .map_err(build_error)?;
+                    let event = self
+                        .access_event_writes(&grant.user_id, Trigger::Claim, now, |account| {
+                            let profile = account
+                                .profile
+                                .get_or_insert_with(|| UserRecord::empty(grant.user_id.clone()));
+                            profile.paid_until = Some(until);
+                            profile.refunded = revoke;
+                        })
+                        .await?;
                     request = request
                         .transact_items(TransactWriteItem::builder().update(mark).build())
-                        .transact_items(TransactWriteItem::builder().update(access).build());
+                        .transact_items(TransactWriteItem::builder().update(access).build())
+                        .with_items(event);
                     if revoke {
                         ClaimOutcome::Revoked
                     } else {
@@ -248,10 +259,18 @@ impl Store {
                         let (update, outcome) = self
                             .subscription_claim_update(&paid, payment_id, &after)
                             .await?;
-                        if let Some(update) = update {
-                            request = request.transact_items(
-                                TransactWriteItem::builder().update(update).build(),
-                            );
+                        if let Some((update, record)) = update {
+                            let event = self
+                                .access_event_writes(
+                                    &paid.user_id,
+                                    Trigger::Claim,
+                                    now,
+                                    |account| replace_subscription(account, record),
+                                )
+                                .await?;
+                            request = request
+                                .transact_items(TransactWriteItem::builder().update(update).build())
+                                .with_items(event);
                         }
                         outcome
                     }
@@ -292,7 +311,7 @@ impl Store {
         paid: &SubscriptionPayment,
         payment_id: &str,
         after: &Claims,
-    ) -> Result<(Option<Update>, ClaimOutcome), StoreError> {
+    ) -> Result<(Option<(Update, SubscriptionRecord)>, ClaimOutcome), StoreError> {
         let Some(record) = self
             .get_subscription(&paid.user_id, &paid.subscription_id)
             .await?
@@ -357,6 +376,6 @@ impl Store {
             (true, false) => ClaimOutcome::Restored,
             _ => ClaimOutcome::Recorded,
         };
-        Ok((Some(update), outcome))
+        Ok((Some((update, after_record)), outcome))
     }
 }

@@ -116,8 +116,19 @@ impl Store {
             // a dispute won later restores it), the user ending as if it had been granted
             // and then taken back.
             let revoked = claims.revokes();
+            let event = self
+                .access_event_writes(&grant.user_id, Trigger::Payment, now, |account| {
+                    let profile = account
+                        .profile
+                        .get_or_insert_with(|| UserRecord::empty(grant.user_id.clone()));
+                    profile.plan = Some(grant.plan.clone());
+                    profile.paid_until = Some(if revoked { starts } else { until });
+                    profile.payment_date = Some(now);
+                    profile.refunded = revoked;
+                })
+                .await?;
             match self
-                .write_grant(grant, &current, &claims, (starts, until), now, revoked)
+                .write_grant(grant, &current, &claims, (starts, until), now, event)
                 .await
             {
                 Ok(()) if revoked => return Ok(GrantOutcome::Revoked),
@@ -201,8 +212,9 @@ impl Store {
         claims: &Claims,
         (starts, until): (Timestamp, Timestamp),
         now: Timestamp,
-        revoked: bool,
+        event: Vec<TransactWriteItem>,
     ) -> Result<(), WriteConflict> {
+        let revoked = claims.revokes();
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| {
             WriteConflict::Failed(StoreError::Unavailable(e.to_string()))
         };
@@ -243,6 +255,7 @@ impl Store {
             .transact_items(TransactWriteItem::builder().put(mark).build())
             .transact_items(TransactWriteItem::builder().update(access).build())
             .transact_items(self.claims_unchanged(&grant.payment_id, claims)?)
+            .with_items(event)
             .send()
             .await;
         conflict_of(result)

@@ -57,7 +57,10 @@ mod server_grants;
 mod subscriptions;
 mod usage;
 
-pub use access_events::{ACCESS_EVENT_PREFIX, AccessEvent, access_event_from_item};
+pub use access_events::{
+    ACCESS_EVENT_PREFIX, AccessChange, AccessEvent, AccessObserver, ExpiryWatch, Trigger,
+    access_event_from_item, with_cause,
+};
 pub use audit::{AuditEntry, AuditPage};
 use checkouts::CHECKOUT_FIELDS;
 pub use checkouts::{CHECKOUT_RECHECK_AFTER, OPENING_LOCK_SECONDS, PendingCheckout};
@@ -118,10 +121,18 @@ where
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     client: Client,
     table: String,
+    /// Builds an access event for each change of access (see [`Store::with_access_events`]).
+    observer: Option<AccessObserver>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("table", &self.table).finish()
+    }
 }
 
 /// One DynamoDB item, as the SDK holds it.
@@ -235,6 +246,7 @@ impl Store {
         Self {
             client,
             table: table.into(),
+            observer: None,
         }
     }
 
@@ -288,6 +300,21 @@ impl Store {
             .send()
             .await?;
         Ok(output.item)
+    }
+}
+
+/// Appends several items to a transaction being built.
+trait WithItems {
+    fn with_items(self, items: Vec<TransactWriteItem>) -> Self;
+}
+
+impl WithItems
+    for aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder
+{
+    fn with_items(self, items: Vec<TransactWriteItem>) -> Self {
+        items
+            .into_iter()
+            .fold(self, |builder, item| builder.transact_items(item))
     }
 }
 

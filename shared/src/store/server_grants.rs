@@ -65,7 +65,9 @@ impl Store {
             .transact_items(TransactWriteItem::builder().put(put).build())
             .transact_items(self.audit_put(user, audit)?);
         if let Some(event) = event {
-            transaction = transaction.transact_items(self.access_event_put(event)?);
+            for put in self.access_event_puts(event)? {
+                transaction = transaction.transact_items(put);
+            }
         }
         transaction.send().await?;
         Ok(())
@@ -90,7 +92,9 @@ impl Store {
             .transact_items(TransactWriteItem::builder().delete(delete).build())
             .transact_items(self.audit_put(user, audit)?);
         if let Some(event) = event {
-            transaction = transaction.transact_items(self.access_event_put(event)?);
+            for put in self.access_event_puts(event)? {
+                transaction = transaction.transact_items(put);
+            }
         }
         match conflict_of(transaction.send().await) {
             Ok(()) => Ok(true),

@@ -333,11 +333,32 @@ impl Store {
                 .set_item(Some(mark))
                 .build()
                 .map_err(build_error)?;
+            let event = self
+                .access_event_writes(user, Trigger::Payment, now_of(paid_at), |account| {
+                    let mut record = stored
+                        .clone()
+                        .unwrap_or_else(|| SubscriptionRecord::fresh(subscription_id));
+                    if latest {
+                        record.last_payment_id = Some(payment_id.to_owned());
+                        record.last_payment_at = paid_at;
+                        if claims.fully_refunded {
+                            record.refunded_payment_id = Some(payment_id.to_owned());
+                        }
+                    }
+                    if claims.dispute_lost() {
+                        record
+                            .lost_dispute_payment_ids
+                            .insert(payment_id.to_owned());
+                    }
+                    replace_subscription(account, record)
+                })
+                .await?;
             let request = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().update(record).build())
                 .transact_items(TransactWriteItem::builder().put(mark).build())
+                .with_items(event)
                 .transact_items(
                     TransactWriteItem::builder()
                         .put(self.owner_link(user, subscription_id)?)
@@ -493,6 +514,14 @@ impl Store {
                 .set_expression_attribute_values(Some(attribute_values))
                 .build()
                 .map_err(build_error)?;
+            let event = self
+                .access_event_writes(
+                    user,
+                    Trigger::Subscription(record.status.clone()),
+                    now_of(event_at),
+                    |account| replace_subscription(account, record.clone()),
+                )
+                .await?;
             let request = self
                 .client
                 .transact_write_items()
@@ -501,7 +530,8 @@ impl Store {
                     TransactWriteItem::builder()
                         .put(self.owner_link(user, &subscription.subscription_id)?)
                         .build(),
-                );
+                )
+                .with_items(event);
             match conflict_of(request.send().await) {
                 Ok(()) => return Ok(SubscriptionOutcome::Applied),
                 Err(WriteConflict::Cancelled) => tokio::time::sleep(backoff(attempt)).await,
@@ -510,4 +540,17 @@ impl Store {
         }
         Err(StoreError::Contention)
     }
+}
+
+/// `account` with `record` in place of the stored state of its subscription.
+pub(super) fn replace_subscription(account: &mut Account, record: SubscriptionRecord) {
+    account
+        .subscriptions
+        .retain(|s| s.subscription_id != record.subscription_id);
+    account.subscriptions.push(record);
+}
+
+/// The time of an event (ms), as the instant its access change is judged at.
+fn now_of(event_at_millis: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(event_at_millis.div_euclid(1000))
 }
