@@ -48,6 +48,22 @@ pub fn api_gateway_event(
     event
 }
 
+/// An API Gateway v2 event for a `/server/` route, signed (as API Gateway's IAM
+/// authorization hands it over) by `identity`'s IAM user, or unsigned. `path` may carry
+/// a query string.
+pub fn server_event(method: &str, path: &str, identity: Option<&str>, body: Option<&str>) -> Value {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut event = api_gateway_event(method, path, None, body);
+    event["rawQueryString"] = json!(query);
+    if let Some(identity) = identity {
+        event["requestContext"]["authorizer"] = json!({"iam": {
+            "accessKey": "AKIAEXAMPLE", "accountId": "123456789012",
+            "callerId": "AIDAEXAMPLE", "userArn": identity, "userId": "AIDAEXAMPLE"
+        }});
+    }
+    event
+}
+
 /// A Function URL event carrying `body` (base64-encoded when asked, as Lambda does for
 /// binary or compressed bodies) and the given headers.
 pub fn function_url_event(body: &[u8], headers: &[(&str, String)], base64: bool) -> Value {

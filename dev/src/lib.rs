@@ -4,6 +4,7 @@ pub mod fixtures;
 pub mod lambda_harness;
 pub mod local_dynamodb;
 pub mod local_server;
+pub mod local_stream;
 pub mod runtime_api;
 pub mod simulate;
 pub mod time_machine;

@@ -200,6 +200,19 @@ pub async fn create_table_from_template(
                 .map_err(|e| LocalDynamoError::Template(e.to_string()))?,
         );
     }
+    if let Some(view) = properties
+        .get("StreamSpecification")
+        .and_then(|spec| spec.get("StreamViewType"))
+        .and_then(Value::as_str)
+    {
+        request = request.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::from(view))
+                .build()
+                .map_err(|e| LocalDynamoError::Template(e.to_string()))?,
+        );
+    }
     for index in properties
         .get("GlobalSecondaryIndexes")
         .and_then(Value::as_sequence)

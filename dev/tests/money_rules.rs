@@ -9,7 +9,7 @@ use lambda_http::http::StatusCode;
 use paywall::handlers::WebhookHandler;
 use paywall::handlers::reconcile::{Limits, Reconciler};
 use paywall::ids::{ProductId, UserId};
-use paywall::plan::{Catalog, Plan, PlanKind};
+use paywall::plan::{Catalog, Plan};
 use paywall::runtime::Handler;
 use paywall::time::{SECONDS_PER_DAY, Timestamp};
 use serde_json::{Value, json};

@@ -290,3 +290,162 @@ async fn every_answer_conforms_to_openapi_yaml() {
         );
     }
 }
+
+/// The entitlements route and the server API answer as documented, including to an end
+/// user's token on a server route.
+#[tokio::test]
+async fn entitlements_and_server_answers_conform_to_openapi_yaml() {
+    use paywall::handlers::ServerHandler;
+    use paywall::plan::{Allowance, Catalog, Plan};
+    let spec = Spec::load();
+    let world = World::new().await;
+    let mut pro = Plan::subscription("pro", paywall::ids::ProductId::parse(PRO).expect("id"));
+    pro.allowance.features = vec!["export".into()];
+    pro.allowance.limits.insert("api_calls".into(), 3);
+    let catalog = Catalog::of(vec![pro])
+        .expect("plans")
+        .with_free_tier(Allowance {
+            features: vec!["basic".into()],
+            limits: [("api_calls".to_owned(), 1)].into(),
+        });
+    let status = paywall::handlers::StatusHandler::new(world.store.clone(), catalog.clone());
+    let entitlements = api(&status, "GET", "/payment/entitlements", Some("u1"), None).await;
+    assert_eq!(entitlements.1["plan"], "free");
+    spec.check(
+        "get",
+        "/payment/entitlements",
+        entitlements.0,
+        &entitlements.1,
+    );
+    let unauthorized = api(&status, "GET", "/payment/entitlements", None, None).await;
+    spec.check(
+        "get",
+        "/payment/entitlements",
+        unauthorized.0,
+        &unauthorized.1,
+    );
+
+    let server = ServerHandler::new(world.store.clone(), catalog);
+    let arn = "arn:aws:iam::123456789012:user/backend";
+    let call = |method: &'static str,
+                path: &'static str,
+                identity: Option<&'static str>,
+                body: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let event = dev::fixtures::server_event(method, path, identity, body);
+            let request = lambda_http::request::from_str(&event.to_string()).expect("an event");
+            answer(server.handle(request).await).await
+        }
+    };
+    let usage = r#"{"user_id":"u1","feature":"api_calls","amount":1,"idempotency_key":"k1"}"#;
+    let mut seen = Vec::new();
+    for (method, path, spec_path, identity, body, expected) in [
+        (
+            "POST",
+            "/server/usage",
+            "/server/usage",
+            Some(arn),
+            Some(usage),
+            200,
+        ),
+        (
+            "POST",
+            "/server/usage",
+            "/server/usage",
+            Some(arn),
+            Some(usage),
+            200,
+        ),
+        (
+            "POST",
+            "/server/usage",
+            "/server/usage",
+            Some(arn),
+            Some(r#"{"user_id":"u1","feature":"api_calls","amount":2,"idempotency_key":"k1"}"#),
+            409,
+        ),
+        (
+            "POST",
+            "/server/usage",
+            "/server/usage",
+            Some(arn),
+            Some(r#"{"user_id":"u1"}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/server/usage",
+            "/server/usage",
+            None,
+            Some(usage),
+            403,
+        ),
+        (
+            "POST",
+            "/server/users/u1/grants",
+            "/server/users/{user_id}/grants",
+            Some(arn),
+            Some(r#"{"plan":"pro","days":7,"reason":"beta tester"}"#),
+            200,
+        ),
+        (
+            "POST",
+            "/server/users/u1/grants",
+            "/server/users/{user_id}/grants",
+            Some(arn),
+            Some(r#"{"plan":"gold","days":7,"reason":"x"}"#),
+            400,
+        ),
+        (
+            "GET",
+            "/server/users/u1?limit=1",
+            "/server/users/{user_id}",
+            Some(arn),
+            None,
+            200,
+        ),
+        (
+            "GET",
+            "/server/users/u1?limit=0",
+            "/server/users/{user_id}",
+            Some(arn),
+            None,
+            400,
+        ),
+        (
+            "DELETE",
+            "/server/users/u1/grants",
+            "/server/users/{user_id}/grants",
+            Some(arn),
+            None,
+            200,
+        ),
+        (
+            "DELETE",
+            "/server/users/u1/grants",
+            "/server/users/{user_id}/grants",
+            Some(arn),
+            None,
+            404,
+        ),
+        (
+            "GET",
+            "/server/users/u1",
+            "/server/users/{user_id}",
+            None,
+            None,
+            403,
+        ),
+    ] {
+        let (status, body) = call(method, path, identity, body).await;
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        spec.check(&method.to_lowercase(), spec_path, status, &body);
+        seen.push(format!("{method} {path} {status}"));
+    }
+    // An end user's JWT on a server route is refused, and documented so.
+    let user_token = api(&server, "POST", "/server/usage", Some("u1"), Some(usage)).await;
+    assert_eq!(user_token.0, 403);
+    spec.check("post", "/server/usage", user_token.0, &user_token.1);
+    assert_eq!(seen.len(), 12);
+}

@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod dodo;
 pub mod entitlements;
+pub mod eventbridge;
 pub mod events;
 pub mod expiry;
 pub mod handlers;

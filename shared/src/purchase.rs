@@ -298,7 +298,6 @@ mod tests {
     use super::*;
     use crate::dodo::{CartItem, PaymentStatus};
     use crate::ids::ProductId;
-    use crate::plan::PlanKind;
 
     fn catalog() -> Catalog {
         let product = |id: &str| ProductId::parse(id).expect("valid");

@@ -96,6 +96,31 @@ pub async fn run_scheduled(
     }
 }
 
+/// The `access-events` binary's whole `main`: each batch of stream records published,
+/// its partial failures reported for Lambda to retry.
+pub async fn run_stream(
+    build: impl Future<Output = Result<crate::handlers::AccessEventPublisher, StartError>>,
+) {
+    use lambda_http::lambda_runtime::{self, LambdaEvent};
+    init_logging();
+    let publisher = match build.await {
+        Ok(publisher) => publisher,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start");
+            eprintln!("cannot start: {err}");
+            std::process::exit(1);
+        }
+    };
+    let publisher = &publisher;
+    let service = service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        Ok::<_, Infallible>(publisher.publish(&event.payload).await)
+    });
+    if let Err(err) = Box::pin(lambda_runtime::run(service)).await {
+        eprintln!("the Lambda runtime stopped: {err}");
+        std::process::exit(1);
+    }
+}
+
 /// Serves `handler` on the Lambda Runtime API until the sandbox is torn down.
 ///
 /// Events are read as JSON first so that JWT claims can be made strings (API Gateway

@@ -1,6 +1,7 @@
 //! The endpoints. Each is a struct holding what it needs (built once at cold start)
 //! and answering every request through [`crate::runtime::Handler`].
 
+pub mod access_events;
 pub mod create_checkout;
 pub mod portal;
 pub mod reconcile;
@@ -9,6 +10,7 @@ pub mod status;
 pub mod success;
 pub mod webhook;
 
+pub use access_events::AccessEventPublisher;
 pub use create_checkout::CreateCheckoutHandler;
 pub use portal::PortalHandler;
 pub use reconcile::Reconciler;
