@@ -16,7 +16,7 @@ ARCH ?= arm64
 # The functions' binaries, selected as sam build selects each one (`--bin <name>`, features
 # resolved over the workspace's default members), so that `make build` and `make sam-build`
 # build the same units and whichever runs second finds them built.
-FUNCTIONS := --bin status --bin create-checkout --bin success --bin webhook --bin portal --bin reconcile
+FUNCTIONS := --bin status --bin create-checkout --bin success --bin webhook --bin portal --bin reconcile --bin server --bin access-events
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \

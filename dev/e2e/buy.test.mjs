@@ -105,6 +105,9 @@ test("a buyer pays on Dodo's page and the demo page shows access granted", async
   const page = await browser.newPage();
   await signIn(page, "browser-buyer");
   await assertText(page, "#plan", "none");
+  // The demo catalogue's free tier, then what the pass adds.
+  await assertText(page, "#features", "free: basic");
+  await assertText(page, "#limits", "api_calls 0/20 used");
 
   await page.click("#buy");
   await page.waitForURL(/\/dodo\/checkout\/cks_/);
@@ -116,6 +119,8 @@ test("a buyer pays on Dodo's page and the demo page shows access granted", async
   await assertText(page, "#message", "Payment confirmed");
   await assertText(page, "#access", "Access granted");
   await assertText(page, "#plan", "monthly");
+  await assertText(page, "#features", "monthly (pass): basic, export");
+  await assertText(page, "#limits", "api_calls 0/1000 used");
   await page.screenshot({ path: join(screenshots, "paid.png") });
 
   // The server agrees, not just the page.

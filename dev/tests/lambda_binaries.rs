@@ -308,3 +308,91 @@ async fn the_portal_and_the_scheduled_reconcile_run_as_lambda_runs_them() {
     assert_eq!(summary["failed"], 0, "{summary}");
     assert_eq!(summary["left_behind"], 0);
 }
+
+/// The server API and the stream publisher, as Lambda runs them: a SigV4-authorized usage
+/// call and a grant through `server` (an end user's JWT refused), then the stream's new
+/// records through `access-events` to a local EventBridge.
+#[tokio::test]
+async fn the_server_api_and_the_access_event_publisher_run_as_lambda_runs_them() {
+    let dynamo = LocalDynamo::in_memory().await.expect("dynoxide");
+    let _store = store_on(&dynamo).await;
+    let dodo = DodoSimulator::start(Some(API_KEY.into()))
+        .await
+        .expect("sim");
+    let bus = dev::local_stream::LocalEventBus::default();
+    let mut env = config(&dynamo, &dodo.url);
+    env.push((
+        "PLANS",
+        json!({"monthly": {"product_id": PRODUCT, "kind": "pass", "days": 30,
+                           "limits": {"api_calls": 5}}})
+        .to_string(),
+    ));
+    env.push((
+        "AWS_ENDPOINT_URL_EVENTBRIDGE",
+        bus.start().await.expect("bus"),
+    ));
+
+    let server = RunningFunction::spawn(&binary("server"), &env)
+        .await
+        .expect("server");
+    let arn = Some("arn:aws:iam::123456789012:user/backend");
+    let (code, body) = answer(
+        server
+            .invoke(dev::fixtures::server_event(
+                "POST",
+                "/server/users/zoe/grants",
+                arn,
+                Some(r#"{"plan":"monthly","days":10,"reason":"beta"}"#),
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let usage = r#"{"user_id":"zoe","feature":"api_calls","amount":2,"idempotency_key":"k"}"#;
+    let (code, body) = answer(
+        server
+            .invoke(dev::fixtures::server_event(
+                "POST",
+                "/server/usage",
+                arn,
+                Some(usage),
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        (code, body),
+        (200, json!({"allowed": true, "remaining": 3}))
+    );
+    let (code, _) = answer(
+        server
+            .invoke(api_gateway_event(
+                "POST",
+                "/server/usage",
+                Some(("zoe", None)),
+                Some(usage),
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(code, 403, "an end user's token is refused");
+
+    let mut stream = dev::local_stream::LocalStream::open(dynamo.endpoint(), TABLE)
+        .await
+        .expect("stream");
+    let batch = stream.next_batch().await.expect("records");
+    let publisher = RunningFunction::spawn(&binary("access-events"), &env)
+        .await
+        .expect("access-events");
+    let answer = publisher.invoke(batch).await.expect("invoked");
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    let entries = bus.entries();
+    assert_eq!(entries.len(), 1, "one change of access: the comp");
+    let detail: Value =
+        serde_json::from_str(entries[0]["Detail"].as_str().expect("detail")).expect("JSON");
+    assert_eq!(
+        (detail["user_id"].clone(), detail["change"].clone()),
+        (json!("zoe"), json!("comp_granted"))
+    );
+    assert_eq!(bus.unsigned_calls(), 0);
+}

@@ -62,8 +62,7 @@ pub fn change_kind(before: &Entitlements, after: &Entitlements, trigger: &Trigge
 }
 
 /// The event for a change from `before` to `after`, or `None` when access did not change
-/// (usage aside). Its id is derived from the user, cause, time and the change, so a
-/// writer that retries after a conflict builds the same event.
+/// (usage aside).
 pub fn access_event(
     user: &UserId,
     before: &Entitlements,
@@ -76,9 +75,11 @@ pub fn access_event(
         return None;
     }
     let change = change_kind(before, after, trigger);
-    let after_json = serde_json::to_string(after).unwrap_or_default();
+    // Unique per write (two identical changes in one second are two events); the write
+    // that carries it is one transaction, so a retried write never leaves two.
+    let nonce = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), at);
     let digest = Sha256::digest(format!(
-        "{user}\n{cause}\n{}\n{change}\n{after_json}",
+        "{user}\n{cause}\n{}\n{change}\n{nonce}",
         at.unix_seconds()
     ));
     let event_id = format!(

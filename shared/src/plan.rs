@@ -98,7 +98,7 @@ struct PlanEntry {
 }
 
 /// Plan, feature and limit names: what a URL, a JSON key and a log line carry safely.
-fn is_name(name: &str) -> bool {
+pub fn is_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

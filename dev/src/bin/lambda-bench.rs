@@ -15,7 +15,14 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PRODUCT: &str = "pdt_bench";
-const FUNCTIONS: [&str; 4] = ["status", "create-checkout", "success", "webhook"];
+const FUNCTIONS: [&str; 6] = [
+    "status",
+    "create-checkout",
+    "success",
+    "webhook",
+    "server",
+    "access-events",
+];
 // (portal is create-checkout's twin in size and start-up: one Dodo client, one read.)
 
 struct Options {
@@ -72,6 +79,33 @@ fn event_for(
     let user = Some((sub.as_str(), Some(email.as_str())));
     match function {
         "status" => (api_gateway_event("GET", "/payment/status", user, None), 200),
+        // A metered call from the founder's backend: a check-and-consume transaction.
+        "server" => {
+            let body = json!({"user_id": sub, "feature": "api_calls", "amount": 1,
+                              "idempotency_key": format!("bench-{i}")})
+            .to_string();
+            (
+                dev::fixtures::server_event(
+                    "POST",
+                    "/server/usage",
+                    Some("arn:aws:iam::123456789012:user/bench"),
+                    Some(&body),
+                ),
+                200,
+            )
+        }
+        // A batch of stream records with one access event: one PutEvents call. Answers
+        // `batchItemFailures`, not a status (0 stands for "no failures").
+        "access-events" => (
+            json!({"Records": [{
+                "eventID": format!("e{i}"), "eventName": "INSERT", "eventSource": "aws:dynamodb",
+                "dynamodb": {"SequenceNumber": format!("{i}"), "NewImage": {
+                    "sk": {"S": format!("EVENT#0000000000000#evt_{i}")},
+                    "detail": {"S": json!({"event_id": format!("evt_{i}"), "user_id": sub}).to_string()}
+                }}
+            }]}),
+            0,
+        ),
         "create-checkout" => (
             api_gateway_event("POST", "/payment/create-checkout-session", user, Some("{}")),
             200,
@@ -117,6 +151,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     create_table_from_template(&dynamo.client(), &template_path(), "bench").await?;
     let dodo = DodoSimulator::start(Some("sk_bench".into())).await?;
     let secret = WebhookSecret::parse(SECRET)?;
+    let bus = dev::local_stream::LocalEventBus::default();
+    let bus_url = bus.start().await?;
     let config: Vec<(&str, String)> = vec![
         ("TABLE_NAME", "bench".into()),
         ("AWS_ENDPOINT_URL_DYNAMODB", dynamo.endpoint().into()),
@@ -125,6 +161,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("DODO_PAYMENTS_WEBHOOK_SECRET", SECRET.into()),
         ("DODO_PRODUCT_ID", PRODUCT.into()),
         ("DODO_SUCCESS_URL", "https://app.example.com/back".into()),
+        ("AWS_ENDPOINT_URL_EVENTBRIDGE", bus_url),
     ];
 
     println!(
@@ -163,7 +200,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let response = running.invoke(event).await?;
             latencies.push(started.elapsed());
             let status = response["statusCode"].as_u64().unwrap_or_default();
-            if status != expected {
+            let batch_failed = response["batchItemFailures"]
+                .as_array()
+                .is_some_and(|failures| !failures.is_empty());
+            if status != expected || batch_failed {
                 eprintln!(
                     "{function}: invocation {i} answered {status}: {}",
                     response["body"]

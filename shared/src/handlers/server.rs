@@ -64,25 +64,34 @@ struct RevokeBody {
     reason: Option<String>,
 }
 
-fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiError> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::bad_request(format!("`{name}` is required")))
-}
-
 fn whole_number(value: &Option<serde_json::Value>, name: &str, max: u64) -> Result<u64, ApiError> {
+    // JSON Schema's integers include `2.0`.
     value
         .as_ref()
-        .and_then(serde_json::Value::as_u64)
+        .and_then(|v| {
+            v.as_u64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f <= max as f64)
+                    .map(|f| f as u64)
+            })
+        })
         .filter(|v| (1..=max).contains(v))
         .ok_or_else(|| {
             ApiError::bad_request(format!("`{name}` must be a whole number from 1 to {max}"))
         })
 }
 
+/// 1 to `max` printable ASCII characters (a JWT `sub`, a key): what openapi.yaml says.
+fn printable(raw: &str, max: usize) -> bool {
+    (1..=max).contains(&raw.len()) && raw.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
 fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    if !printable(raw, 256) {
+        return Err(ApiError::bad_request(
+            "`user_id` must be 1 to 256 printable ASCII characters",
+        ));
+    }
     UserId::parse(raw).map_err(|e| ApiError::bad_request(format!("`user_id`: {e}")))
 }
 
@@ -93,6 +102,13 @@ fn reason_text(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(raw.to_owned())
+}
+
+/// A value that must be given (not absent or null), exactly as given.
+fn given<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiError> {
+    value
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request(format!("`{name}` is required")))
 }
 
 /// `%XX` escapes in a path segment (user ids such as `auth0|123` arrive encoded).
@@ -168,13 +184,18 @@ impl ServerHandler {
 
     async fn usage(&self, request: &Request) -> Result<Response<Body>, ApiError> {
         let body: UsageBody = json_body(request)?;
-        let user = user_id(required(&body.user_id, "user_id")?)?;
-        let feature = required(&body.feature, "feature")?;
-        let amount = whole_number(&body.amount, "amount", MAX_USAGE_AMOUNT)?;
-        let key = required(&body.idempotency_key, "idempotency_key")?;
-        if key.len() > 128 || key.chars().any(char::is_control) {
+        let user = user_id(given(&body.user_id, "user_id")?)?;
+        let feature = given(&body.feature, "feature")?;
+        if !crate::plan::is_name(feature) {
             return Err(ApiError::bad_request(
-                "`idempotency_key` must be at most 128 bytes, without control characters",
+                "`feature` must be a limit's name: 1 to 64 letters, digits, _, - and .",
+            ));
+        }
+        let amount = whole_number(&body.amount, "amount", MAX_USAGE_AMOUNT)?;
+        let key = given(&body.idempotency_key, "idempotency_key")?;
+        if !printable(key, 128) {
+            return Err(ApiError::bad_request(
+                "`idempotency_key` must be 1 to 128 printable ASCII characters",
             ));
         }
         let now = self.clock.now();
@@ -274,14 +295,17 @@ impl ServerHandler {
         user: &UserId,
     ) -> Result<Response<Body>, ApiError> {
         let body: GrantBody = json_body(request)?;
-        let plan = required(&body.plan, "plan")?;
+        let plan = given(&body.plan, "plan")?;
         if self.catalog.get(plan).is_none() {
             return Err(ApiError::bad_request(format!(
                 "`plan`: `{plan}` is not a plan in the catalogue"
             )));
         }
         let days = whole_number(&body.days, "days", u64::from(MAX_GRANT_DAYS))? as u32;
-        let reason = reason_text(required(&body.reason, "reason")?)?;
+        let reason = reason_text(given(&body.reason, "reason")?)?;
+        if reason.is_empty() {
+            return Err(ApiError::bad_request("`reason` must not be empty"));
+        }
         let now_millis = self.clock.now_millis();
         let now = self.clock.now();
         let grant = ServerGrant {
@@ -328,9 +352,13 @@ impl ServerHandler {
         user: &UserId,
     ) -> Result<Response<Body>, ApiError> {
         let body: RevokeBody = json_body(request)?;
-        let reason = match body.reason.as_deref().map(str::trim) {
-            Some(reason) if !reason.is_empty() => reason_text(reason)?,
-            _ => "taken back".to_owned(),
+        let reason = match body.reason.as_deref() {
+            Some(reason) if !reason.trim().is_empty() => reason_text(reason)?,
+            Some(reason) => {
+                reason_text(reason)?;
+                "taken back".to_owned()
+            }
+            None => "taken back".to_owned(),
         };
         let now_millis = self.clock.now_millis();
         let now = self.clock.now();
@@ -379,15 +407,14 @@ impl ServerHandler {
     }
 }
 
-/// The audit id of a server action: Lambda's request id, else a fresh one.
+/// The audit id of a server action: the request id (to find its log line) and a random
+/// part (an id is written once: two actions never share one).
 fn action_id(request: &Request, now_millis: i64) -> String {
     use std::hash::{BuildHasher, RandomState};
+    let unique = RandomState::new().hash_one(now_millis);
     match request_id(request) {
-        Some(id) => format!("server_{id}"),
-        None => format!(
-            "server_{now_millis}_{:016x}",
-            RandomState::new().hash_one(now_millis)
-        ),
+        Some(id) => format!("server_{id}_{unique:016x}"),
+        None => format!("server_{now_millis}_{unique:016x}"),
     }
 }
 

@@ -98,7 +98,13 @@ impl Store {
         }
         match conflict_of(transaction.send().await) {
             Ok(()) => Ok(true),
-            Err(WriteConflict::Cancelled) => Ok(false),
+            // No grant (taken back meanwhile), or another write got in the way: retry.
+            Err(WriteConflict::Cancelled) => {
+                match self.get(key(format!("USER#{user}"), SERVER_GRANT)).await? {
+                    None => Ok(false),
+                    Some(_) => Err(StoreError::Contention),
+                }
+            }
             Err(WriteConflict::Failed(err)) => Err(err),
         }
     }
