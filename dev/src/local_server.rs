@@ -50,7 +50,9 @@ use serde_json::{Value, json};
 
 use crate::dodo_simulator::faults::Faults;
 use crate::dodo_simulator::{DodoSimulator, WebhookTarget};
-use crate::local_dynamodb::{LocalDynamo, client_for, create_table_from_template, template_path};
+use crate::local_dynamodb::{
+    LocalDynamo, client_for, create_table_from_template_without_stream, template_path,
+};
 use crate::time_machine::TimeMachine;
 
 pub const DEFAULT_PORT: u16 = 3000;
@@ -193,7 +195,7 @@ impl LocalStack {
         let dynamo = LocalDynamo::on_disk(&state_dir.join("paywall.db"), "127.0.0.1:0").await?;
         let dynamo_address = dynamo.endpoint().trim_start_matches("http://").to_owned();
         let client = client_for(dynamo.endpoint());
-        create_table_from_template(&client, &template_path(), TABLE).await?;
+        create_table_from_template_without_stream(&client, &template_path(), TABLE).await?;
         let store = Store::new(client, TABLE);
 
         let jwt_secret = env("DEV_JWT_SECRET");

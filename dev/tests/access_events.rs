@@ -51,7 +51,7 @@ fn details(entries: &[Value]) -> Vec<Value> {
 
 #[tokio::test]
 async fn each_stored_change_reaches_eventbridge_once_and_failures_are_retried() {
-    let world = World::new().await;
+    let world = World::with_stream().await;
     let bus = LocalEventBus::default();
     let publisher = publisher(&bus.start().await.expect("bus")).await;
     let mut stream = LocalStream::open(world.dynamo.endpoint(), TABLE)

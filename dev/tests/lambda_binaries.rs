@@ -315,7 +315,7 @@ async fn the_portal_and_the_scheduled_reconcile_run_as_lambda_runs_them() {
 #[tokio::test]
 async fn the_server_api_and_the_access_event_publisher_run_as_lambda_runs_them() {
     let dynamo = LocalDynamo::in_memory().await.expect("dynoxide");
-    let _store = store_on(&dynamo).await;
+    let _store = store_with_stream_on(&dynamo).await;
     let dodo = DodoSimulator::start(Some(API_KEY.into()))
         .await
         .expect("sim");

@@ -16,21 +16,43 @@ use crate::time::Timestamp;
 /// How far back a sweep looks when it has never run, or fell far behind.
 const LOOK_BACK_HOURS: i64 = 24 * 7;
 
+/// The last hour swept, as one function instance remembers it between runs (`None` until
+/// read from the store).
+#[derive(Debug, Default)]
+pub struct SweptThrough(std::sync::Mutex<Option<i64>>);
+
+impl SweptThrough {
+    fn get(&self) -> Option<i64> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, hour: i64) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(hour);
+    }
+}
+
 /// Sweeps every hour up to `now`; the number of `expired` events written.
-pub async fn sweep(store: &Store, catalog: &Catalog, now: Timestamp) -> Result<u32, StoreError> {
+pub async fn sweep(
+    store: &Store,
+    catalog: &Catalog,
+    remembered: &SweptThrough,
+    now: Timestamp,
+) -> Result<u32, StoreError> {
     let current_hour = now.unix_seconds().div_euclid(3600);
-    let first = match store.expiry_swept_through().await? {
+    let swept = match remembered.get() {
+        Some(hour) => Some(hour),
+        None => store.expiry_swept_through().await?,
+    };
+    let first = match swept {
         Some(hour) => hour + 1,
         None => current_hour - 24,
     }
     .max(current_hour - LOOK_BACK_HOURS);
     let mut expired = 0;
-    for hour in first..=current_hour {
+    // Whole hours only: an access that ends within the current hour is reported by the
+    // next run, still within the hour after it ended.
+    for hour in first..current_hour {
         for watch in store.expiry_watches(hour).await? {
-            // Later in the current hour: the next run takes it.
-            if watch.ends_at > now {
-                continue;
-            }
             let account = store.get_account(&watch.user).await?;
             let before = Entitlements::of(&account, catalog, watch.ends_at.plus_seconds(-1));
             let after = Entitlements::of(&account, catalog, now);
@@ -48,6 +70,7 @@ pub async fn sweep(store: &Store, catalog: &Catalog, now: Timestamp) -> Result<u
     }
     if current_hour > first {
         store.mark_expiry_swept(current_hour - 1).await?;
+        remembered.set(current_hour - 1);
     }
     Ok(expired)
 }

@@ -140,6 +140,9 @@ pub struct Reconciler {
     catalog: Arc<Catalog>,
     limits: Limits,
     clock: Clock,
+    /// The last hour the expiry sweep finished, as this instance knows it (a warm
+    /// function skips reading it back).
+    swept_through: crate::expiry::SweptThrough,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +259,7 @@ impl Reconciler {
             catalog: Arc::new(catalog),
             limits,
             clock: Clock::system(),
+            swept_through: Default::default(),
         }
     }
 
@@ -291,7 +295,7 @@ impl Reconciler {
         let swept = crate::store::with_cause(
             "expiry",
             self.clock.clone(),
-            crate::expiry::sweep(&self.store, &self.catalog, now),
+            crate::expiry::sweep(&self.store, &self.catalog, &self.swept_through, now),
         )
         .await;
         match swept {

@@ -176,16 +176,31 @@ impl Store {
         now: Timestamp,
         change: impl FnOnce(&mut Account),
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        if self.observer.is_none() {
+            return Ok(Vec::new());
+        }
+        let before = self.get_account(user).await?;
+        self.access_event_writes_from(&before, user, trigger, now, change)
+    }
+
+    /// [`Self::access_event_writes`] from an account the caller has just read.
+    pub(super) fn access_event_writes_from(
+        &self,
+        before: &Account,
+        user: &UserId,
+        trigger: Trigger,
+        now: Timestamp,
+        change: impl FnOnce(&mut Account),
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let Some(observer) = &self.observer else {
             return Ok(Vec::new());
         };
-        let before = self.get_account(user).await?;
         let mut after = before.clone();
         change(&mut after);
         let (cause, now) = current_cause(now);
         match observer(&AccessChange {
             user,
-            before: &before,
+            before,
             after: &after,
             trigger,
             cause: &cause,

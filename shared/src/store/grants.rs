@@ -105,9 +105,12 @@ impl Store {
                 });
             }
             let claims = self.payment_claims(&grant.payment_id).await?;
-            let current = self
-                .get_user(&grant.user_id)
-                .await?
+            // The whole account (one query): the profile to update, and what access was
+            // for the event.
+            let account = self.get_account(&grant.user_id).await?;
+            let current = account
+                .profile
+                .clone()
                 .unwrap_or_else(|| UserRecord::empty(grant.user_id.clone()));
             let starts = current.paid_until.map_or(now, |until| until.max(now));
             let until = starts.plus_days(grant.days);
@@ -116,8 +119,12 @@ impl Store {
             // a dispute won later restores it), the user ending as if it had been granted
             // and then taken back.
             let revoked = claims.revokes();
-            let event = self
-                .access_event_writes(&grant.user_id, Trigger::Payment, now, |account| {
+            let event = self.access_event_writes_from(
+                &account,
+                &grant.user_id,
+                Trigger::Payment,
+                now,
+                |account| {
                     let profile = account
                         .profile
                         .get_or_insert_with(|| UserRecord::empty(grant.user_id.clone()));
@@ -125,8 +132,8 @@ impl Store {
                     profile.paid_until = Some(if revoked { starts } else { until });
                     profile.payment_date = Some(now);
                     profile.refunded = revoked;
-                })
-                .await?;
+                },
+            )?;
             match self
                 .write_grant(grant, &current, &claims, (starts, until), now, event)
                 .await

@@ -404,8 +404,14 @@ impl Store {
             |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
         let state_key = subscription_key(user, &subscription.subscription_id);
         for attempt in 0..MAX_GRANT_ATTEMPTS {
-            let stored = self.get(state_key.clone()).await?;
-            let stored = stored.as_ref().map(subscription_from_item).transpose()?;
+            // The whole account (one strongly consistent query): the stored state, and
+            // what access was for the event.
+            let account = self.get_account(user).await?;
+            let stored = account
+                .subscriptions
+                .iter()
+                .find(|s| s.subscription_id == subscription.subscription_id)
+                .cloned();
             if stored.as_ref().is_some_and(|s| s.event_at > event_at) {
                 return Ok(SubscriptionOutcome::Stale);
             }
@@ -514,14 +520,13 @@ impl Store {
                 .set_expression_attribute_values(Some(attribute_values))
                 .build()
                 .map_err(build_error)?;
-            let event = self
-                .access_event_writes(
-                    user,
-                    Trigger::Subscription(record.status.clone()),
-                    now_of(event_at),
-                    |account| replace_subscription(account, record.clone()),
-                )
-                .await?;
+            let event = self.access_event_writes_from(
+                &account,
+                user,
+                Trigger::Subscription(record.status.clone()),
+                now_of(event_at),
+                |account| replace_subscription(account, record.clone()),
+            )?;
             let request = self
                 .client
                 .transact_write_items()
