@@ -933,11 +933,12 @@ impl World {
                 // A cancellation (or its undoing) whose webhook was lost is seen when
                 // reconcile checks the renewal: until then the paywall still counts the
                 // renewal grace (or not).
-                let cancel_lag = expected_sub.is_some_and(|(_, cancel)| {
-                    view["cancel_at_period_end"].as_bool() != Some(cancel)
-                }) && shown_until
-                    .zip(expected_until)
-                    .is_some_and(|(a, b)| (a - b).abs() == RENEWAL_GRACE_SECONDS);
+                let cancel_lag = truth.lost_cancellation_explains(
+                    now,
+                    pass_live,
+                    shown_until,
+                    view["cancel_at_period_end"].as_bool(),
+                );
                 if !cancel_lag {
                     self.violation(
                         &user,
@@ -1153,6 +1154,13 @@ impl Truth {
     /// hold, none; none either after a lost dispute of any of its payments or a refund
     /// of the payment for the current period.
     fn subscription_access(&self, now: i64) -> Option<(i64, bool)> {
+        self.subscription_accesses(now, None).into_iter().max()
+    }
+
+    /// The access each subscription gives (until, set to cancel), as Dodo's state says;
+    /// with `flipped`, as the paywall counts it while the webhook that set (or unset) that
+    /// subscription's cancellation is lost: with the renewal grace, or without.
+    fn subscription_accesses(&self, now: i64, flipped: Option<&str>) -> Vec<(i64, bool)> {
         self.0
             .subscriptions
             .iter()
@@ -1160,8 +1168,9 @@ impl Truth {
                 let id = s["subscription_id"].as_str()?;
                 let next = seconds(s, "next_billing_date")?;
                 let cancel = s["cancel_at_next_billing_date"] == true;
+                let counted_cancel = cancel != (flipped == Some(id));
                 let until = match s["status"].as_str()? {
-                    "active" if !cancel => next + RENEWAL_GRACE_SECONDS,
+                    "active" if !counted_cancel => next + RENEWAL_GRACE_SECONDS,
                     "active" | "cancelled" => next,
                     _ => return None,
                 };
@@ -1183,9 +1192,42 @@ impl Truth {
                 }) {
                     return None;
                 }
-                (until > now).then_some((until, cancel))
+                (until > now).then_some((until, counted_cancel))
             })
-            .max()
+            .collect()
+    }
+
+    /// Whether what the paywall shows (`shown_until`, `shown_cancel`) is Dodo's state but
+    /// for one active subscription's cancellation (or its undoing), whose webhook was lost
+    /// and which reconcile reads when that subscription's period ends. The subscription
+    /// concerned need not be the one that gives the longest access in Dodo's state (a
+    /// pass, or another subscription, may outlast it): each active one is tried.
+    fn lost_cancellation_explains(
+        &self,
+        now: i64,
+        pass_live: Option<i64>,
+        shown_until: Option<i64>,
+        shown_cancel: Option<bool>,
+    ) -> bool {
+        self.active_subscription_ids().iter().any(|id| {
+            let lagged = self.subscription_accesses(now, Some(id)).into_iter().max();
+            let lagged_until = match lagged {
+                Some((until, _)) => Some(until.max(pass_live.unwrap_or(until))),
+                None => pass_live,
+            };
+            lagged_until == shown_until
+                && lagged.is_some_and(|(_, cancel)| shown_cancel == Some(cancel))
+        })
+    }
+
+    /// The active subscriptions' ids (those a lost cancellation webhook can concern).
+    fn active_subscription_ids(&self) -> Vec<String> {
+        self.0
+            .subscriptions
+            .iter()
+            .filter(|s| s["status"] == "active")
+            .filter_map(|s| s["subscription_id"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// The next moment after `now` when access changes with no word from Dodo: a pass
@@ -1193,5 +1235,54 @@ impl Truth {
     /// renewal grace that ends unrepaired shows when the repair window closes.)
     fn next_boundary(now: i64, pass_until: Option<i64>) -> Option<i64> {
         pass_until.filter(|t| *t > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the 5,000-user year (u04154): a pass outlasts, in Dodo's state, a
+    /// subscription set to cancel; the "cancel" webhook was lost, so the paywall still
+    /// counts that subscription's renewal grace, which outlasts the pass. Reconcile reads
+    /// the subscription at its period's end: until then this is the documented lag, and
+    /// anything else is still a violation.
+    #[test]
+    fn a_lost_cancellation_behind_a_longer_pass_is_the_documented_lag() {
+        use crate::dodo_simulator::UserTruth;
+        let at = |t: &str| Timestamp::parse_rfc3339(t).expect("a time").unix_seconds();
+        let truth = Truth(UserTruth {
+            subscriptions: vec![json!({
+                "subscription_id": "sub_1", "status": "active",
+                "next_billing_date": "2027-04-09T19:14:38Z",
+                "previous_billing_date": "2027-03-09T19:14:38Z",
+                "cancel_at_next_billing_date": true,
+            })],
+            payments: vec![json!({
+                "payment_id": "pay_s", "subscription_id": "sub_1", "status": "succeeded",
+                "created_at": "2027-03-09T19:14:38Z",
+            })],
+            refunds: Default::default(),
+            disputes: Default::default(),
+            last_event_ms: None,
+        });
+        let now = at("2027-04-05T00:00:00Z");
+        let pass = Some(at("2027-04-09T21:52:14Z"));
+        assert_eq!(
+            truth.subscription_access(now),
+            Some((at("2027-04-09T19:14:38Z"), true))
+        );
+        // What the paywall showed: the subscription's grace, not set to cancel.
+        let shown = Some(at("2027-04-10T19:14:38Z"));
+        assert!(truth.lost_cancellation_explains(now, pass, shown, Some(false)));
+        // Not explained: the grace but shown as cancelling; or any other expiry.
+        assert!(!truth.lost_cancellation_explains(now, pass, shown, Some(true)));
+        let other = Some(at("2027-04-11T19:14:38Z"));
+        assert!(!truth.lost_cancellation_explains(now, pass, other, Some(false)));
+        // Once the period has ended (Dodo cancelled it), nothing is explained by the lag.
+        let mut ended = truth;
+        ended.0.subscriptions[0]["status"] = json!("cancelled");
+        let later = at("2027-04-09T20:00:00Z");
+        assert!(!ended.lost_cancellation_explains(later, None, shown, Some(false)));
     }
 }
