@@ -44,7 +44,6 @@ pub fn mint_with(
     email_verified: bool,
     now: i64,
 ) -> String {
-    let header = B64URL.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
     let mut claims = json!({
         "sub": sub, "iss": ISSUER, "aud": ISSUER,
         "iat": now, "exp": now + LIFETIME_SECONDS, "token_use": "id",
@@ -53,6 +52,12 @@ pub fn mint_with(
         claims["email"] = json!(email);
         claims["email_verified"] = json!(email_verified);
     }
+    sign(secret, &claims)
+}
+
+/// `claims` as an HS256 JWT signed with `secret`.
+fn sign(secret: &[u8], claims: &serde_json::Value) -> String {
+    let header = B64URL.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
     let payload = B64URL.encode(claims.to_string());
     let signing_input = format!("{header}.{payload}");
     let mut mac = mac(secret);
@@ -67,17 +72,11 @@ pub const SERVER_TOKEN_USE: &str = "server";
 
 /// A token for the server API, acting as the IAM identity `arn` (valid for a day).
 pub fn mint_server(secret: &[u8], arn: &str, now: i64) -> String {
-    let header = B64URL.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
     let claims = json!({
         "sub": arn, "iss": ISSUER, "aud": ISSUER,
         "iat": now, "exp": now + LIFETIME_SECONDS, "token_use": SERVER_TOKEN_USE,
     });
-    let payload = B64URL.encode(claims.to_string());
-    let signing_input = format!("{header}.{payload}");
-    let mut mac = mac(secret);
-    mac.update(signing_input.as_bytes());
-    let signature = B64URL.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{signature}")
+    sign(secret, &claims)
 }
 
 /// Verifies a token and returns its claims as API Gateway's JWT authorizer hands them to

@@ -730,18 +730,22 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// Verifies the bearer token, then hands the request to `handler` with the claims where
-/// API Gateway puts them (`requestContext.authorizer.jwt.claims`).
-async fn authorized<H: Handler>(app: &App, handler: &H, request: Request) -> Response {
-    let token = request
+/// The request's `Authorization: Bearer` token.
+fn bearer_token(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
-    let Some(token) = token else {
+        })
+}
+
+/// Verifies the bearer token, then hands the request to `handler` with the claims where
+/// API Gateway puts them (`requestContext.authorizer.jwt.claims`).
+async fn authorized<H: Handler>(app: &App, handler: &H, request: Request) -> Response {
+    let Some(token) = bearer_token(&request) else {
         return unauthorized();
     };
     let Ok(claims) = crate::dev_jwt::verify(
@@ -832,15 +836,7 @@ fn forbidden() -> Response {
 /// `GET /dev/token?server=1`; its identity is handed over where API Gateway puts the
 /// signer's (`requestContext.authorizer.iam`). An end user's token is refused (403).
 async fn server(State(app): State<Arc<App>>, request: Request) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let claims = token.and_then(|token| {
+    let claims = bearer_token(&request).and_then(|token| {
         crate::dev_jwt::verify(
             &app.jwt_secret,
             token.trim(),
