@@ -898,3 +898,55 @@ async fn list_access_events(
 async fn webhook(State(app): State<Arc<App>>, request: Request) -> Response {
     call(&app.webhook, request, None).await
 }
+
+/// The local stack as the HTTP tests use it: isolated, on a frozen test clock that starts
+/// at `start`, served on a free port, its state in a fresh folder removed when dropped.
+pub struct TestStack {
+    pub stack: Arc<LocalStack>,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub clock: Clock,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    state: PathBuf,
+}
+
+impl TestStack {
+    /// `name` tells parallel tests' state folders apart.
+    pub async fn start(name: &str, start: &str, seed: u64) -> Result<Self, ServerError> {
+        let state =
+            std::env::temp_dir().join(format!("paywall-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let start = Timestamp::parse_rfc3339(start).ok_or("start is not RFC 3339")?;
+        let clock = Clock::test(start.unix_seconds() * 1000, false);
+        let stack = LocalStack::start(Settings {
+            port: 0,
+            state_dir: state.clone(),
+            clock: clock.clone(),
+            seed: Some(seed),
+            isolated: true,
+        })
+        .await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = Arc::clone(&stack);
+        tokio::spawn(async move {
+            let _ = serving
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            base: stack.base_url.clone(),
+            stack,
+            clock,
+            _stop: stop,
+            state,
+        })
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}

@@ -3,9 +3,7 @@
 //! pass with 1000 and a `pro` subscription with 10000), as a frontend and the founder's
 //! backend call them.
 
-use std::sync::Arc;
-
-use dev::local_server::{DEFAULT_JWT_SECRET, LocalStack, Settings};
+use dev::local_server::{DEFAULT_JWT_SECRET, TestStack};
 use paywall::time::{Clock, Timestamp};
 use serde_json::{Value, json};
 
@@ -15,49 +13,18 @@ struct Stack {
     base: String,
     http: reqwest::Client,
     clock: Clock,
-    _stack: Arc<LocalStack>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _state: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _running: TestStack,
 }
 
 async fn stack(name: &str) -> Stack {
-    let state = std::env::temp_dir().join(format!("paywall-ent-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let start = Timestamp::parse_rfc3339(START).expect("a time");
-    let clock = Clock::test(start.unix_seconds() * 1000, false);
-    let stack = LocalStack::start(Settings {
-        port: 0,
-        state_dir: state.clone(),
-        clock: clock.clone(),
-        seed: Some(11),
-        isolated: true,
-    })
-    .await
-    .expect("the stack starts");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = Arc::clone(&stack);
-    tokio::spawn(async move {
-        let _ = serving
-            .serve(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let running = TestStack::start(&format!("ent-{name}"), START, 11)
+        .await
+        .expect("the stack starts");
     Stack {
-        base: stack.base_url.clone(),
+        base: running.base.clone(),
         http: reqwest::Client::new(),
-        clock,
-        _stack: stack,
-        _stop: stop,
-        _state: TempDir(state),
+        clock: running.clock.clone(),
+        _running: running,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use dev::dodo_simulator::RETRY_AFTER_FAILURE;
-use dev::local_server::{DEFAULT_JWT_SECRET, LocalStack, Settings};
+use dev::local_server::{DEFAULT_JWT_SECRET, LocalStack, TestStack};
 use paywall::subscription::RENEWAL_GRACE_SECONDS;
 use paywall::time::{Clock, SECONDS_PER_DAY, Timestamp};
 use serde_json::{Value, json};
@@ -17,51 +17,22 @@ struct Stack {
     base: String,
     http: reqwest::Client,
     clock: Clock,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _state: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _running: TestStack,
 }
 
 async fn stack(name: &str) -> Stack {
-    let state = std::env::temp_dir().join(format!("paywall-clock-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let start = Timestamp::parse_rfc3339(START).expect("a time");
-    let clock = Clock::test(start.unix_seconds() * 1000, false);
-    let stack = LocalStack::start(Settings {
-        port: 0,
-        state_dir: state.clone(),
-        clock: clock.clone(),
-        seed: Some(7),
-        isolated: true,
-    })
-    .await
-    .expect("the stack starts");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = Arc::clone(&stack);
-    tokio::spawn(async move {
-        let _ = serving
-            .serve(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let running = TestStack::start(&format!("clock-{name}"), START, 7)
+        .await
+        .expect("the stack starts");
     Stack {
-        base: stack.base_url.clone(),
-        stack,
+        stack: Arc::clone(&running.stack),
+        base: running.base.clone(),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client"),
-        clock,
-        _stop: stop,
-        _state: TempDir(state),
+        clock: running.clock.clone(),
+        _running: running,
     }
 }
 
