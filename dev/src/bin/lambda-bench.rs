@@ -148,7 +148,7 @@ fn event_for(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = options();
     let dynamo = LocalDynamo::in_memory().await?;
-    // Without the table's stream: DynamoDB's costs writes nothing, but the embedded
+    // Without the table's stream: DynamoDB's stream costs a write nothing, but the embedded
     // engine's grows with every write and would be measured instead of the functions.
     create_table_from_template_without_stream(&dynamo.client(), &template_path(), "bench").await?;
     let dodo = DodoSimulator::start(Some("sk_bench".into())).await?;
