@@ -105,6 +105,9 @@ pub fn client_for(endpoint: &str) -> Client {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "local"))
         .endpoint_url(endpoint)
+        .http_client(paywall::http::SdkHttpClient::new(
+            std::time::Duration::from_secs(1),
+        ))
         // The SDK's standard retries, with a short first back-off: the engine is on
         // loopback, and an outage in a test (or `simulate`) should cost milliseconds of
         // waiting, not seconds.

@@ -59,7 +59,7 @@ impl LocalStream {
 
     /// Opens the stream of `table` on the engine at `endpoint`.
     pub async fn open(endpoint: &str, table: &str) -> Result<Self, StreamError> {
-        let http = reqwest::Client::new();
+        let http = paywall::http::client();
         let streams =
             Self::call(&http, endpoint, "ListStreams", json!({"TableName": table})).await?;
         let arn = streams["Streams"][0]["StreamArn"]

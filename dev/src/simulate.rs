@@ -221,7 +221,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         simulator,
         catalog,
         clock,
-        http: reqwest::Client::builder()
+        http: paywall::http::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?,

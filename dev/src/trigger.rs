@@ -134,7 +134,7 @@ impl Trigger {
             paywall::time::Clock::system().now().unix_seconds()
         );
         let timestamp = paywall::time::Clock::system().now().unix_seconds();
-        let response = reqwest::Client::new()
+        let response = paywall::http::client()
             .post(&self.url)
             .header("content-type", "application/json")
             .header("webhook-id", &id)

@@ -22,7 +22,7 @@ async fn stack(name: &str) -> Stack {
         .expect("the stack starts");
     Stack {
         base: running.base.clone(),
-        http: reqwest::Client::new(),
+        http: paywall::http::client(),
         clock: running.clock.clone(),
         _running: running,
     }
@@ -118,7 +118,7 @@ impl Stack {
             )
             .await;
         assert_eq!(status, 200, "{session}");
-        let paid = reqwest::Client::builder()
+        let paid = paywall::http::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client")

@@ -62,7 +62,7 @@ async fn buy(world: &World, who: &str, verified: bool) -> String {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{checkout}");
-    let paid = reqwest::Client::builder()
+    let paid = paywall::http::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
@@ -119,7 +119,9 @@ async fn portal_page(world: &World, who: &str) -> (String, String) {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let link = body["portal_url"].as_str().expect("portal_url").to_owned();
-    let page = reqwest::get(&link)
+    let page = paywall::http::client()
+        .get(&link)
+        .send()
         .await
         .expect("portal page")
         .text()
@@ -136,7 +138,7 @@ async fn the_simulator_attaches_an_email_only_checkout_to_the_existing_customer_
         .create_customer(SHARED_EMAIL, "first")
         .await
         .expect("created");
-    let http = reqwest::Client::new();
+    let http = paywall::http::client();
     let open = |flags: Value| {
         let http = http.clone();
         let url = format!("{}/checkouts", world.dodo.url);

@@ -124,7 +124,7 @@ async fn a_purchase_end_to_end_through_the_binaries() {
     let session_id = body["session_id"].as_str().expect("session").to_owned();
 
     // The buyer pays on the hosted page (a form POST, as the Pay button sends).
-    let redirect = reqwest::Client::builder()
+    let redirect = paywall::http::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")

@@ -65,7 +65,7 @@ fn free_port() -> u16 {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    paywall::http::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")

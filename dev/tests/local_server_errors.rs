@@ -63,7 +63,7 @@ async fn start(name: &str) -> Server {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    paywall::http::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")

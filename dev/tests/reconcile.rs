@@ -187,7 +187,7 @@ async fn a_lost_payment_webhook_is_repaired_and_a_rerun_changes_nothing() {
         .expect("url")
         .to_owned();
     // Paid on Dodo's page; no webhook target, so payment.succeeded is lost.
-    let paid = reqwest::Client::builder()
+    let paid = paywall::http::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")

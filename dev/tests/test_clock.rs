@@ -27,7 +27,7 @@ async fn stack(name: &str) -> Stack {
     Stack {
         stack: Arc::clone(&running.stack),
         base: running.base.clone(),
-        http: reqwest::Client::builder()
+        http: paywall::http::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client"),

@@ -313,7 +313,7 @@ impl DodoClient {
     }
 
     pub fn with_timeouts(config: &DodoConfig, timeouts: Timeouts) -> Result<Self, DodoError> {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.request)
             .user_agent(concat!("dodo-paywall/", env!("CARGO_PKG_VERSION")))

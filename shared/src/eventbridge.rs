@@ -72,7 +72,7 @@ impl EventBridgeClient {
         let bus = vars
             .optional("ACCESS_EVENT_BUS")
             .unwrap_or_else(|| "default".to_owned());
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ConfigError::Invalid {

@@ -11,6 +11,7 @@ pub mod eventbridge;
 pub mod events;
 pub mod expiry;
 pub mod handlers;
+pub mod http;
 pub mod ids;
 pub mod plan;
 pub mod purchase;

@@ -340,7 +340,7 @@ impl DodoSimulator {
                     ..Inner::default()
                 }),
                 clock: Mutex::new(Clock::system()),
-                http: reqwest::Client::builder()
+                http: paywall::http::client_builder()
                     .timeout(Duration::from_secs(15)) // Dodo's own delivery timeout
                     .build()
                     .unwrap_or_default(),

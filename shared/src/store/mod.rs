@@ -79,6 +79,8 @@ pub use usage::{UsageAnswer, UsageCounter, UsageError, UsageRequest};
 pub const EMAIL_INDEX: &str = "email-index";
 /// The sparse index of what the reconcile function checks with Dodo.
 pub const DUE_INDEX: &str = "due-index";
+/// Short, so that an unreachable DynamoDB answers 503 well before any caller's timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DUE_BUCKET: &str = "due";
 const PROFILE: &str = "PROFILE";
 const GRANT: &str = "GRANT";
@@ -250,7 +252,8 @@ impl Store {
         }
     }
 
-    /// Builds the client from Lambda's environment. Nothing is sent until first use.
+    /// Builds the client from Lambda's environment. Nothing is sent (or read from disk)
+    /// until first use.
     pub fn connect(config: &StoreConfig) -> Self {
         use aws_sdk_dynamodb::config::retry::RetryConfig;
         use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
@@ -270,11 +273,12 @@ impl Store {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .credentials_provider(credentials)
+            .http_client(crate::http::SdkHttpClient::new(CONNECT_TIMEOUT))
             // Short, so that an outage answers 503 long before API Gateway's 29 s and
             // before Dodo's 15 s webhook timeout.
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(1))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .operation_attempt_timeout(Duration::from_secs(2))
                     .operation_timeout(Duration::from_secs(5))
                     .build(),
