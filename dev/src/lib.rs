@@ -3,6 +3,7 @@ pub mod dodo_simulator;
 pub mod fixtures;
 pub mod lambda_harness;
 pub mod local_dynamodb;
+pub mod local_secrets;
 pub mod local_server;
 pub mod local_stream;
 pub mod runtime_api;

@@ -396,3 +396,117 @@ async fn the_server_api_and_the_access_event_publisher_run_as_lambda_runs_them()
     );
     assert_eq!(bus.unsigned_calls(), 0);
 }
+
+/// The stack's `secrets-manager` mode: neither secret is in the environment, only its
+/// id; each binary reads its secret once at cold start from a (local, signature-checking)
+/// Secrets Manager, and then works with it: Dodo takes the key, the webhook's signature
+/// checks out. A secret that is not there stops the start and says which variable.
+#[tokio::test]
+async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start() {
+    let dynamo = LocalDynamo::in_memory().await.expect("dynoxide");
+    let _store = store_on(&dynamo).await;
+    let dodo = DodoSimulator::start(Some(API_KEY.into()))
+        .await
+        .expect("sim");
+    let manager = dev::local_secrets::LocalSecretsManager::default();
+    manager.put("paywall/dodo-api-key", API_KEY);
+    manager.put("paywall/dodo-webhook-secret", WEBHOOK_SECRET);
+    let manager_url = manager.start().await.expect("secrets manager");
+    let mut env: Vec<(&str, String)> = config(&dynamo, &dodo.url)
+        .into_iter()
+        .filter(|(name, _)| {
+            !name.starts_with("DODO_PAYMENTS_") || *name == "DODO_PAYMENTS_BASE_URL"
+        })
+        .collect();
+    env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", manager_url));
+    env.push((
+        "DODO_PAYMENTS_API_KEY_SECRET_ID",
+        "paywall/dodo-api-key".into(),
+    ));
+    env.push((
+        "DODO_PAYMENTS_WEBHOOK_SECRET_ID",
+        "paywall/dodo-webhook-secret".into(),
+    ));
+
+    let checkout = RunningFunction::spawn(&binary("create-checkout"), &env)
+        .await
+        .expect("checkout");
+    let bob = Some(("user-bob", Some("bob@example.com")));
+    let (code, body) = answer(
+        checkout
+            .invoke(api_gateway_event(
+                "POST",
+                "/payment/create-checkout-session",
+                bob,
+                Some("{}"),
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        code, 200,
+        "Dodo took the key read from Secrets Manager: {body}"
+    );
+
+    let webhook = RunningFunction::spawn(&binary("webhook"), &env)
+        .await
+        .expect("webhook");
+    let event = json!({"business_id": "bus_1", "type": "payment.failed",
+        "timestamp": paywall::time::Clock::system().now().to_rfc3339(),
+        "data": {"payload_type": "Payment", "payment_id": "pay_sm", "status": "failed",
+                 "metadata": {"user_id": "user-bob"}}})
+    .to_string();
+    let now = paywall::time::Clock::system().now().unix_seconds();
+    let headers = [
+        ("webhook-id", "msg_sm".to_owned()),
+        ("webhook-timestamp", now.to_string()),
+        (
+            "webhook-signature",
+            secret().sign("msg_sm", now, event.as_bytes()),
+        ),
+    ];
+    let (code, body) = answer(
+        webhook
+            .invoke(function_url_event(event.as_bytes(), &headers, false))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        code, 200,
+        "the signature checked out with the secret read: {body}"
+    );
+    assert_eq!((manager.calls(), manager.refused()), (2, 0));
+
+    // A secret id that names nothing: the start fails, naming the variable and AWS's error.
+    let mut wrong = env.clone();
+    wrong.retain(|(name, _)| *name != "DODO_PAYMENTS_API_KEY_SECRET_ID");
+    wrong.push(("DODO_PAYMENTS_API_KEY_SECRET_ID", "paywall/nothing".into()));
+    let failed = RunningFunction::spawn(&binary("success"), &wrong)
+        .await
+        .expect("success");
+    let (code, stderr) = failed
+        .exit(Duration::from_secs(10))
+        .await
+        .expect("the start fails instead of serving");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("DODO_PAYMENTS_API_KEY_SECRET_ID")
+            && stderr.contains("ResourceNotFoundException"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(API_KEY), "{stderr}");
+
+    // Signed with other credentials: the stand-in checks the signature, as AWS does.
+    let mut forged = env.clone();
+    forged.push(("AWS_SECRET_ACCESS_KEY", "not-the-key".into()));
+    let failed = RunningFunction::spawn(&binary("portal"), &forged)
+        .await
+        .expect("portal");
+    let (code, stderr) = failed
+        .exit(Duration::from_secs(10))
+        .await
+        .expect("the start fails instead of serving");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("IncompleteSignatureException"), "{stderr}");
+    assert_eq!(manager.calls(), 2, "no secret answered to a forged call");
+}

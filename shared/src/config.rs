@@ -15,9 +15,12 @@ pub enum ConfigError {
     InvalidFile { file: &'static str, reason: String },
 }
 
-/// Where variables come from: the process environment in production, a map in tests.
+/// Where variables come from: the process environment in production, a map in tests;
+/// and the secrets read from Secrets Manager at cold start ([`crate::secrets`]), which
+/// stand for the variables they replace.
 pub struct Vars<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    fetched: &'a [(&'static str, String)],
 }
 
 fn process_env(name: &str) -> Option<String> {
@@ -26,18 +29,33 @@ fn process_env(name: &str) -> Option<String> {
 
 impl<'a> Vars<'a> {
     pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Self { lookup }
+        Self {
+            lookup,
+            fetched: &[],
+        }
     }
 
     pub fn process() -> Vars<'static> {
+        Vars::new(&process_env)
+    }
+
+    /// The same variables, with `fetched` (variable, value) pairs set too.
+    pub fn with_fetched<'b>(&self, fetched: &'b [(&'static str, String)]) -> Vars<'b>
+    where
+        'a: 'b,
+    {
         Vars {
-            lookup: &process_env,
+            lookup: self.lookup,
+            fetched,
         }
     }
 
     /// A set, non-blank value, trimmed.
     pub fn optional(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
+        let fetched = self.fetched.iter().find(|(var, _)| *var == name);
+        fetched
+            .map(|(_, value)| value.clone())
+            .or_else(|| (self.lookup)(name))
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     }

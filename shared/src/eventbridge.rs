@@ -1,12 +1,11 @@
-//! The one EventBridge call the paywall makes: `PutEvents`, signed with SigV4 by the
-//! AWS SDK's own signer over the HTTP client the paywall already has (no second SDK).
+//! The one EventBridge call the paywall makes: `PutEvents` (see [`crate::aws_json`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::aws_json::AwsJsonClient;
 use crate::config::{ConfigError, StoreConfig, Vars};
 
 /// EventBridge takes at most 10 entries a call.
@@ -31,17 +30,14 @@ pub struct Entry {
 
 #[derive(Clone)]
 pub struct EventBridgeClient {
-    http: reqwest::Client,
-    endpoint: String,
-    region: String,
+    aws: AwsJsonClient,
     bus: String,
-    credentials: aws_sdk_dynamodb::config::Credentials,
 }
 
 impl std::fmt::Debug for EventBridgeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventBridgeClient")
-            .field("endpoint", &self.endpoint)
+            .field("aws", &self.aws)
             .field("bus", &self.bus)
             .finish_non_exhaustive()
     }
@@ -72,31 +68,18 @@ impl EventBridgeClient {
         let bus = vars
             .optional("ACCESS_EVENT_BUS")
             .unwrap_or_else(|| "default".to_owned());
-        let http = crate::http::client_builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                var: "AWS_ENDPOINT_URL_EVENTBRIDGE",
-                reason: e.to_string(),
+        let aws =
+            AwsJsonClient::new(&aws, "events", endpoint, Duration::from_secs(5)).map_err(|e| {
+                ConfigError::Invalid {
+                    var: "AWS_ENDPOINT_URL_EVENTBRIDGE",
+                    reason: e.to_string(),
+                }
             })?;
-        Ok(Self {
-            http,
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
-            region: aws.region,
-            bus,
-            credentials: aws_sdk_dynamodb::config::Credentials::new(
-                aws.access_key_id,
-                aws.secret_access_key.expose_secret(),
-                aws.session_token.map(|t| t.expose_secret().to_owned()),
-                None,
-                "lambda-environment",
-            ),
-        })
+        Ok(Self { aws, bus })
     }
 
     /// Publishes up to [`MAX_ENTRIES`] entries; for each, whether EventBridge took it.
     pub async fn put_events(&self, entries: &[Entry]) -> Result<Vec<bool>, EventBridgeError> {
-        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         let body = json!({
             "Entries": entries.iter().map(|e| json!({
                 "Source": e.source,
@@ -106,44 +89,11 @@ impl EventBridgeClient {
             })).collect::<Vec<_>>()
         })
         .to_string();
-        let url = format!("{}/", self.endpoint);
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", "AWSEvents.PutEvents"),
-        ];
-        let identity = self.credentials.clone().into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("events")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| EventBridgeError::Unavailable(e.to_string()))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            url.as_str(),
-            headers.iter().copied(),
-            SignableBody::Bytes(body.as_bytes()),
-        )
-        .map_err(|e| EventBridgeError::Unavailable(e.to_string()))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| EventBridgeError::Unavailable(e.to_string()))?
-            .into_parts();
-        let mut request = self.http.post(&url).body(body);
-        for (name, value) in headers.iter().copied().chain(instructions.headers()) {
-            request = request.header(name, value);
-        }
-        let response = request
-            .send()
+        let (status, text) = self
+            .aws
+            .call("AWSEvents.PutEvents", body)
             .await
-            .map_err(|e| EventBridgeError::Unavailable(e.without_url().to_string()))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| EventBridgeError::Unavailable(e.without_url().to_string()))?;
+            .map_err(EventBridgeError::Unavailable)?;
         if !(200..300).contains(&status) {
             return Err(EventBridgeError::Refused {
                 status,

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod access_events;
 pub mod api;
+pub mod aws_json;
 pub mod config;
 pub mod dodo;
 pub mod entitlements;
@@ -16,6 +17,7 @@ pub mod ids;
 pub mod plan;
 pub mod purchase;
 pub mod runtime;
+pub mod secrets;
 pub mod store;
 pub mod subscription;
 pub mod time;

@@ -275,7 +275,9 @@ impl Reconciler {
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
-        let vars = Vars::process();
+        let env = Vars::process();
+        let fetched = crate::secrets::fetch(&env, &[crate::secrets::DODO_API_KEY]).await?;
+        let vars = env.with_fetched(&fetched);
         let table = StoreConfig::from_vars(&vars)?;
         let dodo = DodoClient::new(&DodoConfig::from_vars(&vars)?)?;
         let catalog = Catalog::from_vars(&vars)?;

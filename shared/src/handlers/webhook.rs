@@ -50,7 +50,9 @@ impl WebhookHandler {
     }
 
     pub async fn from_env() -> Result<Self, StartError> {
-        let vars = Vars::process();
+        let env = Vars::process();
+        let fetched = crate::secrets::fetch(&env, &[crate::secrets::WEBHOOK_SECRET]).await?;
+        let vars = env.with_fetched(&fetched);
         let table = StoreConfig::from_vars(&vars)?;
         let webhook = WebhookConfig::from_vars(&vars)?;
         let catalog = Catalog::from_vars(&vars)?;
