@@ -48,7 +48,7 @@ lint: ## Formatting and clippy, as CI runs them
 # BIN_DIR (a folder with one binary per function, named after it) measures binaries built
 # elsewhere instead of building target/release: CI links make build's x86_64 bootstraps
 # there, the binaries that ship.
-bench: ## Release binaries: size, init time, warm latency and peak memory (BIN_DIR: measure those instead)
+bench: ## Release binaries as Lambda runs them: init, cold request, warm latency, size, zipped size, memory; beside the original Python stack (BIN_DIR: measure those instead)
 	$(if $(BIN_DIR),,cargo build --locked --release $(FUNCTIONS))
 	cargo run --locked -p dev --bin lambda-bench -- --bin-dir $(or $(BIN_DIR),target/release)
 

@@ -81,6 +81,11 @@ impl RunningFunction {
             .map(|at| at.duration_since(self.spawned_at))
     }
 
+    /// Time since the process was started.
+    pub fn since_spawn(&self) -> Duration {
+        self.spawned_at.elapsed()
+    }
+
     pub async fn invoke(&self, event: Value) -> Result<Value, String> {
         self.runtime.invoke(event, Duration::from_secs(30)).await
     }

@@ -1,9 +1,15 @@
-//! Measures the release binaries against the budgets: init (process start to the first
-//! poll of the Runtime API), stripped size, and peak RSS over warm invocations, each run
-//! as Lambda runs it against dynoxide and the Dodo simulator on loopback.
+//! Measures the release binaries against the budgets, each run as Lambda runs it against
+//! dynoxide and the Dodo simulator on loopback: init (process start to the first poll of
+//! the Runtime API), cold request (process start to the first response), warm latency,
+//! stripped and zipped size, and peak RSS over the warm invocations. In the same run it
+//! times the original Python router's stack starting (its imports, in a virtualenv the
+//! bench creates), for the ratio.
 //!
-//! `cargo build --release --bins && cargo run -p dev --bin lambda-bench -- [--cold N] [--warm N] [--bin-dir DIR]`
+//! `make bench`, or: `cargo run -p dev --bin lambda-bench -- [--cold N] [--warm N]
+//! [--bin-dir DIR] [--python-runs N | --no-python]`
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dev::dodo_simulator::DodoSimulator;
@@ -25,10 +31,24 @@ const FUNCTIONS: [&str; 6] = [
 ];
 // (portal is create-checkout's twin in size and start-up: one Dodo client, one read.)
 
+/// The original router's stack, as its imports name it (see ../shared/seed), pinned so
+/// that every run measures the same thing; mangum is what runs FastAPI on Lambda.
+const PYTHON_STACK: [&str; 5] = [
+    "fastapi==0.165.0",
+    "sqlalchemy==2.1.9",
+    "dodopayments==1.123.0",
+    "standardwebhooks==1.1.0",
+    "mangum==0.22.0",
+];
+const PYTHON_IMPORTS: &str = "from fastapi import APIRouter; from sqlalchemy.orm import Session; \
+    from dodopayments import DodoPayments; from standardwebhooks import Webhook; \
+    from mangum import Mangum";
+
 struct Options {
     cold: usize,
     warm: usize,
-    bin_dir: std::path::PathBuf,
+    bin_dir: PathBuf,
+    python_runs: usize,
 }
 
 fn options() -> Options {
@@ -36,14 +56,20 @@ fn options() -> Options {
         cold: 20,
         warm: 300,
         bin_dir: binary_dir("release"),
+        python_runs: 10,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--no-python" {
+            options.python_runs = 0;
+            continue;
+        }
         let value = args.next().unwrap_or_default();
         match arg.as_str() {
             "--cold" => options.cold = value.parse().unwrap_or(options.cold),
             "--warm" => options.warm = value.parse().unwrap_or(options.warm),
             "--bin-dir" => options.bin_dir = value.into(),
+            "--python-runs" => options.python_runs = value.parse().unwrap_or(options.python_runs),
             other => {
                 eprintln!("unknown option {other}");
                 std::process::exit(2);
@@ -144,6 +170,100 @@ fn event_for(
     }
 }
 
+/// p50, p90 and max of `samples`, in milliseconds, as table cells.
+fn spread(samples: &mut [Duration]) -> [String; 3] {
+    samples.sort();
+    [0.5, 0.9, 1.0].map(|p| ms(percentile(samples, p)))
+}
+
+/// The size of `binary` zipped as Lambda takes it (one `bootstrap` entry, deflated as
+/// `sam build`'s packaging does, with Python's zipfile).
+fn zipped_size(binary: &Path) -> Result<u64, String> {
+    let zip = std::env::temp_dir().join(format!("lambda-bench-{}.zip", std::process::id()));
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\n\
+             with zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED) as z:\n    \
+             z.write(sys.argv[1], 'bootstrap')",
+        ])
+        .arg(binary)
+        .arg(&zip)
+        .status()
+        .map_err(|e| format!("python3 (to zip {}): {e}", binary.display()))?;
+    if !status.success() {
+        return Err(format!("zipping {} failed", binary.display()));
+    }
+    let size = std::fs::metadata(&zip).map_err(|e| e.to_string())?.len();
+    let _ = std::fs::remove_file(&zip);
+    Ok(size)
+}
+
+/// The original router's stack in a virtualenv under `target/bench` (made on first use),
+/// then the wall time of `runs` fresh interpreters importing it, after one untimed run
+/// that compiles the bytecode (as a deployed package would ship it).
+fn python_stack_start(runs: usize) -> Result<Vec<Duration>, String> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/python-stack");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("installed.txt");
+    let wanted = PYTHON_STACK.join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        eprintln!(
+            "creating {} with {}",
+            venv.display(),
+            PYTHON_STACK.join(" ")
+        );
+        let run = |command: &mut Command| -> Result<(), String> {
+            let status = command.status().map_err(|e| e.to_string())?;
+            status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("{command:?} failed"))
+        };
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PYTHON_STACK))?;
+        std::fs::write(&stamp, &wanted).map_err(|e| e.to_string())?;
+    }
+    let mut times = Vec::new();
+    for run in 0..=runs {
+        let started = Instant::now();
+        let output = Command::new(&python)
+            .args(["-c", PYTHON_IMPORTS])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let took = started.elapsed();
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        if run > 0 {
+            times.push(took);
+        }
+    }
+    Ok(times)
+}
+
+/// What the numbers were measured on.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cores} cores, {}", std::env::consts::ARCH)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = options();
@@ -155,6 +275,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secret = WebhookSecret::parse(SECRET)?;
     let bus = dev::local_stream::LocalEventBus::default();
     let bus_url = bus.start().await?;
+    let secrets = dev::local_secrets::LocalSecretsManager::default();
+    secrets.put("bench/dodo-api-key", "sk_bench");
+    let secrets_url = secrets.start().await?;
     let config: Vec<(&str, String)> = vec![
         ("TABLE_NAME", "bench".into()),
         ("AWS_ENDPOINT_URL_DYNAMODB", dynamo.endpoint().into()),
@@ -165,35 +288,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("DODO_SUCCESS_URL", "https://app.example.com/back".into()),
         ("AWS_ENDPOINT_URL_EVENTBRIDGE", bus_url),
     ];
+    // The stack's `secrets-manager` mode: the key read at cold start, not set.
+    let mut secrets_mode = config.clone();
+    secrets_mode.retain(|(name, _)| *name != "DODO_PAYMENTS_API_KEY");
+    secrets_mode.push((
+        "DODO_PAYMENTS_API_KEY_SECRET_ID",
+        "bench/dodo-api-key".into(),
+    ));
+    secrets_mode.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", secrets_url));
 
+    println!("Measured on {}.\n", machine());
     println!(
-        "| function | stripped size | init p50 | init p90 | init max | warm p50 | warm p99 | peak RSS |"
+        "| function | stripped | zipped | init p50 | init p90 | init max | cold request p50 | cold request p90 | cold request max | warm p50 | warm p99 | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
-    for function in FUNCTIONS {
+    let mut slowest_init = Duration::ZERO;
+    let runs = FUNCTIONS.iter().map(|f| (*f, *f, &config)).chain([(
+        "create-checkout",
+        "create-checkout (secrets-manager mode)",
+        &secrets_mode,
+    )]);
+    for (function, label, config) in runs {
         let binary = options.bin_dir.join(function);
         let size = std::fs::metadata(&binary)
             .map_err(|e| format!("{}: {e}", binary.display()))?
             .len();
+        let zipped = zipped_size(&binary)?;
 
+        // Init alone: the process waits in its first poll, with nothing to do.
         let mut inits = Vec::new();
         for _ in 0..options.cold {
             let calls_before = dodo.simulator.api_calls().len();
-            let running = RunningFunction::spawn(&binary, &config).await?;
+            let running = RunningFunction::spawn(&binary, config).await?;
             let init = running
                 .init_duration(Duration::from_secs(10))
                 .await
-                .ok_or_else(|| format!("{function} never polled the Runtime API"))?;
+                .ok_or_else(|| format!("{label} never polled the Runtime API"))?;
             if dodo.simulator.api_calls().len() != calls_before {
-                eprintln!("{function}: called Dodo during init");
+                eprintln!("{label}: called Dodo during init");
                 failed = true;
             }
             inits.push(init);
         }
-        inits.sort();
+        // Cold request: the event already waits when the process starts, as Lambda's first
+        // invocation of a new instance does; everything the first request pays is in it.
+        let mut colds = Vec::new();
+        for k in 0..options.cold {
+            let (event, expected) = event_for(function, 1_000_000 + k, &dodo.simulator, &secret);
+            let running = RunningFunction::spawn(&binary, config).await?;
+            let response = running.invoke(event).await?;
+            colds.push(running.since_spawn());
+            failed |= !answered_as_expected(label, k, &response, expected);
+        }
 
-        let running = RunningFunction::spawn(&binary, &config).await?;
+        let running = RunningFunction::spawn(&binary, config).await?;
         running.init_duration(Duration::from_secs(10)).await;
         let mut latencies = Vec::new();
         for i in 0..options.warm {
@@ -201,37 +350,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let started = Instant::now();
             let response = running.invoke(event).await?;
             latencies.push(started.elapsed());
-            let status = response["statusCode"].as_u64().unwrap_or_default();
-            let batch_failed = response["batchItemFailures"]
-                .as_array()
-                .is_some_and(|failures| !failures.is_empty());
-            if status != expected || batch_failed {
-                eprintln!(
-                    "{function}: invocation {i} answered {status}: {}",
-                    response["body"]
-                );
-                failed = true;
-            }
+            failed |= !answered_as_expected(label, i, &response, expected);
         }
         latencies.sort();
         let rss = running.peak_rss_kib().unwrap_or_default();
+        let [init_p50, init_p90, init_max] = spread(&mut inits);
+        if function == label {
+            slowest_init = slowest_init.max(percentile(&inits, 0.5));
+        }
+        let [cold_p50, cold_p90, cold_max] = spread(&mut colds);
         println!(
-            "| {function} | {:.2} MB | {} ms | {} ms | {} ms | {} ms | {} ms | {:.1} MB |",
+            "| {label} | {:.2} MB | {:.2} MB | {init_p50} ms | {init_p90} ms | {init_max} ms | {cold_p50} ms | {cold_p90} ms | {cold_max} ms | {} ms | {} ms | {:.1} MB |",
             size as f64 / 1_000_000.0,
-            ms(percentile(&inits, 0.5)),
-            ms(percentile(&inits, 0.9)),
-            ms(percentile(&inits, 1.0)),
+            zipped as f64 / 1_000_000.0,
             ms(percentile(&latencies, 0.5)),
             ms(percentile(&latencies, 0.99)),
             rss as f64 / 1024.0,
         );
     }
     println!(
-        "\n{} cold starts and {} warm invocations per function; DynamoDB and Dodo on loopback.",
-        options.cold, options.warm
+        "\n{} cold starts (init), {} cold requests and {} warm invocations per function; \
+         DynamoDB, Dodo and Secrets Manager on loopback.",
+        options.cold, options.cold, options.warm
     );
+    if options.python_runs > 0 {
+        let mut python = python_stack_start(options.python_runs)?;
+        let [p50, p90, max] = spread(&mut python);
+        let ratio = percentile(&python, 0.5).as_secs_f64() / slowest_init.as_secs_f64();
+        println!(
+            "\nThe original Python stack starting ({}; {} runs, same machine, same run): \
+             p50 {p50} ms, p90 {p90} ms, max {max} ms.\n\
+             Ratio to the slowest function's init p50 ({} ms): {ratio:.0}x.",
+            PYTHON_STACK.join(", "),
+            python.len(),
+            ms(slowest_init),
+        );
+    }
     if failed {
         return Err("some invocations failed".into());
     }
     Ok(())
+}
+
+/// Whether `response` is the answer `function` must give (`expected` is the HTTP status,
+/// or 0 for a stream batch with no failures); says what went wrong otherwise.
+fn answered_as_expected(function: &str, i: usize, response: &Value, expected: u64) -> bool {
+    let status = response["statusCode"].as_u64().unwrap_or_default();
+    let batch_failed = response["batchItemFailures"]
+        .as_array()
+        .is_some_and(|failures| !failures.is_empty());
+    if status != expected || batch_failed {
+        eprintln!(
+            "{function}: invocation {i} answered {status}: {}",
+            response["body"]
+        );
+        return false;
+    }
+    true
 }
