@@ -21,15 +21,20 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PRODUCT: &str = "pdt_bench";
-const FUNCTIONS: [&str; 6] = [
+// In this order: portal's users are those create-checkout gave a Dodo customer, and
+// reconcile runs before success has put payments in the simulator for it to read.
+const FUNCTIONS: [&str; 8] = [
     "status",
     "create-checkout",
+    "portal",
+    "reconcile",
     "success",
     "webhook",
     "server",
     "access-events",
 ];
-// (portal is create-checkout's twin in size and start-up: one Dodo client, one read.)
+/// Warm runs of reconcile: each is a whole run, paced at one Dodo call per 1.5 s.
+const RECONCILE_WARM_RUNS: usize = 10;
 
 /// The original router's stack, as its imports name it (see ../shared/seed), pinned so
 /// that every run measures the same thing; mangum is what runs FastAPI on Lambda.
@@ -135,6 +140,19 @@ fn event_for(
         "create-checkout" => (
             api_gateway_event("POST", "/payment/create-checkout-session", user, Some("{}")),
             200,
+        ),
+        // A portal session for the Dodo customer create-checkout bound to this user.
+        "portal" => (
+            api_gateway_event("POST", "/payment/portal", user, None),
+            200,
+        ),
+        // The hourly schedule's event. Answers the run's summary (0: nothing failed).
+        "reconcile" => (
+            json!({"version": "0", "id": format!("bench-{i}"), "detail-type": "Scheduled Event",
+                   "source": "aws.events", "account": "123456789012",
+                   "time": paywall::time::Clock::system().now().to_rfc3339(),
+                   "region": "us-east-1", "resources": [], "detail": {}}),
+            0,
         ),
         "success" => {
             let id = format!("pay_bench_s{i}");
@@ -345,7 +363,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let running = RunningFunction::spawn(&binary, config).await?;
         running.init_duration(Duration::from_secs(10)).await;
         let mut latencies = Vec::new();
-        for i in 0..options.warm {
+        let warm = if function == "reconcile" {
+            options.warm.min(RECONCILE_WARM_RUNS)
+        } else {
+            options.warm
+        };
+        for i in 0..warm {
             let (event, expected) = event_for(function, i, &dodo.simulator, &secret);
             let started = Instant::now();
             let response = running.invoke(event).await?;
@@ -369,8 +392,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "\n{} cold starts (init), {} cold requests and {} warm invocations per function; \
-         DynamoDB, Dodo and Secrets Manager on loopback.",
+        "\n{} cold starts (init), {} cold requests and {} warm invocations per function \
+         ({RECONCILE_WARM_RUNS} warm runs of reconcile, whose request is a whole run, paced at \
+         one Dodo call per 1.5 s); DynamoDB, Dodo, EventBridge and Secrets Manager on loopback.",
         options.cold, options.cold, options.warm
     );
     if options.python_runs > 0 {
@@ -393,16 +417,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Whether `response` is the answer `function` must give (`expected` is the HTTP status,
-/// or 0 for a stream batch with no failures); says what went wrong otherwise.
+/// or 0 for an answer that is not HTTP: a stream batch with no failures, a reconcile run
+/// with nothing failed or left behind); says what went wrong otherwise.
 fn answered_as_expected(function: &str, i: usize, response: &Value, expected: u64) -> bool {
     let status = response["statusCode"].as_u64().unwrap_or_default();
     let batch_failed = response["batchItemFailures"]
         .as_array()
         .is_some_and(|failures| !failures.is_empty());
-    if status != expected || batch_failed {
+    let run_failed = ["failed", "left_behind"]
+        .iter()
+        .any(|field| response[field].as_u64().is_some_and(|n| n > 0));
+    if status != expected || batch_failed || run_failed {
         eprintln!(
             "{function}: invocation {i} answered {status}: {}",
-            response["body"]
+            if expected == 0 {
+                response
+            } else {
+                &response["body"]
+            }
         );
         return false;
     }
