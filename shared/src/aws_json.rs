@@ -40,7 +40,7 @@ impl AwsJsonClient {
         endpoint: String,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let http = crate::http::client_builder().timeout(timeout).build()?;
+        let http = crate::http::aws_client_builder().timeout(timeout).build()?;
         Ok(Self {
             http,
             endpoint: endpoint.trim_end_matches('/').to_owned(),

@@ -102,16 +102,7 @@ impl std::fmt::Debug for StoreConfig {
 
 impl StoreConfig {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        let endpoint_url = match vars
-            .optional("AWS_ENDPOINT_URL_DYNAMODB")
-            .map(|url| ("AWS_ENDPOINT_URL_DYNAMODB", url))
-            .or_else(|| {
-                vars.optional("AWS_ENDPOINT_URL")
-                    .map(|url| ("AWS_ENDPOINT_URL", url))
-            }) {
-            Some((var, url)) => Some(parse_http_url(&url).map_err(|reason| invalid(var, reason))?),
-            None => None,
-        };
+        let endpoint_url = endpoint_override(vars, "AWS_ENDPOINT_URL_DYNAMODB")?;
         Ok(Self {
             table_name: vars.required("TABLE_NAME")?,
             region: vars
@@ -193,6 +184,45 @@ impl WebhookConfig {
     }
 }
 
+/// Where an AWS service is reached instead of its own endpoint, by the SDKs' convention:
+/// `service_var` (`AWS_ENDPOINT_URL_<SERVICE>`), else `AWS_ENDPOINT_URL`.
+pub(crate) fn endpoint_override(
+    vars: &Vars,
+    service_var: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    let chosen = vars
+        .optional(service_var)
+        .map(|url| (service_var, url))
+        .or_else(|| {
+            vars.optional("AWS_ENDPOINT_URL")
+                .map(|url| ("AWS_ENDPOINT_URL", url))
+        });
+    match chosen {
+        Some((var, url)) => parse_http_url(&url)
+            .map(Some)
+            .map_err(|reason| invalid(var, reason)),
+        None => Ok(None),
+    }
+}
+
+/// The endpoint of the AWS service whose endpoint prefix is `service` (`events`,
+/// `secretsmanager`) in `region`, unless [`endpoint_override`] names another: China's
+/// Regions are under `amazonaws.com.cn`.
+pub(crate) fn aws_endpoint(
+    vars: &Vars,
+    service_var: &'static str,
+    service: &str,
+    region: &str,
+) -> Result<String, ConfigError> {
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    Ok(endpoint_override(vars, service_var)?
+        .unwrap_or_else(|| format!("https://{service}.{region}.{domain}")))
+}
+
 fn parse_http_url(raw: &str) -> Result<String, String> {
     let parsed = reqwest::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
@@ -236,6 +266,41 @@ mod tests {
         let lookup = vars_of(&[("DODO_PAYMENTS_API_KEY", "sk")]);
         let config = DodoConfig::from_vars(&Vars::new(&lookup)).expect("valid");
         assert_eq!(config.base_url, TEST_MODE_BASE_URL);
+    }
+
+    #[test]
+    fn aws_endpoints_follow_the_sdks_convention() {
+        let endpoint = |pairs: &[(&str, &str)], region: &str| {
+            let lookup = vars_of(pairs);
+            aws_endpoint(
+                &Vars::new(&lookup),
+                "AWS_ENDPOINT_URL_EVENTBRIDGE",
+                "events",
+                region,
+            )
+        };
+        assert_eq!(
+            endpoint(&[], "eu-west-1").expect("default"),
+            "https://events.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            endpoint(&[], "cn-north-1").expect("China"),
+            "https://events.cn-north-1.amazonaws.com.cn"
+        );
+        let both = [
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", "http://127.0.0.1:2"),
+        ];
+        assert_eq!(
+            endpoint(&both, "eu-west-1").expect("the service's own"),
+            "http://127.0.0.1:2"
+        );
+        assert_eq!(
+            endpoint(&both[..1], "eu-west-1").expect("the global one"),
+            "http://127.0.0.1:1"
+        );
+        let err = endpoint(&[("AWS_ENDPOINT_URL", "nowhere")], "eu-west-1").expect_err("bad");
+        assert!(err.to_string().contains("AWS_ENDPOINT_URL"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::aws_json::AwsJsonClient;
-use crate::config::{ConfigError, StoreConfig, Vars};
+use crate::config::{ConfigError, StoreConfig, Vars, aws_endpoint};
 
 /// EventBridge takes at most 10 entries a call.
 pub const MAX_ENTRIES: usize = 10;
@@ -62,9 +62,7 @@ impl EventBridgeClient {
     /// it elsewhere (tests).
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let aws = StoreConfig::from_vars(vars)?;
-        let endpoint = vars
-            .optional("AWS_ENDPOINT_URL_EVENTBRIDGE")
-            .unwrap_or_else(|| format!("https://events.{}.amazonaws.com", aws.region));
+        let endpoint = aws_endpoint(vars, "AWS_ENDPOINT_URL_EVENTBRIDGE", "events", &aws.region)?;
         let bus = vars
             .optional("ACCESS_EVENT_BUS")
             .unwrap_or_else(|| "default".to_owned());

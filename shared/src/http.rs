@@ -42,6 +42,13 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().tls_backend_preconfigured(TLS.clone())
 }
 
+/// A builder for a client of AWS's APIs: as [`client_builder`], and never following a
+/// redirect (AWS's endpoints send none, and a followed one would carry a signed body and
+/// the session token to another host), as the SDK's own client does not.
+pub fn aws_client_builder() -> reqwest::ClientBuilder {
+    client_builder().redirect(reqwest::redirect::Policy::none())
+}
+
 /// A client with no settings beyond the shared TLS configuration (tests, local tools).
 pub fn client() -> reqwest::Client {
     client_builder()
@@ -58,10 +65,12 @@ pub struct SdkHttpClient {
 }
 
 impl SdkHttpClient {
-    /// `connect_timeout` bounds the TCP and TLS set-up; the SDK's own operation timeouts
-    /// bound the rest.
+    /// `connect_timeout` bounds the TCP and TLS set-up; the SDK's own operation and
+    /// attempt timeouts bound the rest. (The SDK's `HttpConnectorSettings` carry only a
+    /// connect and a read timeout, and this client is built once with its own: give the
+    /// SDK config no other.)
     pub fn new(connect_timeout: Duration) -> Self {
-        let http = client_builder()
+        let http = aws_client_builder()
             .connect_timeout(connect_timeout)
             .build()
             .expect("a client over a preconfigured TLS backend always builds");
@@ -90,8 +99,12 @@ impl HttpConnector for SdkHttpClient {
                 headers.extend(response.headers().clone());
             }
             // DynamoDB's answers are small JSON documents, read whole (the SDK reads them
-            // whole too before parsing).
-            let body = response.bytes().await.map_err(connector_error)?;
+            // whole too before parsing). A body cut off after the head is a broken
+            // connection, which the SDK retries, as it does when it reads the body itself.
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| ConnectorError::io(e.into()))?;
             let response = head
                 .body(SdkBody::from(body))
                 .map_err(|e| ConnectorError::other(e.into(), None))?;
@@ -132,6 +145,59 @@ fn connector_error(err: reqwest::Error) -> ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// A one-connection HTTP server on loopback that reads the request head and answers
+    /// `answer` (raw bytes), then closes; its URL.
+    fn answer_once(answer: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        format!("http://{address}/")
+    }
+
+    async fn send(url: &str) -> Result<HttpResponse, ConnectorError> {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(url)
+            .body(SdkBody::from("{}"))
+            .expect("request");
+        let request = HttpRequest::try_from(request).expect("SDK request");
+        SdkHttpClient::new(Duration::from_secs(2))
+            .call(request)
+            .await
+    }
+
+    /// A body cut off after the head is a broken connection: an I/O error, which the SDK's
+    /// retry strategy retries (a DynamoDB call that would otherwise fail at once).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_body_cut_off_is_a_retryable_io_error() {
+        let url = answer_once("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"Item\"");
+        let error = send(&url).await.expect_err("the body is cut off");
+        assert!(error.is_io(), "{error:?}");
+    }
+
+    /// A redirect reaches the SDK as it came (AWS sends none): never followed with the
+    /// signed body and the session token to another host.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_redirect_is_not_followed() {
+        let elsewhere = answer_once("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
+        let redirect: &'static str = Box::leak(
+            format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}\r\ncontent-length: 0\r\n\r\n")
+                .into_boxed_str(),
+        );
+        let response = send(&answer_once(redirect)).await.expect("an answer");
+        assert_eq!(response.status().as_u16(), 307);
+    }
 
     /// The roots AWS's endpoints (DynamoDB, EventBridge, Secrets Manager) chain to, by
     /// subject: Amazon Trust Services' four roots and the Starfield root they cross-sign
@@ -155,15 +221,5 @@ mod tests {
             );
         }
         assert!(subjects.len() > 100, "only {} roots", subjects.len());
-    }
-
-    #[test]
-    fn every_client_shares_one_verifier() {
-        let a = TLS.clone();
-        let b = TLS.clone();
-        assert!(Arc::ptr_eq(
-            &a.crypto_provider().clone(),
-            b.crypto_provider()
-        ));
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::aws_json::AwsJsonClient;
-use crate::config::{ConfigError, StoreConfig, Vars};
+use crate::config::{ConfigError, StoreConfig, Vars, aws_endpoint};
 
 /// A secret's variable, and the variable that names it in Secrets Manager instead.
 #[derive(Clone, Copy, Debug)]
@@ -64,9 +64,12 @@ pub async fn fetch(
         return Ok(Vec::new());
     };
     let aws = StoreConfig::from_vars(vars)?;
-    let endpoint = vars
-        .optional("AWS_ENDPOINT_URL_SECRETS_MANAGER")
-        .unwrap_or_else(|| format!("https://secretsmanager.{}.amazonaws.com", aws.region));
+    let endpoint = aws_endpoint(
+        vars,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        "secretsmanager",
+        &aws.region,
+    )?;
     let client = AwsJsonClient::new(&aws, "secretsmanager", endpoint, CALL_TIMEOUT)
         .map_err(|e| invalid(first.id_var, e.to_string()))?;
     let mut fetched = Vec::with_capacity(wanted.len());
