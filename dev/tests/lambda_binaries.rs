@@ -509,4 +509,27 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("IncompleteSignatureException"), "{stderr}");
     assert_eq!(manager.calls(), 2, "no secret answered to a forged call");
+
+    // A key stored as the console's JSON key/value pairs: the start fails and says so,
+    // instead of sending the JSON to Dodo as the key.
+    manager.put(
+        "paywall/json-key",
+        r#"{"DODO_PAYMENTS_API_KEY": "sk_in_json_value"}"#,
+    );
+    let mut json_secret = env.clone();
+    json_secret.retain(|(name, _)| *name != "DODO_PAYMENTS_API_KEY_SECRET_ID");
+    json_secret.push(("DODO_PAYMENTS_API_KEY_SECRET_ID", "paywall/json-key".into()));
+    let failed = RunningFunction::spawn(&binary("create-checkout"), &json_secret)
+        .await
+        .expect("create-checkout");
+    let (code, stderr) = failed
+        .exit(Duration::from_secs(10))
+        .await
+        .expect("the start fails instead of serving");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("DODO_PAYMENTS_API_KEY_SECRET_ID") && stderr.contains("plain text"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk_in_json_value"), "{stderr}");
 }

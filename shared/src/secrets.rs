@@ -112,11 +112,21 @@ async fn get_secret_value(client: &AwsJsonClient, id: &str) -> Result<String, St
     }
     let output: GetSecretValueOutput = serde_json::from_str(&text)
         .map_err(|e| format!("unreadable GetSecretValue answer: {e}"))?;
-    output
+    let value = output
         .secret_string
         .map(|value| value.trim().to_owned())
         .filter(|value| !value.is_empty())
-        .ok_or_else(|| "the secret has no text value (store it as plain text)".to_owned())
+        .ok_or_else(|| "the secret has no text value (store it as plain text)".to_owned())?;
+    // The console's default is a JSON object of key/value pairs; used as the key, Dodo (or
+    // the signature check) would refuse every call with a far less clear message.
+    if value.starts_with('{') {
+        return Err(
+            "the secret holds a JSON object: store the value itself as plain text \
+             (--secret-string, or the console's Plaintext tab)"
+                .to_owned(),
+        );
+    }
+    Ok(value)
 }
 
 fn invalid(var: &'static str, reason: String) -> ConfigError {
