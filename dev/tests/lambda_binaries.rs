@@ -481,14 +481,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
     let mut wrong = env.clone();
     wrong.retain(|(name, _)| *name != "DODO_PAYMENTS_API_KEY_SECRET_ID");
     wrong.push(("DODO_PAYMENTS_API_KEY_SECRET_ID", "paywall/nothing".into()));
-    let failed = RunningFunction::spawn(&binary("success"), &wrong)
-        .await
-        .expect("success");
-    let (code, stderr) = failed
-        .exit(Duration::from_secs(10))
-        .await
-        .expect("the start fails instead of serving");
-    assert_eq!(code, 1, "{stderr}");
+    let stderr = failed_start("success", &wrong).await;
     assert!(
         stderr.contains("DODO_PAYMENTS_API_KEY_SECRET_ID")
             && stderr.contains("ResourceNotFoundException"),
@@ -499,14 +492,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
     // Signed with other credentials: the stand-in checks the signature, as AWS does.
     let mut forged = env.clone();
     forged.push(("AWS_SECRET_ACCESS_KEY", "not-the-key".into()));
-    let failed = RunningFunction::spawn(&binary("portal"), &forged)
-        .await
-        .expect("portal");
-    let (code, stderr) = failed
-        .exit(Duration::from_secs(10))
-        .await
-        .expect("the start fails instead of serving");
-    assert_eq!(code, 1, "{stderr}");
+    let stderr = failed_start("portal", &forged).await;
     assert!(stderr.contains("IncompleteSignatureException"), "{stderr}");
     assert_eq!(manager.calls(), 2, "no secret answered to a forged call");
 
@@ -519,17 +505,24 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
     let mut json_secret = env.clone();
     json_secret.retain(|(name, _)| *name != "DODO_PAYMENTS_API_KEY_SECRET_ID");
     json_secret.push(("DODO_PAYMENTS_API_KEY_SECRET_ID", "paywall/json-key".into()));
-    let failed = RunningFunction::spawn(&binary("create-checkout"), &json_secret)
-        .await
-        .expect("create-checkout");
-    let (code, stderr) = failed
-        .exit(Duration::from_secs(10))
-        .await
-        .expect("the start fails instead of serving");
-    assert_eq!(code, 1, "{stderr}");
+    let stderr = failed_start("create-checkout", &json_secret).await;
     assert!(
         stderr.contains("DODO_PAYMENTS_API_KEY_SECRET_ID") && stderr.contains("plain text"),
         "{stderr}"
     );
     assert!(!stderr.contains("sk_in_json_value"), "{stderr}");
+}
+
+/// Starts `function` with `env`, waits for the start to fail with exit status 1, and
+/// returns what it printed.
+async fn failed_start(function: &str, env: &[(&str, String)]) -> String {
+    let failed = RunningFunction::spawn(&binary(function), env)
+        .await
+        .expect(function);
+    let (code, stderr) = failed
+        .exit(Duration::from_secs(10))
+        .await
+        .expect("the start fails instead of serving");
+    assert_eq!(code, 1, "{function}: {stderr}");
+    stderr
 }
