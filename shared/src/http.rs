@@ -149,7 +149,8 @@ mod tests {
 
     /// A one-connection HTTP server on loopback that reads the request head and answers
     /// `answer` (raw bytes), then closes; its URL.
-    fn answer_once(answer: &'static str) -> String {
+    fn answer_once(answer: impl Into<String>) -> String {
+        let answer = answer.into();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address");
         std::thread::spawn(move || {
@@ -191,9 +192,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_redirect_is_not_followed() {
         let elsewhere = answer_once("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
-        let redirect: &'static str = Box::leak(
-            format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}\r\ncontent-length: 0\r\n\r\n")
-                .into_boxed_str(),
+        let redirect = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}\r\ncontent-length: 0\r\n\r\n"
         );
         let response = send(&answer_once(redirect)).await.expect("an answer");
         assert_eq!(response.status().as_u16(), 307);
