@@ -9,7 +9,7 @@ export AWS_ACCESS_KEY_ID ?= local
 export AWS_SECRET_ACCESS_KEY ?= local
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help dev test test-rust test-browser lint bench build sam-build validate
+.PHONY: help dev test test-rust test-simulate test-browser test-permissions lint bench build sam-build validate
 
 # The CPU architecture to build for: arm64 (the template's default) or x86_64.
 ARCH ?= arm64
@@ -28,14 +28,21 @@ help: ## List the targets
 dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator
 	cargo run --locked -p dev -- serve
 
-test: test-rust test-simulate test-browser ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), a simulated year, the browser test
+test: test-rust test-simulate test-browser test-permissions ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), a simulated year, the browser test, then each function's AWS calls against its role
 
 test-simulate: ## A year in the life: 200 users x 12 months on the test clock, every invariant checked (seed 1)
 	cargo run --locked -q -p dev -- simulate --users 200 --months 12 --seed 1
 
 test-rust: ## Build the binaries, then run the Rust tests
+	rm -rf target/aws-calls
 	cargo build --locked --bins
 	cargo test --locked --workspace
+
+# The local engines hold every function's AWS calls to its role in template.yaml and
+# record them in target/aws-calls/ (dev/src/iam.rs); this fails on a call a role does not
+# grant and on a grant no test made its function use.
+test-permissions: ## Each function's AWS calls in the tests against its IAM role in template.yaml, both ways
+	cargo run --locked -q -p dev -- permissions
 
 test-browser: ## Buy access through the demo page in headless Chromium (needs Node.js, /usr/bin/chromium or CHROMIUM_PATH; the first run does npm ci)
 	cargo build --locked -p dev --bin dev

@@ -53,7 +53,9 @@ impl RunningFunction {
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "local")
+            // The function's role, as the local engines know it (see crate::iam): its
+            // calls are held to its policy in template.yaml.
+            .env("AWS_ACCESS_KEY_ID", crate::iam::access_key_for(&name))
             .env("AWS_SECRET_ACCESS_KEY", "local")
             .env("AWS_SESSION_TOKEN", "local")
             .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -1,6 +1,7 @@
 pub mod dev_jwt;
 pub mod dodo_simulator;
 pub mod fixtures;
+pub mod iam;
 pub mod lambda_harness;
 pub mod local_dynamodb;
 pub mod local_secrets;

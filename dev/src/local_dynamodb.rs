@@ -55,13 +55,51 @@ impl LocalDynamo {
         Self::serve(db, address).await
     }
 
+    /// dynoxide on a private loopback port, behind [`crate::iam`]'s check of each call
+    /// against the role that signed it (dynoxide itself ignores IAM), on `address`.
     async fn serve(db: dynoxide::Database, address: &str) -> Result<Self, LocalDynamoError> {
+        let engine_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let engine = format!("http://{}", engine_listener.local_addr()?);
         let listener = tokio::net::TcpListener::bind(address).await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let (stop, stop_signal) = oneshot::channel::<()>();
-        let stopped = tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
+        let (stop_front, stop_front_signal) = oneshot::channel::<()>();
+        let front = axum::Router::new()
+            .fallback(iam_gate)
+            .with_state(IamGate {
+                engine,
+                http: paywall::http::client_builder()
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| LocalDynamoError::Engine(e.to_string()))?,
+            })
+            .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024));
+        let front_served = tokio::spawn(async move {
+            let _ = axum::serve(listener, front)
+                .with_graceful_shutdown(async {
+                    let _ = stop_front_signal.await;
+                })
+                .await;
+        });
+        // Stopping stops the front first (no call reaches a stopped engine), then dynoxide.
+        let (stop_engine, stop_engine_signal) = oneshot::channel::<()>();
+        let engine = tokio::spawn(dynoxide::server::serve_with_shutdown(
+            engine_listener,
+            db,
+            async {
+                let _ = stop_engine_signal.await;
+            },
+        ));
+        let stopped = tokio::spawn(async move {
             let _ = stop_signal.await;
-        }));
+            let _ = stop_front.send(());
+            let _ = front_served.await;
+            let _ = stop_engine.send(());
+            engine
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|served| served)
+        });
         Ok(Self {
             endpoint,
             stop: Some(stop),
@@ -78,6 +116,12 @@ impl LocalDynamo {
     /// no request ever leaves loopback.
     pub fn client(&self) -> Client {
         client_for(&self.endpoint)
+    }
+
+    /// A client for this engine that signs as the function `binary`'s role: its calls
+    /// are held to that role's policy in `template.yaml`.
+    pub fn client_as(&self, binary: &str) -> Client {
+        client_as(&self.endpoint, binary)
     }
 
     /// Stops serving (an outage, for tests); requests then fail to connect.
@@ -99,11 +143,83 @@ impl Drop for LocalDynamo {
     }
 }
 
+/// The front of the local engine: what IAM would decide for the role that signed the
+/// call, then dynoxide.
+#[derive(Clone)]
+struct IamGate {
+    engine: String,
+    http: reqwest::Client,
+}
+
+async fn iam_gate(
+    axum::extract::State(gate): axum::extract::State<IamGate>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let target = header("x-amz-target");
+    if !target.is_empty() {
+        let request: serde_json::Value =
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let needs = crate::iam::dynamodb_needs(target, &request);
+        if let Err(denied) = crate::iam::authorize(header("authorization"), &needs) {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                [("content-type", "application/x-amz-json-1.0")],
+                crate::iam::dynamodb_denial(&denied),
+            )
+                .into_response();
+        }
+    }
+    let mut forward = gate.http.request(method, &gate.engine).body(body);
+    for (name, value) in &headers {
+        if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+            forward = forward.header(name, value);
+        }
+    }
+    match forward.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let mut response_headers = axum::http::HeaderMap::new();
+            for (name, value) in answer.headers() {
+                if name != axum::http::header::CONTENT_LENGTH
+                    && name != axum::http::header::TRANSFER_ENCODING
+                {
+                    response_headers.insert(name.clone(), value.clone());
+                }
+            }
+            match answer.bytes().await {
+                Ok(bytes) => (status, response_headers, bytes).into_response(),
+                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        // The engine is stopping (an outage in a test): as if the connection broke.
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// An SDK client that signs as the function `binary`'s role (see [`crate::iam`]).
+pub fn client_as(endpoint: &str, binary: &str) -> Client {
+    client_with_key(endpoint, &crate::iam::access_key_for(binary))
+}
+
+/// An SDK client with the administrator's (the developer's) dummy credentials.
 pub fn client_for(endpoint: &str) -> Client {
+    client_with_key(endpoint, "local")
+}
+
+fn client_with_key(endpoint: &str, access_key: &str) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("local", "local", None, None, "local"))
+        .credentials_provider(Credentials::new(access_key, "local", None, None, "local"))
         .endpoint_url(endpoint)
         .http_client(paywall::http::SdkHttpClient::new(
             std::time::Duration::from_secs(1),

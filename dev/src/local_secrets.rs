@@ -71,8 +71,16 @@ pub fn expected_signature(headers: &HeaderMap, body: &[u8], service: &str) -> Op
         .iter()
         .filter_map(|name| header(name).map(|value| (*name, value)))
         .collect();
+    // The key id is the caller's (a function's role, see crate::iam); the secret is
+    // the one every local run uses.
+    let access_key = header("authorization")?
+        .split("Credential=")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .to_owned();
     let identity = aws_sdk_dynamodb::config::Credentials::new(
-        "local",
+        access_key,
         "local",
         header("x-amz-security-token").map(str::to_owned),
         None,
@@ -142,6 +150,14 @@ async fn get_secret_value(
     }
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     let id = request["SecretId"].as_str().unwrap_or_default();
+    let needs = [(
+        "secretsmanager:GetSecretValue".to_owned(),
+        crate::iam::Resource::Secret(id.to_owned()),
+    )];
+    if let Err(denied) = crate::iam::authorize(authorization, &needs) {
+        secrets.refused += 1;
+        return refusal("AccessDeniedException", &denied.to_string());
+    }
     match secrets.values.get(id).cloned() {
         Some(value) => {
             secrets.calls += 1;

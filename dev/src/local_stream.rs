@@ -201,6 +201,27 @@ async fn put_events(
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
+    // Each entry names its bus (absent: the default bus).
+    let mut needs: Vec<(String, crate::iam::Resource)> = request["Entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            let bus = entry["EventBusName"].as_str().unwrap_or("default");
+            (
+                "events:PutEvents".to_owned(),
+                crate::iam::Resource::EventBus(bus.to_owned()),
+            )
+        })
+        .collect();
+    needs.dedup();
+    if let Err(denied) = crate::iam::authorize(&header("authorization"), &needs) {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"__type": "AccessDeniedException", "message": denied.to_string()})),
+        )
+            .into_response();
+    }
     let mut state = bus.lock();
     let mut results = Vec::new();
     let mut failed = 0;

@@ -115,6 +115,27 @@ async fn main() {
                 }
             },
         },
+        Some("permissions") => {
+            let dir = args
+                .get(1)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(dev::iam::CallLog::dir);
+            match dev::iam::CallLog::read(&dir) {
+                Err(e) => Err(format!(
+                    "no calls recorded in {} ({e}): run the tests first (make test-rust)",
+                    dir.display()
+                )),
+                Ok(calls) => {
+                    let verdict = dev::iam::Verdict::of(dev::iam::Roles::of_workspace(), &calls);
+                    print!("{}", verdict.report());
+                    if verdict.passed() {
+                        Ok(())
+                    } else {
+                        Err("template.yaml's roles and the calls the tests made disagree".into())
+                    }
+                }
+            }
+        }
         Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),
     };
     if let Err(message) = outcome {

@@ -409,8 +409,8 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
         .await
         .expect("sim");
     let manager = dev::local_secrets::LocalSecretsManager::default();
-    manager.put("paywall/dodo-api-key", API_KEY);
-    manager.put("paywall/dodo-webhook-secret", WEBHOOK_SECRET);
+    manager.put("dodo-paywall/api-key", API_KEY);
+    manager.put("dodo-paywall/webhook-secret", WEBHOOK_SECRET);
     let manager_url = manager.start().await.expect("secrets manager");
     let mut env: Vec<(&str, String)> = config(&dynamo, &dodo.url)
         .into_iter()
@@ -421,11 +421,11 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
     env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", manager_url));
     env.push((
         "DODO_PAYMENTS_API_KEY_SECRET_ID",
-        "paywall/dodo-api-key".into(),
+        "dodo-paywall/api-key".into(),
     ));
     env.push((
         "DODO_PAYMENTS_WEBHOOK_SECRET_ID",
-        "paywall/dodo-webhook-secret".into(),
+        "dodo-paywall/webhook-secret".into(),
     ));
 
     let checkout = RunningFunction::spawn(&binary("create-checkout"), &env)
@@ -477,14 +477,57 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
     );
     assert_eq!((manager.calls(), manager.refused()), (2, 0));
 
-    // A secret id that names nothing: the start fails, naming the variable and AWS's error.
+    // Every other function that holds the key reads it at cold start too (each role's
+    // GetSecretValue is then proven used, see dev::iam) and works with it: Dodo answers
+    // the success call's look-up (a 404 for an id it does not know, not a 401 for a bad
+    // key), the portal answers, and a reconcile run fails nothing.
+    let success = RunningFunction::spawn(&binary("success"), &env)
+        .await
+        .expect("success");
+    let (code, body) = answer(
+        success
+            .invoke(api_gateway_event(
+                "POST",
+                "/payment/success",
+                bob,
+                Some(r#"{"payment_id":"pay_nobody_knows"}"#),
+            ))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        code, 404,
+        "Dodo took the key and knows no such payment: {body}"
+    );
+    let portal = RunningFunction::spawn(&binary("portal"), &env)
+        .await
+        .expect("portal");
+    let (code, body) = answer(
+        portal
+            .invoke(api_gateway_event("POST", "/payment/portal", bob, None))
+            .await
+            .expect("invoked"),
+    );
+    assert!(code == 200 || code == 404, "{code}: {body}");
+    let reconcile = RunningFunction::spawn(&binary("reconcile"), &env)
+        .await
+        .expect("reconcile");
+    let summary = reconcile
+        .invoke(json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}))
+        .await
+        .expect("invoked");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(manager.calls(), 5, "each function read its secret once");
+
+    // A secret id other than the one the template lets the role read: the start fails,
+    // naming the variable and AWS's error (the role's policy names one secret).
     let mut wrong = env.clone();
     wrong.retain(|(name, _)| *name != "DODO_PAYMENTS_API_KEY_SECRET_ID");
     wrong.push(("DODO_PAYMENTS_API_KEY_SECRET_ID", "paywall/nothing".into()));
     let stderr = failed_start("success", &wrong).await;
     assert!(
         stderr.contains("DODO_PAYMENTS_API_KEY_SECRET_ID")
-            && stderr.contains("ResourceNotFoundException"),
+            && stderr.contains("AccessDeniedException"),
         "{stderr}"
     );
     assert!(!stderr.contains(API_KEY), "{stderr}");
@@ -494,18 +537,15 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
     forged.push(("AWS_SECRET_ACCESS_KEY", "not-the-key".into()));
     let stderr = failed_start("portal", &forged).await;
     assert!(stderr.contains("IncompleteSignatureException"), "{stderr}");
-    assert_eq!(manager.calls(), 2, "no secret answered to a forged call");
+    assert_eq!(manager.calls(), 5, "no secret answered to a forged call");
 
     // A key stored as the console's JSON key/value pairs: the start fails and says so,
     // instead of sending the JSON to Dodo as the key.
     manager.put(
-        "paywall/json-key",
+        "dodo-paywall/api-key",
         r#"{"DODO_PAYMENTS_API_KEY": "sk_in_json_value"}"#,
     );
-    let mut json_secret = env.clone();
-    json_secret.retain(|(name, _)| *name != "DODO_PAYMENTS_API_KEY_SECRET_ID");
-    json_secret.push(("DODO_PAYMENTS_API_KEY_SECRET_ID", "paywall/json-key".into()));
-    let stderr = failed_start("create-checkout", &json_secret).await;
+    let stderr = failed_start("create-checkout", &env).await;
     assert!(
         stderr.contains("DODO_PAYMENTS_API_KEY_SECRET_ID") && stderr.contains("plain text"),
         "{stderr}"

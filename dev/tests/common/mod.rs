@@ -85,6 +85,13 @@ impl World {
         }
     }
 
+    /// The table as the function `binary` reaches it: signed as its role, so that every
+    /// call is held to that role's policy in template.yaml (dev::iam). `self.store` is the
+    /// tests' own, an administrator's.
+    pub fn store_as(&self, binary: &str) -> Store {
+        Store::new(self.dynamo.client_as(binary), TABLE)
+    }
+
     pub fn sim(&self) -> &DodoSimulator {
         &self.dodo.simulator
     }
@@ -94,12 +101,12 @@ impl World {
     }
 
     pub fn status(&self) -> StatusHandler {
-        StatusHandler::new(self.store.clone(), catalog())
+        StatusHandler::new(self.store_as("status"), catalog())
     }
 
     pub fn create_checkout(&self) -> CreateCheckoutHandler {
         CreateCheckoutHandler::new(
-            self.store.clone(),
+            self.store_as("create-checkout"),
             self.dodo_client(),
             catalog(),
             paywall::config::CheckoutConfig {
@@ -109,11 +116,11 @@ impl World {
     }
 
     pub fn success(&self) -> SuccessHandler {
-        SuccessHandler::new(self.store.clone(), self.dodo_client(), catalog())
+        SuccessHandler::new(self.store_as("success"), self.dodo_client(), catalog())
     }
 
     pub fn webhook(&self) -> WebhookHandler {
-        WebhookHandler::new(self.store.clone(), secret(), catalog())
+        WebhookHandler::new(self.store_as("webhook"), secret(), catalog())
     }
 
     /// Opens a checkout for `user` through the handler and returns its session id.
@@ -259,4 +266,23 @@ pub async fn read(response: Response<Body>) -> (StatusCode, Value) {
         _ => Value::Null,
     };
     (status, body)
+}
+
+/// Records an open checkout for `user`, as create-checkout leaves it (two hours old, so
+/// never handed out again): what a buyer returning to `/payment/success` has.
+pub async fn returning_buyer(world: &World, user: &str) {
+    world
+        .store
+        .record_checkout(
+            &paywall::ids::UserId::parse(user).expect("valid"),
+            None,
+            &paywall::store::PendingCheckout {
+                session_id: format!("cks_{}", user.replace('-', "_")),
+                plan: "monthly".into(),
+                created_at: paywall::time::Clock::system().now().plus_seconds(-2 * 3600),
+                checkout_url: None,
+            },
+        )
+        .await
+        .expect("recorded");
 }
