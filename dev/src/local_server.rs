@@ -51,7 +51,7 @@ use serde_json::{Value, json};
 use crate::dodo_simulator::faults::Faults;
 use crate::dodo_simulator::{DodoSimulator, WebhookTarget};
 use crate::local_dynamodb::{
-    LocalDynamo, client_for, create_table_from_template_without_stream, template_path,
+    LocalDynamo, client_as, client_for, create_table_from_template_without_stream, template_path,
 };
 use crate::time_machine::TimeMachine;
 
@@ -197,6 +197,18 @@ impl LocalStack {
         let client = client_for(dynamo.endpoint());
         create_table_from_template_without_stream(&client, &template_path(), TABLE).await?;
         let store = Store::new(client, TABLE);
+        // Each function reaches the table as its own role, held to its policy in
+        // template.yaml as AWS would hold it (dev::iam); `store` is the /dev routes'.
+        // A simulation runs months of every user's requests on a compressed clock: the
+        // budget for users' Dodo calls (a rate in real time) does not apply to it.
+        let budget = if isolated {
+            paywall::store::DodoBudget::per_minute(1_000_000)
+        } else {
+            paywall::store::DodoBudget::default()
+        };
+        let store_as = |binary: &str| {
+            Store::new(client_as(dynamo.endpoint(), binary), TABLE).with_dodo_budget(budget)
+        };
 
         let jwt_secret = env("DEV_JWT_SECRET");
         let jwt_secret_is_default = jwt_secret.is_none();
@@ -285,7 +297,7 @@ impl LocalStack {
         // The hourly reconcile, on the test clock. Unpaced: the simulator has no rate limit.
         let reconciler = simulator.as_ref().map(|_| {
             Reconciler::new(
-                store.clone(),
+                store_as("reconcile"),
                 dodo.clone(),
                 catalog.clone(),
                 Limits {
@@ -304,20 +316,22 @@ impl LocalStack {
         ));
 
         let app = Arc::new(App {
-            status: StatusHandler::new(store.clone(), catalog.clone()).with_clock(clock.clone()),
-            server: ServerHandler::new(store.clone(), catalog.clone()).with_clock(clock.clone()),
+            status: StatusHandler::new(store_as("status"), catalog.clone())
+                .with_clock(clock.clone()),
+            server: ServerHandler::new(store_as("server"), catalog.clone())
+                .with_clock(clock.clone()),
             store: store.clone(),
             create_checkout: CreateCheckoutHandler::new(
-                store.clone(),
+                store_as("create-checkout"),
                 dodo.clone(),
                 catalog.clone(),
                 checkout,
             )
             .with_clock(clock.clone()),
-            success: SuccessHandler::new(store.clone(), dodo.clone(), catalog.clone())
+            success: SuccessHandler::new(store_as("success"), dodo.clone(), catalog.clone())
                 .with_clock(clock.clone()),
-            portal: PortalHandler::new(store.clone(), dodo).with_clock(clock.clone()),
-            webhook: WebhookHandler::new(store.clone(), webhook_secret, catalog.clone())
+            portal: PortalHandler::new(store_as("portal"), dodo).with_clock(clock.clone()),
+            webhook: WebhookHandler::new(store_as("webhook"), webhook_secret, catalog.clone())
                 .with_clock(clock.clone()),
             jwt_secret: jwt_secret.into_bytes(),
             clock,

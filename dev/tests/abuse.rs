@@ -18,6 +18,22 @@ async fn a_burst_of_one_users_calls_is_cut_at_ten_a_minute_without_calling_dodo(
     let world = World::new().await;
     // Still processing: each success call asks Dodo and answers 202, granting nothing.
     world.dodo_payment("pay_burst", "processing", Some("burster"), None);
+    // The checkout the buyer returns from (opened two hours ago, so not handed out again).
+    let two_hours_ago = paywall::time::Clock::system().now().plus_seconds(-2 * 3600);
+    world
+        .store
+        .record_checkout(
+            &paywall::ids::UserId::parse("burster").expect("valid"),
+            None,
+            &paywall::store::PendingCheckout {
+                session_id: "cks_burst".into(),
+                plan: "monthly".into(),
+                created_at: two_hours_ago,
+                checkout_url: None,
+            },
+        )
+        .await
+        .expect("recorded");
     // Three "instances" of each function, as Lambda would run them side by side.
     let checkouts: Vec<_> = (0..3).map(|_| Arc::new(world.create_checkout())).collect();
     let successes: Vec<_> = (0..3).map(|_| Arc::new(world.success())).collect();
@@ -116,7 +132,7 @@ async fn a_burst_of_one_users_calls_is_cut_at_ten_a_minute_without_calling_dodo(
     .await;
     assert_eq!(status, StatusCode::OK);
     // The portal counts too.
-    let portal = PortalHandler::new(world.store.clone(), world.dodo_client());
+    let portal = PortalHandler::new(world.store_as("portal"), world.dodo_client());
     let (status, body) = read(
         portal
             .handle(api_event(

@@ -73,7 +73,7 @@ async fn each_stored_change_reaches_eventbridge_once_and_failures_are_retried() 
         .await;
         assert_eq!(status.as_u16(), 200);
     }
-    let server = ServerHandler::new(world.store.clone(), catalog_with_subscription());
+    let server = ServerHandler::new(world.store_as("server"), catalog_with_subscription());
     let (status, answer) = read(server.handle(grant("bob", "pro")).await).await;
     assert_eq!(status.as_u16(), 200, "{answer}");
 

@@ -382,6 +382,8 @@ async fn the_callers_session_links_a_payment_without_metadata() {
 #[tokio::test]
 async fn another_users_payment_is_403_and_grants_nothing() {
     let world = World::new().await;
+    // A buyer returning from checkout has one open (success asks Dodo only then).
+    world.open_checkout(BOB, "bob@example.com").await;
     let alices_session = world.open_checkout(ALICE, "alice@example.com").await;
     world.dodo_payment("pay_meta", "succeeded", Some(ALICE), Some(&alices_session));
     world.dodo_payment("pay_sess", "succeeded", None, Some(&alices_session));
@@ -406,6 +408,8 @@ async fn an_unknown_payment_is_404() {
 #[tokio::test]
 async fn a_processing_payment_is_202_pending() {
     let world = World::new().await;
+    // A buyer returning from checkout has one open (success asks Dodo only then).
+    world.open_checkout(ALICE, "alice@example.com").await;
     world.dodo_payment("pay_proc", "processing", Some(ALICE), None);
     let (status, body) = claim(&world, ALICE, "pay_proc").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -416,6 +420,8 @@ async fn a_processing_payment_is_202_pending() {
 #[tokio::test]
 async fn failed_or_cancelled_payments_are_4xx_and_grant_nothing() {
     let world = World::new().await;
+    // A buyer returning from checkout has one open (success asks Dodo only then).
+    world.open_checkout(ALICE, "alice@example.com").await;
     world.dodo_payment("pay_fail", "failed", Some(ALICE), None);
     world.dodo_payment("pay_cncl", "cancelled", Some(ALICE), None);
     for (payment, code) in [
@@ -432,6 +438,8 @@ async fn failed_or_cancelled_payments_are_4xx_and_grant_nothing() {
 #[tokio::test]
 async fn a_payment_for_another_product_grants_nothing() {
     let world = World::new().await;
+    // A buyer returning from checkout has one open (success asks Dodo only then).
+    world.open_checkout(ALICE, "alice@example.com").await;
     let mut payment = world.dodo_payment("pay_other", "succeeded", Some(ALICE), None);
     payment["product_cart"] = json!([{"product_id": "pdt_ebook", "quantity": 1}]);
     world.sim().put_payment(payment);
@@ -469,6 +477,8 @@ async fn bad_success_input_is_400() {
 #[tokio::test]
 async fn the_original_paymentid_spelling_is_accepted() {
     let world = World::new().await;
+    // A buyer returning from checkout has one open (success asks Dodo only then).
+    world.open_checkout(ALICE, "alice@example.com").await;
     world.dodo_payment("pay_camel", "succeeded", Some(ALICE), None);
     let (status, body) = read(
         world
@@ -488,6 +498,8 @@ async fn the_original_paymentid_spelling_is_accepted() {
 #[tokio::test]
 async fn dodo_down_during_success_is_5xx_and_grants_nothing() {
     let world = World::new().await;
+    // A buyer returning from checkout has one open (success asks Dodo only then).
+    world.open_checkout(ALICE, "alice@example.com").await;
     world.dodo_payment("pay_a", "succeeded", Some(ALICE), None);
     world.sim().set_fault(Some(Fault::Error {
         status: 500,
@@ -501,9 +513,15 @@ async fn dodo_down_during_success_is_5xx_and_grants_nothing() {
         .set_fault(Some(Fault::Delay(Duration::from_secs(3))));
     let (status, _) = claim(&world, ALICE, "pay_a").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(
-        world.store.get_user(&user(ALICE)).await.expect("read"),
-        None
+    let profile = world
+        .store
+        .get_user(&user(ALICE))
+        .await
+        .expect("read")
+        .expect("the checkout she opened");
+    assert!(
+        profile.passes.is_empty() && profile.last_payment_id.is_none(),
+        "{profile:?}"
     );
 }
 
@@ -847,7 +865,8 @@ async fn a_non_post_webhook_is_405() {
 #[tokio::test]
 async fn the_portal_opens_for_the_callers_own_customer_only() {
     let world = World::new().await;
-    let portal = paywall::handlers::PortalHandler::new(world.store.clone(), world.dodo_client());
+    let portal =
+        paywall::handlers::PortalHandler::new(world.store_as("portal"), world.dodo_client());
     let call = |user: &'static str| {
         let portal = &portal;
         async move {

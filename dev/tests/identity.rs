@@ -103,7 +103,7 @@ async fn buy(world: &World, who: &str, verified: bool) -> String {
 }
 
 async fn portal_page(world: &World, who: &str) -> (String, String) {
-    let portal = PortalHandler::new(world.store.clone(), world.dodo_client());
+    let portal = PortalHandler::new(world.store_as("portal"), world.dodo_client());
     let (status, body) = read(
         portal
             .handle(as_user(
@@ -181,25 +181,34 @@ async fn two_accounts_sharing_an_email_get_two_customers_and_two_portals() {
     let first = bound_customer(&world, "first-account")
         .await
         .expect("bound");
-    let second = bound_customer(&world, "second-account")
-        .await
-        .expect("bound");
-    assert_ne!(first, second, "one customer each");
-    assert_eq!(world.sim().customers_with_email(SHARED_EMAIL).len(), 2);
-    // Each payment was made by its buyer's own customer.
-    for (payment, customer) in [(&first_payment, &first), (&second_payment, &second)] {
-        let stored = world.sim().payment(payment).expect("payment");
-        assert_eq!(stored["customer"]["customer_id"], json!(customer));
-    }
-
-    // Each portal opens its own customer, with its own payments only.
-    let (link, page) = portal_page(&world, "second-account").await;
-    assert!(link.ends_with(&format!("/portal/{second}")), "{link}");
-    assert!(page.contains(&second_payment), "{page}");
-    assert!(
-        !page.contains(&first_payment),
-        "the first account's payment leaked: {page}"
+    // An unverified address makes no customer of ours (M2): Dodo's page made a new one,
+    // never the first account's.
+    assert_eq!(bound_customer(&world, "second-account").await, None);
+    let first_stored = world.sim().payment(&first_payment).expect("payment");
+    assert_eq!(first_stored["customer"]["customer_id"], json!(first));
+    let second_stored = world.sim().payment(&second_payment).expect("payment");
+    assert_ne!(
+        second_stored["customer"]["customer_id"],
+        json!(first),
+        "one customer each"
     );
+
+    // The second account has no portal of ours; the first opens its own payments only.
+    let portal = PortalHandler::new(world.store_as("portal"), world.dodo_client());
+    let (status, _) = read(
+        portal
+            .handle(as_user(
+                "POST",
+                "/payment/portal",
+                "second-account",
+                None,
+                false,
+                None,
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (link, page) = portal_page(&world, "first-account").await;
     assert!(link.ends_with(&format!("/portal/{first}")), "{link}");
     assert!(page.contains(&first_payment) && !page.contains(&second_payment));
@@ -264,8 +273,9 @@ async fn a_payment_never_rebinds_a_customer_and_an_unverified_email_links_nothin
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    // Its customer is bound to "owner", so it is the owner's: never "unverified"'s.
-    assert_eq!(answer["outcome"], "granted");
+    // Its customer is bound to "owner", but its e-mail is not the owner's verified one:
+    // an e-mail-only flow Dodo attached by address (M2). Neither account gets it.
+    assert_eq!(answer["outcome"], "unmatched");
     let (_, view) = read(
         world
             .status()
@@ -350,4 +360,104 @@ async fn concurrent_bindings_end_with_one_customer() {
     );
     let owner = world.store.customer_owner(&winners[0]).await.expect("read");
     assert_eq!(owner, Some(user("racer")));
+}
+
+/// Issue 17, M2: a Dodo customer is made only from a verified e-mail. Mallory's token
+/// claims the victim's address, unverified: her checkout opens without a customer, so
+/// nothing at Dodo carries that address for her. And a payment that reached a customer
+/// bound to someone through an e-mail-only flow (no link of ours) is theirs only if their
+/// verified e-mail is the payment's: otherwise it goes to the verified owner of that
+/// address, never to the customer's holder.
+#[tokio::test]
+async fn an_unverified_email_claim_creates_no_customer_and_captures_no_payment() {
+    let world = World::new().await;
+    let (status, body) = read(
+        world
+            .create_checkout()
+            .handle(as_user(
+                "POST",
+                "/payment/create-checkout-session",
+                "eve",
+                Some("victim@example.com"),
+                false,
+                None,
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(bound_customer(&world, "eve").await, None);
+    assert!(
+        world
+            .sim()
+            .customers_with_email("victim@example.com")
+            .is_empty(),
+        "no customer was made from an address the caller has not proved"
+    );
+
+    // Mallory, verified as herself, gets her own customer; the victim (verified) pays
+    // through a payment link typed with her own address, and Dodo attaches it to
+    // Mallory's customer (as if its e-mail had been the victim's).
+    let checkout_of = |who: &str, email: &str| {
+        as_user(
+            "POST",
+            "/payment/create-checkout-session",
+            who,
+            Some(email),
+            true,
+            None,
+        )
+    };
+    for (who, email) in [
+        ("mallory", "mallory@example.com"),
+        ("victim", "victim@example.com"),
+    ] {
+        let (status, body) = read(
+            world
+                .create_checkout()
+                .handle(checkout_of(who, email))
+                .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mallorys = bound_customer(&world, "mallory").await.expect("bound");
+    let payment = paywall::dodo::Payment::from_json(&json!({
+        "payment_id": "pay_link", "status": "succeeded", "total_amount": 1900, "currency": "USD",
+        "customer": {"customer_id": mallorys, "email": "victim@example.com", "name": "v"},
+        "metadata": {}, "product_cart": [{"product_id": PRODUCT, "quantity": 1}],
+    }))
+    .expect("payment");
+    let owner = paywall::purchase::owner_of(
+        &world.store,
+        &payment,
+        paywall::purchase::Linking::AllowEmail,
+    )
+    .await
+    .expect("read");
+    assert_ne!(
+        owner,
+        Some(user("mallory")),
+        "the customer's holder is not its payer"
+    );
+    let strict =
+        paywall::purchase::owner_of(&world.store, &payment, paywall::purchase::Linking::Strict)
+            .await
+            .expect("read");
+    assert_eq!(
+        strict, None,
+        "a claim (success call) links nothing by e-mail"
+    );
+
+    // Mallory's own e-mail-only payment, attached to her customer, is still hers.
+    let own = paywall::dodo::Payment::from_json(&json!({
+        "payment_id": "pay_own", "status": "succeeded", "total_amount": 1900, "currency": "USD",
+        "customer": {"customer_id": mallorys, "email": "Mallory@example.com", "name": "m"},
+        "metadata": {}, "product_cart": [{"product_id": PRODUCT, "quantity": 1}],
+    }))
+    .expect("payment");
+    let owner = paywall::purchase::owner_of(&world.store, &own, paywall::purchase::Linking::Strict)
+        .await
+        .expect("read");
+    assert_eq!(owner, Some(user("mallory")));
 }

@@ -155,6 +155,7 @@ async fn every_answer_conforms_to_openapi_yaml() {
     // success
     let success = world.success();
     let path = "/payment/success";
+    returning_buyer(&world, "u1").await;
     world.dodo_payment("pay_ok", "succeeded", Some("u1"), None);
     world.dodo_payment("pay_proc", "processing", Some("u1"), None);
     world.dodo_payment("pay_fail", "failed", Some("u1"), None);
@@ -212,7 +213,8 @@ async fn every_answer_conforms_to_openapi_yaml() {
     world.sim().set_fault(None);
 
     // portal
-    let portal = paywall::handlers::PortalHandler::new(world.store.clone(), world.dodo_client());
+    let portal =
+        paywall::handlers::PortalHandler::new(world.store_as("portal"), world.dodo_client());
     check(
         "post",
         "/payment/portal",
@@ -308,7 +310,7 @@ async fn entitlements_and_server_answers_conform_to_openapi_yaml() {
             features: vec!["basic".into()],
             limits: [("api_calls".to_owned(), 1)].into(),
         });
-    let status = paywall::handlers::StatusHandler::new(world.store.clone(), catalog.clone());
+    let status = paywall::handlers::StatusHandler::new(world.store_as("status"), catalog.clone());
     let entitlements = api(&status, "GET", "/payment/entitlements", Some("u1"), None).await;
     assert_eq!(entitlements.1["plan"], "free");
     spec.check(
@@ -325,7 +327,7 @@ async fn entitlements_and_server_answers_conform_to_openapi_yaml() {
         &unauthorized.1,
     );
 
-    let server = ServerHandler::new(world.store.clone(), catalog);
+    let server = ServerHandler::new(world.store_as("server"), catalog);
     let arn = "arn:aws:iam::123456789012:user/backend";
     let call = |method: &'static str,
                 path: &'static str,

@@ -73,7 +73,7 @@ async fn ten_thousand_lost_renewals_are_repaired_by_the_hourly_schedule_before_a
     })
     .expect("client");
     let reconciler = Reconciler::new(
-        world.store.clone(),
+        world.store_as("reconcile"),
         dodo,
         catalog_with_subscription(),
         limits,
@@ -117,7 +117,7 @@ async fn ten_thousand_lost_renewals_are_repaired_by_the_hourly_schedule_before_a
     for i in (0..SUBSCRIBERS).step_by(97).chain([SUBSCRIBERS - 1]) {
         let user = UserId::parse(&format!("subscriber-{i:05}")).expect("valid");
         let account = world.store.get_account(&user).await.expect("read");
-        let view = AccessView::of(&account, check_at);
+        let view = AccessView::of(&account, &catalog_with_subscription(), check_at);
         assert!(view.has_paid, "subscriber {i}: {view:?}");
         assert_eq!(
             view.plan_expires_at,

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::plan::Catalog;
 use crate::store::{Account, SubscriptionRecord};
 use crate::subscription::SubscriptionStatus;
 use crate::time::Timestamp;
@@ -42,13 +43,21 @@ fn current_subscription(
 }
 
 impl AccessView {
-    pub fn of(account: &Account, now: Timestamp) -> Self {
+    pub fn of(account: &Account, catalog: &Catalog, now: Timestamp) -> Self {
         let profile = account.profile.as_ref();
-        let pass_until = profile.and_then(|p| p.paid_until);
-        let pass_active = pass_until.is_some_and(|until| until > now);
+        // The best plan whose pass runs now, with its own end; else the pass that ended
+        // last.
+        let running = profile.and_then(|p| catalog.best_pass(p.passes_running(now)));
+        let (pass_plan, pass_until) = match running {
+            Some((plan, until)) => (Some(plan.to_owned()), Some(until)),
+            None => (
+                profile.and_then(|p| p.plan.clone()),
+                profile.and_then(|p| p.paid_until),
+            ),
+        };
+        let pass_active = running.is_some();
         let subscription = current_subscription(&account.subscriptions, now);
         let subscription_active = subscription.is_some_and(|s| s.grants_access(now));
-        let pass_plan = profile.and_then(|p| p.plan.clone());
         let pending = profile.and_then(|p| p.pending_checkout.as_ref());
         let refunded = profile.is_some_and(|p| p.refunded);
 
@@ -108,16 +117,34 @@ impl AccessView {
             (Some(plan), None) => plan.clone(),
             (None, None) => "none".to_owned(),
         };
+        // The last successful payment, of a pass or of the subscription that speaks (W3:
+        // a subscriber's `payment_date` and `dodo_payment_id` name their last renewal).
+        let pass_payment = profile.and_then(|p| Some((p.payment_date?, p.last_payment_id.clone())));
+        let subscription_payment = subscription.and_then(|s| {
+            let id = s.last_payment_id.clone()?;
+            (s.last_payment_at > 0).then(|| {
+                (
+                    Timestamp::from_unix_seconds(s.last_payment_at.div_euclid(1000)),
+                    Some(id),
+                )
+            })
+        });
+        let (payment_date, dodo_payment_id) = match (pass_payment, subscription_payment) {
+            (Some(pass), Some(sub)) if sub.0 > pass.0 => (Some(sub.0), sub.1),
+            (Some(pass), _) => (Some(pass.0), pass.1),
+            (None, Some(sub)) => (Some(sub.0), sub.1),
+            (None, None) => (None, profile.and_then(|p| p.last_payment_id.clone())),
+        };
         Self {
             has_paid,
-            payment_date: profile.and_then(|p| p.payment_date),
+            payment_date,
             subscription_plan,
             plan_expires_at: expires,
             status,
             plan,
             cancel_at_period_end: subscription.is_some_and(|s| s.cancel_at_next_billing_date),
             subscription_id: subscription.map(|s| s.subscription_id.clone()),
-            dodo_payment_id: profile.and_then(|p| p.last_payment_id.clone()),
+            dodo_payment_id,
         }
     }
 }
@@ -128,10 +155,26 @@ mod tests {
     use crate::ids::UserId;
     use crate::store::{PendingCheckout, UserRecord};
 
+    fn catalog() -> Catalog {
+        Catalog::single(crate::plan::Plan::pass(
+            "monthly",
+            crate::ids::ProductId::parse("pdt_m").expect("valid"),
+            30,
+        ))
+    }
+
+    /// A user whose `monthly` pass ends at `until`.
+    fn with_pass(until: i64) -> UserRecord {
+        let mut record = record();
+        record.set_pass("monthly", Some(at(until)));
+        record
+    }
+
     fn record() -> UserRecord {
         UserRecord {
             user_id: UserId::parse("u1").expect("valid"),
             email: None,
+            passes: Default::default(),
             plan: None,
             paid_until: None,
             payment_date: None,
@@ -169,7 +212,11 @@ mod tests {
 
     #[test]
     fn unknown_user_has_not_paid() {
-        let view = AccessView::of(&Account::default(), crate::time::Clock::system().now());
+        let view = AccessView::of(
+            &Account::default(),
+            &catalog(),
+            crate::time::Clock::system().now(),
+        );
         assert!(!view.has_paid);
         assert_eq!(view.subscription_plan, "none");
         assert_eq!(view.status, "none");
@@ -178,16 +225,12 @@ mod tests {
 
     #[test]
     fn access_ends_at_the_expiry() {
-        let paid = account(UserRecord {
-            plan: Some("monthly".into()),
-            paid_until: Some(at(1_000)),
-            ..record()
-        });
-        let before = AccessView::of(&paid, at(999));
+        let paid = account(with_pass(1_000));
+        let before = AccessView::of(&paid, &catalog(), at(999));
         assert!(before.has_paid);
         assert_eq!(before.subscription_plan, "monthly");
         assert_eq!(before.status, "active");
-        let after = AccessView::of(&paid, at(1_000));
+        let after = AccessView::of(&paid, &catalog(), at(1_000));
         assert!(!after.has_paid);
         assert_eq!(after.status, "expired");
         assert_eq!(after.subscription_plan, "monthly");
@@ -204,7 +247,7 @@ mod tests {
             }),
             ..record()
         });
-        let view = AccessView::of(&pending, at(10));
+        let view = AccessView::of(&pending, &catalog(), at(10));
         assert!(!view.has_paid);
         assert_eq!(view.subscription_plan, "pending_monthly");
         assert_eq!(view.status, "pending");
@@ -213,12 +256,10 @@ mod tests {
     #[test]
     fn a_refunded_pass_says_so() {
         let refunded = account(UserRecord {
-            plan: Some("monthly".into()),
-            paid_until: Some(at(10)),
             refunded: true,
-            ..record()
+            ..with_pass(10)
         });
-        let view = AccessView::of(&refunded, at(20));
+        let view = AccessView::of(&refunded, &catalog(), at(20));
         assert_eq!((view.has_paid, view.status), (false, "refunded"));
     }
 
@@ -250,6 +291,7 @@ mod tests {
                     subscriptions: vec![subscription(status.clone(), until)],
                     ..Account::default()
                 },
+                &catalog(),
                 now,
             );
             assert_eq!(

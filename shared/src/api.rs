@@ -47,6 +47,18 @@ impl ApiError {
     }
 
     /// `429` after too many calls: retry after `seconds`.
+    /// Every user's requests together have spent the Dodo budget for now (or Dodo itself
+    /// said so): not this caller's doing; retry after `seconds`.
+    pub fn busy(seconds: i64) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("payments are busy right now; retry in {seconds} s"),
+        );
+        error.retry_after = Some(seconds.clamp(1, i64::from(u32::MAX)) as u32);
+        error
+    }
+
     pub fn rate_limited(seconds: i64) -> Self {
         let mut error = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -164,6 +176,7 @@ impl From<DodoError> for ApiError {
                 "dodo_unavailable",
                 "Dodo Payments could not be reached; please retry",
             ),
+            DodoError::RateLimited { retry_after } => Self::busy(retry_after),
             DodoError::Api {
                 status,
                 ref code,

@@ -64,6 +64,10 @@ pub enum DodoError {
     },
     #[error("unexpected answer from Dodo: {0}")]
     Decode(String),
+    /// Dodo answered `429`: never retried (a retry would spend the quota that is already
+    /// spent); its `Retry-After` (seconds; 60 when absent) goes to our caller.
+    #[error("Dodo's rate limit is reached; retry in {retry_after} s")]
+    RateLimited { retry_after: i64 },
 }
 
 impl DodoError {
@@ -299,6 +303,9 @@ pub fn display_price(product: &Value) -> Option<String> {
     })
 }
 
+/// The largest answer read from Dodo.
+const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
+
 enum Retry {
     /// Reads: retried once on a timeout, a failed connection, 429 or 5xx.
     Safe,
@@ -313,7 +320,10 @@ impl DodoClient {
     }
 
     pub fn with_timeouts(config: &DodoConfig, timeouts: Timeouts) -> Result<Self, DodoError> {
+        // No redirect is followed (L12): a 307/308 would re-send a checkout or customer
+        // POST to another URL; Dodo's API sends none.
         let http = crate::http::client_builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.request)
             .user_agent(concat!("dodo-paywall/", env!("CARGO_PKG_VERSION")))
@@ -529,8 +539,8 @@ impl DodoClient {
             (Err(Attempt::Failed(_)), Retry::Safe) if !self.retry_reads => false,
             (Err(Attempt::Failed(err)), Retry::Safe) => match err {
                 DodoError::Timeout | DodoError::Unavailable(_) => true,
-                DodoError::Api { status, .. } => *status == 429 || *status >= 500,
-                DodoError::Decode(_) => false,
+                DodoError::Api { status, .. } => *status >= 500,
+                DodoError::Decode(_) | DodoError::RateLimited { .. } => false,
             },
             (Err(Attempt::Failed(_)), Retry::OnlyIfNotSent) => false,
         };
@@ -560,7 +570,31 @@ impl DodoClient {
         }
         let response = request.send().await.map_err(classify)?;
         let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|seconds| (0..=3600).contains(seconds))
+                .unwrap_or(60);
+            return Err(Attempt::Failed(DodoError::RateLimited { retry_after }));
+        }
+        // Dodo's answers are a few kilobytes; one far larger is not Dodo's (L12).
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_ANSWER_BYTES)
+        {
+            return Err(Attempt::Failed(DodoError::Decode(
+                "the answer is larger than 4 MiB".to_owned(),
+            )));
+        }
         let bytes = response.bytes().await.map_err(classify)?;
+        if bytes.len() as u64 > MAX_ANSWER_BYTES {
+            return Err(Attempt::Failed(DodoError::Decode(
+                "the answer is larger than 4 MiB".to_owned(),
+            )));
+        }
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| Attempt::Failed(DodoError::Decode(format!("body is not JSON: {e}"))));

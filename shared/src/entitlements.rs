@@ -87,9 +87,10 @@ impl Standing {
             };
         }
         let profile = account.profile.as_ref();
+        // Each pass plan's time is its own: the best plan whose time runs now speaks.
         if let Some((plan, until)) = profile
-            .and_then(|p| Some((p.plan.clone()?, p.paid_until?)))
-            .filter(|(_, until)| *until > now)
+            .and_then(|p| catalog.best_pass(p.passes_running(now)))
+            .map(|(plan, until)| (plan.to_owned(), until))
         {
             let days = catalog.get(&plan).map_or(0, |p| i64::from(p.days));
             // The `days`-long stretch (counted back from the expiry) that holds now.

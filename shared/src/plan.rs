@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, Vars, parse_days};
 use crate::ids::ProductId;
+use crate::time::Timestamp;
 
 pub const DEFAULT_PLAN: &str = "monthly";
 pub const DEFAULT_DURATION_DAYS: u32 = 30;
@@ -81,6 +82,25 @@ impl Plan {
 
     pub fn is_subscription(&self) -> bool {
         self.kind == PlanKind::Subscription
+    }
+
+    /// The amount in the display price, in hundredths (`$19` -> 1900, `€9.99/month`
+    /// -> 999): the first number in it. `None` without a price or a number.
+    pub fn price_amount(&self) -> Option<u64> {
+        let price = self.price.as_deref()?;
+        let start = price.find(|c: char| c.is_ascii_digit())?;
+        let number: String = price[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',')
+            .filter(|c| *c != ',')
+            .collect();
+        let (whole, fraction) = number.split_once('.').unwrap_or((&number, ""));
+        let cents: String = fraction.chars().chain("00".chars()).take(2).collect();
+        whole
+            .parse::<u64>()
+            .ok()?
+            .checked_mul(100)?
+            .checked_add(cents.parse().ok()?)
     }
 }
 
@@ -176,6 +196,14 @@ fn parse_plans(
             PlanKind::Pass { days } => days,
             PlanKind::Subscription => 0,
         };
+        // A product sold by two plans would be granted as whichever comes first,
+        // whatever the buyer chose (L12).
+        if let Some(other) = plans.iter().find(|p: &&Plan| p.product_id == product_id) {
+            return Err(error(format!(
+                "plan `{name}`: product_id {product_id} is already sold by plan `{}`",
+                other.name
+            )));
+        }
         plans.push(Plan {
             name,
             product_id,
@@ -305,6 +333,30 @@ impl Catalog {
             .find(|p| p.product_id.as_str() == product_id)
     }
 
+    /// Of the passes that run at some moment (plan -> end), the one that speaks: the
+    /// best plan (see [`Catalog::rank`]); a plan no longer in the catalogue ranks lowest.
+    pub fn best_pass<'a>(
+        &self,
+        running: impl Iterator<Item = (&'a str, Timestamp)>,
+    ) -> Option<(&'a str, Timestamp)> {
+        running.max_by_key(|(plan, until)| (self.rank(plan), *until))
+    }
+
+    /// How plans compare when a user holds several passes at once: the higher price
+    /// (the amount in `price`, e.g. `$49/month` -> 4900), then more features, then higher
+    /// limits in total, then the name.
+    pub fn rank(&self, name: &str) -> (u64, usize, u128, String) {
+        match self.get(name) {
+            Some(plan) => (
+                plan.price_amount().unwrap_or(0),
+                plan.allowance.features.len(),
+                plan.allowance.limits.values().map(|v| u128::from(*v)).sum(),
+                name.to_owned(),
+            ),
+            None => (0, 0, 0, String::new()),
+        }
+    }
+
     pub fn plans(&self) -> &[Plan] {
         &self.plans
     }
@@ -397,6 +449,40 @@ mod tests {
             let err = Catalog::from_vars(&Vars::new(&lookup)).expect_err(plans);
             assert!(err.to_string().contains("PLANS"), "{plans}: {err}");
         }
+    }
+
+    #[test]
+    fn a_product_sold_by_two_plans_is_refused() {
+        let err = error_of(
+            r#"{"a": {"product_id": "pdt_same", "kind": "pass"},
+                "b": {"product_id": "pdt_same", "kind": "pass", "days": 7}}"#,
+        );
+        assert!(
+            err.contains("pdt_same") && err.contains("already sold"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plans_rank_by_price_then_features_then_limits() {
+        let plans = r#"{"cheap": {"product_id": "pdt_c", "kind": "pass", "price": "$5"},
+                        "dear": {"product_id": "pdt_d", "kind": "pass", "price": "€49.50/month"},
+                        "rich": {"product_id": "pdt_r", "kind": "pass", "features": ["x", "y"]},
+                        "bare": {"product_id": "pdt_b", "kind": "pass"}}"#;
+        let lookup = |name: &str| (name == "PLANS").then(|| plans.to_owned());
+        let catalog = Catalog::from_vars(&Vars::new(&lookup)).expect("valid");
+        assert_eq!(catalog.get("dear").and_then(Plan::price_amount), Some(4950));
+        assert_eq!(catalog.get("cheap").and_then(Plan::price_amount), Some(500));
+        let until = Timestamp::from_unix_seconds(10);
+        let best = |names: &[&'static str]| {
+            catalog
+                .best_pass(names.iter().map(|n| (*n, until)))
+                .map(|(n, _)| n)
+        };
+        assert_eq!(best(&["cheap", "dear", "rich"]), Some("dear"));
+        assert_eq!(best(&["cheap", "rich", "bare"]), Some("cheap"));
+        assert_eq!(best(&["rich", "bare"]), Some("rich"));
+        assert_eq!(best(&[]), None);
     }
 
     fn error_of(plans: &str) -> String {

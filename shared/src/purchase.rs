@@ -86,10 +86,13 @@ pub fn what_payment_buys<'c>(catalog: &'c Catalog, payment: &Payment) -> Purchas
         .into_iter()
         .filter(|(plan, _)| !plan.is_subscription())
         .collect();
+    // One payment grants one plan's time. The paywall's checkouts sell one product; a
+    // cart of several pass plans (a link made elsewhere) is granted as the least of them,
+    // so that no day is ever relabelled to a plan better than the one paid for (M1).
     let Some(plan) = passes
         .iter()
         .map(|(plan, _)| *plan)
-        .max_by_key(|plan| plan.days)
+        .min_by_key(|plan| catalog.rank(&plan.name))
     else {
         return Purchase::Nothing(NothingBought::NotSold);
     };
@@ -229,10 +232,21 @@ pub async fn owner_of(
     {
         return Ok(Some(user));
     }
+    // Nothing of ours names this payment: it came through an e-mail-only flow (a payment
+    // link, a dashboard link), and Dodo attached it to a customer by the e-mail typed in.
+    // The user bound to that customer owns it only if their verified e-mail is that one
+    // (issue 17, M2); otherwise it goes on to the e-mail rule, or to support.
     if let Some(customer) = &payment.customer_id
         && let Some(user) = store.customer_owner(customer).await?
     {
-        return Ok(Some(user));
+        let verified = store.get_user(&user).await?.and_then(|p| p.email);
+        let same = match (verified.as_deref(), payment.customer_email.as_deref()) {
+            (Some(ours), Some(theirs)) => ours.eq_ignore_ascii_case(theirs.trim()),
+            _ => false,
+        };
+        if same {
+            return Ok(Some(user));
+        }
     }
     unique_user_by_email(
         store,

@@ -30,6 +30,8 @@ const PRICE_LOOKUP_LIMIT: Duration = Duration::from_secs(2);
 const REUSE_CHECKOUT_FOR: i64 = 30 * 60;
 /// How long a request waits for a concurrent one of the same user to open the checkout.
 const CONCURRENT_CHECKOUT_WAIT: Duration = Duration::from_secs(10);
+/// The most Dodo calls one checkout request makes: the customer, then the session.
+const DODO_CALLS: i64 = 2;
 
 #[derive(Debug, Default, Deserialize)]
 struct CheckoutInput {
@@ -82,7 +84,12 @@ impl CreateCheckoutHandler {
         let dodo = DodoClient::new(&DodoConfig::from_vars(&vars)?)?;
         let catalog = Catalog::from_vars(&vars)?;
         let checkout = CheckoutConfig::from_vars(&vars)?;
-        Ok(Self::new(Store::connect(&table), dodo, catalog, checkout))
+        Ok(Self::new(
+            Store::connect(&table).with_dodo_budget(crate::store::DodoBudget::from_vars(&vars)?),
+            dodo,
+            catalog,
+            checkout,
+        ))
     }
 
     pub async fn respond(
@@ -113,7 +120,7 @@ impl CreateCheckoutHandler {
             Some(visitor) if !visitor.is_empty() => Some(visitor.to_owned()),
             _ => None,
         };
-        rate_limit(&self.store, &caller.user_id, &self.clock).await?;
+        rate_limit(&self.store, &caller.user_id, &self.clock, DODO_CALLS).await?;
 
         let account = self.store.get_account(&caller.user_id).await?;
         if plan.is_subscription() {
@@ -215,7 +222,10 @@ impl CreateCheckoutHandler {
 
     /// The caller's Dodo customer: the one bound to them, else a new one created for
     /// them now and bound (a concurrent first checkout may have bound another first:
-    /// that one is used). `None` only when there is no e-mail to create one with.
+    /// that one is used). `None` when there is no verified e-mail to create one with:
+    /// Dodo attaches e-mail-only payments to the customer with that address, so a
+    /// customer made from an address the caller has not proved would collect its real
+    /// owner's payments (issue 17, M2). Dodo's checkout then makes a new customer.
     async fn customer_of(
         &self,
         caller: &Caller,
@@ -224,7 +234,7 @@ impl CreateCheckoutHandler {
         if let Some(bound) = profile.and_then(|p| p.customer_id.clone()) {
             return Ok(Some(bound));
         }
-        let Some(email) = &caller.email else {
+        let Some(email) = caller.verified_email() else {
             return Ok(None);
         };
         let created = self

@@ -29,13 +29,26 @@ use crate::time::Clock;
 
 /// At most [`crate::store::RATE_LIMIT_CALLS`] calls a minute per user to the routes that
 /// call Dodo, counted in the store (so across Lambda instances); beyond that a `429`
-/// with `Retry-After`, before any Dodo call.
-pub async fn rate_limit(store: &Store, user: &UserId, clock: &Clock) -> Result<(), ApiError> {
-    match store
+/// with `Retry-After`, before any Dodo call. Then the request's `dodo_calls` (the most it
+/// may make) from the budget all users share; when that is spent, a `503` with
+/// `Retry-After`, before any Dodo call.
+pub async fn rate_limit(
+    store: &Store,
+    user: &UserId,
+    clock: &Clock,
+    dodo_calls: i64,
+) -> Result<(), ApiError> {
+    if let RateDecision::Limited { retry_after } = store
         .take_rate_limited_call(user, clock.now_millis())
         .await?
     {
+        return Err(ApiError::rate_limited(retry_after));
+    }
+    match store
+        .take_dodo_budget(dodo_calls, clock.now_millis())
+        .await?
+    {
         RateDecision::Allowed => Ok(()),
-        RateDecision::Limited { retry_after } => Err(ApiError::rate_limited(retry_after)),
+        RateDecision::Limited { retry_after } => Err(ApiError::busy(retry_after)),
     }
 }

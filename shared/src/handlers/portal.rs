@@ -14,6 +14,9 @@ use crate::runtime::Handler;
 use crate::store::Store;
 use crate::time::Clock;
 
+/// The most Dodo calls one portal request makes (the portal session).
+const DODO_CALLS: i64 = 1;
+
 pub struct PortalHandler {
     store: Store,
     dodo: DodoClient,
@@ -41,12 +44,15 @@ impl PortalHandler {
         let vars = env.with_fetched(&fetched);
         let table = StoreConfig::from_vars(&vars)?;
         let dodo = DodoClient::new(&DodoConfig::from_vars(&vars)?)?;
-        Ok(Self::new(Store::connect(&table), dodo))
+        Ok(Self::new(
+            Store::connect(&table).with_dodo_budget(crate::store::DodoBudget::from_vars(&vars)?),
+            dodo,
+        ))
     }
 
     pub async fn respond(&self, request: &Request) -> Result<Response<Body>, ApiError> {
         let caller = caller(request)?;
-        rate_limit(&self.store, &caller.user_id, &self.clock).await?;
+        rate_limit(&self.store, &caller.user_id, &self.clock, DODO_CALLS).await?;
         let customer = self
             .store
             .get_user(&caller.user_id)

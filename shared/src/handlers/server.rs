@@ -280,7 +280,7 @@ impl ServerHandler {
             &json!({
                 "user_id": user.as_str(),
                 "entitlements": Entitlements::of(&account, &self.catalog, now),
-                "status": AccessView::of(&account, now),
+                "status": AccessView::of(&account, &self.catalog, now),
                 "subscriptions": subscriptions,
                 "grant": account.grant,
                 "audit": audit,

@@ -58,7 +58,7 @@ impl StatusHandler {
         }
         Ok(json_response(
             StatusCode::OK,
-            &AccessView::of(&account, now),
+            &AccessView::of(&account, &self.catalog, now),
         ))
     }
 }

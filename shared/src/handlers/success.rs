@@ -21,6 +21,9 @@ use crate::runtime::Handler;
 use crate::store::{GrantOutcome, GrantSource, Store};
 use crate::time::{Clock, Timestamp};
 
+/// The most Dodo calls one success request makes: the payment, then its subscription.
+const DODO_CALLS: i64 = 2;
+
 #[derive(Debug, Default, Deserialize)]
 struct SuccessInput {
     payment_id: Option<String>,
@@ -59,7 +62,11 @@ impl SuccessHandler {
         let table = StoreConfig::from_vars(&vars)?;
         let dodo = DodoClient::new(&DodoConfig::from_vars(&vars)?)?;
         let catalog = Catalog::from_vars(&vars)?;
-        Ok(Self::new(Store::connect(&table), dodo, catalog))
+        Ok(Self::new(
+            Store::connect(&table).with_dodo_budget(crate::store::DodoBudget::from_vars(&vars)?),
+            dodo,
+            catalog,
+        ))
     }
 
     pub async fn respond(
@@ -75,7 +82,33 @@ impl SuccessHandler {
             .ok_or_else(|| ApiError::bad_request("payment_id is required"))?;
         let payment_id =
             PaymentId::parse(&raw_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        rate_limit(&self.store, &caller.user_id, &self.clock).await?;
+        // Dodo is asked only about a payment that can be the caller's (issue 17, M3): one
+        // granted to someone else is refused here, and a caller who has no checkout
+        // waiting and never bought anything has nothing to confirm, so that a free
+        // account's loop of made-up ids costs no Dodo call.
+        let granted = self.store.payment_grant(payment_id.as_str()).await?;
+        if granted
+            .as_ref()
+            .is_some_and(|grant| grant.user_id != caller.user_id)
+        {
+            return Err(not_yours());
+        }
+        let account = self.store.get_account(&caller.user_id).await?;
+        let waiting = account
+            .profile
+            .as_ref()
+            .is_some_and(|p| p.pending_checkout.is_some() || !p.passes.is_empty())
+            || !account.subscriptions.is_empty()
+            || granted.is_some();
+        if !waiting {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "payment_not_found",
+                "no checkout of yours is waiting for a payment; access from a payment \
+                 arrives by its webhook",
+            ));
+        }
+        rate_limit(&self.store, &caller.user_id, &self.clock, DODO_CALLS).await?;
 
         let payment = self.dodo.get_payment(&payment_id).await.map_err(|err| {
             if err.is_not_found() {
@@ -100,11 +133,7 @@ impl SuccessHandler {
         let owner = owner_of(&self.store, &payment, Linking::Strict).await?;
         if owner.as_ref() != Some(&caller.user_id) {
             tracing::warn!(user_id = %caller.user_id, payment_id = %payment_id, "caller claimed a payment that is not theirs");
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "payment_not_yours",
-                "this payment does not belong to the signed-in user",
-            ));
+            return Err(not_yours());
         }
 
         match &payment.status {
@@ -134,6 +163,27 @@ impl SuccessHandler {
             }
         }
 
+        // A subscription's payment: its subscription must not name another user, checked
+        // before anything is written (L12). Stamped with the time before asking, so that a
+        // webhook about anything later still wins.
+        let observed_at = self.clock.now_millis();
+        let subscription = match (&payment.status, &payment.subscription_id) {
+            (PaymentStatus::Succeeded, Some(subscription_id)) => {
+                let subscription = self.dodo.get_subscription(subscription_id).await?;
+                if metadata_user(&subscription.metadata)
+                    .is_some_and(|owner| owner != caller.user_id)
+                {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "payment_not_yours",
+                        "this payment's subscription belongs to another user",
+                    ));
+                }
+                Some(subscription)
+            }
+            _ => None,
+        };
+
         let applied = apply_payment(
             &self.store,
             &self.catalog,
@@ -153,20 +203,12 @@ impl SuccessHandler {
                 ));
             }
             Applied::SubscriptionPayment { subscription_id } => {
-                // Access follows the subscription: take its state from Dodo now (the
-                // freshest there is) instead of waiting for its webhook. Stamped with the
-                // time before asking, so that a webhook about anything later still wins.
-                let observed_at = self.clock.now_millis();
-                let subscription = self.dodo.get_subscription(&subscription_id).await?;
-                if metadata_user(&subscription.metadata)
-                    .is_some_and(|owner| owner != caller.user_id)
-                {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "payment_not_yours",
-                        "this payment's subscription belongs to another user",
-                    ));
-                }
+                // Access follows the subscription: its state as Dodo gave it just now (the
+                // freshest there is) instead of waiting for its webhook.
+                let subscription = match subscription {
+                    Some(read) if read.subscription_id == subscription_id => read,
+                    _ => self.dodo.get_subscription(&subscription_id).await?,
+                };
                 let Some(plan) = subscription_plan_for(&self.catalog, &subscription) else {
                     return Err(ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -205,7 +247,7 @@ impl SuccessHandler {
         }
 
         let account = self.store.get_account(&caller.user_id).await?;
-        let view = AccessView::of(&account, now);
+        let view = AccessView::of(&account, &self.catalog, now);
         if !view.has_paid {
             // Paid, but the subscription is not active yet: Dodo's webhook will tell.
             return Ok(json_response(
@@ -229,4 +271,12 @@ impl Handler for SuccessHandler {
         )
         .await
     }
+}
+
+fn not_yours() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "payment_not_yours",
+        "this payment does not belong to the signed-in user",
+    )
 }

@@ -96,15 +96,16 @@ impl Store {
         unless_condition_failed(result)
     }
 
-    /// Stops checking a checkout that was never paid (the buyer walked away); it stays
-    /// the user's pending checkout.
+    /// Drops a checkout that was never paid (the buyer walked away or was declined): it
+    /// is no longer checked, and no longer the user's pending checkout, so their status
+    /// stops saying `pending` (W4). The session -> user link stays, so a payment of it
+    /// that still arrives is the user's.
     pub async fn forget_pending_checkout(
         &self,
         user: &UserId,
         session_id: &str,
     ) -> Result<(), StoreError> {
-        self.clear_checkout(user, session_id, "due_bucket, due_at, due_attempts")
-            .await
+        self.clear_checkout(user, session_id, CHECKOUT_FIELDS).await
     }
 
     /// A purchase completed the user's open checkout `session_id`: it is no longer

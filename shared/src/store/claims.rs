@@ -204,9 +204,14 @@ impl Store {
                         .unwrap_or_else(|| UserRecord::empty(grant.user_id.clone()));
                     let shift =
                         i64::from(grant.days) * SECONDS_PER_DAY * if revoke { -1 } else { 1 };
+                    // Only this pass's own plan's time moves: what another plan's pass
+                    // paid for is untouched, and what this plan had before is restored.
                     let until = profile
-                        .paid_until
+                        .passes
+                        .get(&grant.plan)
                         .map_or(grant.granted_until, |until| until.plus_seconds(shift));
+                    let mut after_profile = profile.clone();
+                    after_profile.set_pass(&grant.plan, Some(until));
                     let mark = Update::builder()
                         .table_name(&self.table)
                         .set_key(Some(grant_key(payment_id)))
@@ -219,12 +224,19 @@ impl Store {
                         .table_name(&self.table)
                         .set_key(Some(user_key(&grant.user_id)))
                         .update_expression(
-                            "SET user_id = :user, paid_until = :until, refunded = :refunded, version = :next",
+                            "SET user_id = :user, passes = :passes, #plan = :plan, paid_until = :until, \
+                             refunded = :refunded, version = :next",
                         )
                         .condition_expression("attribute_not_exists(pk) OR version = :version")
+                        .expression_attribute_names("#plan", "plan")
                         .set_expression_attribute_values(Some(values([
                             (":user", s(grant.user_id.as_str())),
-                            (":until", n(until.unix_seconds())),
+                            (":passes", after_profile.passes_value()),
+                            (":plan", s(after_profile.plan.as_deref().unwrap_or(&grant.plan))),
+                            (
+                                ":until",
+                                n(after_profile.paid_until.unwrap_or(until).unix_seconds()),
+                            ),
                             (":refunded", AttributeValue::Bool(revoke)),
                             (":version", n(profile.version as i64)),
                             (":next", n(profile.version as i64 + 1)),
@@ -236,7 +248,7 @@ impl Store {
                             let profile = account
                                 .profile
                                 .get_or_insert_with(|| UserRecord::empty(grant.user_id.clone()));
-                            profile.paid_until = Some(until);
+                            profile.set_pass(&grant.plan, Some(until));
                             profile.refunded = revoke;
                         })
                         .await?;

@@ -112,8 +112,17 @@ impl Store {
                 .profile
                 .clone()
                 .unwrap_or_else(|| UserRecord::empty(grant.user_id.clone()));
-            let starts = current.paid_until.map_or(now, |until| until.max(now));
+            // This plan's own time: a pass of another plan neither moves nor relabels it.
+            let starts = current
+                .passes
+                .get(&grant.plan)
+                .map_or(now, |until| (*until).max(now));
             let until = starts.plus_days(grant.days);
+            let mut after = current.clone();
+            after.set_pass(
+                &grant.plan,
+                Some(if claims.revokes() { starts } else { until }),
+            );
 
             // Refunded or lost before it arrived: recorded as granted and revoked (so that
             // a dispute won later restores it), the user ending as if it had been granted
@@ -128,21 +137,31 @@ impl Store {
                     let profile = account
                         .profile
                         .get_or_insert_with(|| UserRecord::empty(grant.user_id.clone()));
-                    profile.plan = Some(grant.plan.clone());
-                    profile.paid_until = Some(if revoked { starts } else { until });
+                    profile.passes = after.passes.clone();
+                    profile.plan = after.plan.clone();
+                    profile.paid_until = after.paid_until;
                     profile.payment_date = Some(now);
                     profile.refunded = revoked;
                 },
             )?;
             match self
-                .write_grant(grant, &current, &claims, (starts, until), now, event)
+                .write_grant(
+                    grant,
+                    &current,
+                    &after,
+                    &claims,
+                    (starts, until),
+                    now,
+                    event,
+                )
                 .await
             {
                 Ok(()) if revoked => return Ok(GrantOutcome::Revoked),
                 Ok(()) => {
                     return Ok(GrantOutcome::Applied(Box::new(UserRecord {
-                        plan: Some(grant.plan.clone()),
-                        paid_until: Some(until),
+                        passes: after.passes,
+                        plan: after.plan,
+                        paid_until: after.paid_until,
                         payment_date: Some(now),
                         last_payment_id: Some(grant.payment_id.clone()),
                         pending_checkout: None,
@@ -212,10 +231,12 @@ impl Store {
     /// the payment's claims did not change since they were read. A `revoked` grant leaves
     /// the expiry where it would be after a grant and its revocation (`starts`) and marks
     /// the user refunded.
+    #[allow(clippy::too_many_arguments)]
     async fn write_grant(
         &self,
         grant: &Grant,
         current: &UserRecord,
+        after: &UserRecord,
         claims: &Claims,
         (starts, until): (Timestamp, Timestamp),
         now: Timestamp,
@@ -231,10 +252,14 @@ impl Store {
         // another payment to this user since we read `current`.
         let attribute_values = values([
             (":user", s(grant.user_id.as_str())),
-            (":plan", s(&grant.plan)),
+            (":passes", after.passes_value()),
+            (":plan", s(after.plan.as_deref().unwrap_or(&grant.plan))),
             (
                 ":until",
-                n(if revoked { starts } else { until }.unix_seconds()),
+                n(after
+                    .paid_until
+                    .unwrap_or(if revoked { starts } else { until })
+                    .unix_seconds()),
             ),
             (":now", n(now.unix_seconds())),
             (":payment", s(&grant.payment_id)),
@@ -243,7 +268,7 @@ impl Store {
             (":next", n(current.version as i64 + 1)),
         ]);
         let set = String::from(
-            "SET user_id = :user, #plan = :plan, paid_until = :until, payment_date = :now, \
+            "SET user_id = :user, passes = :passes, #plan = :plan, paid_until = :until, payment_date = :now, \
              last_payment_id = :payment, refunded = :refunded, version = :next",
         );
         let access = Update::builder()

@@ -67,7 +67,7 @@ pub use checkouts::{CHECKOUT_RECHECK_AFTER, OPENING_LOCK_SECONDS, PendingCheckou
 pub use claims::{Claim, ClaimOutcome, Claims};
 pub use grants::{Grant, GrantOutcome, GrantRecord, GrantSource};
 pub use profile::{Account, UserRecord};
-pub use rate_limits::{RATE_LIMIT_CALLS, RATE_LIMIT_WINDOW_SECONDS, RateDecision};
+pub use rate_limits::{DodoBudget, RATE_LIMIT_CALLS, RATE_LIMIT_WINDOW_SECONDS, RateDecision};
 pub use reconcile_index::{Due, DueItem, DuePage};
 pub use server_grants::ServerGrant;
 pub use subscriptions::{SubscriptionOutcome, SubscriptionPayment, SubscriptionRecord};
@@ -129,6 +129,8 @@ pub struct Store {
     table: String,
     /// Builds an access event for each change of access (see [`Store::with_access_events`]).
     observer: Option<AccessObserver>,
+    /// The Dodo calls all users' requests may make (see [`Store::take_dodo_budget`]).
+    dodo_budget: DodoBudget,
 }
 
 impl std::fmt::Debug for Store {
@@ -249,6 +251,7 @@ impl Store {
             client,
             table: table.into(),
             observer: None,
+            dodo_budget: DodoBudget::default(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! A user's profile: access, e-mail, bound customer; and the whole account (profile and
 //! subscriptions) read in one query.
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 /// What is stored about one user.
@@ -8,9 +10,14 @@ use super::*;
 pub struct UserRecord {
     pub user_id: UserId,
     pub email: Option<String>,
-    /// The plan of the last payment granted.
+    /// Each pass plan's own paid time: plan -> when it ends. A pass of one plan never
+    /// moves or relabels another plan's time (issue 17, M1); what a user may use now is
+    /// the best plan whose time runs (`Catalog::best_pass`).
+    pub passes: BTreeMap<String, Timestamp>,
+    /// Derived from `passes`: the plan whose pass ends last (kept on the item for readers
+    /// of the older shape).
     pub plan: Option<String>,
-    /// Access ends here; `has_paid` is derived from it at read time.
+    /// Derived from `passes`: when the last pass ends (all pass access ends here).
     pub paid_until: Option<Timestamp>,
     pub payment_date: Option<Timestamp>,
     pub last_payment_id: Option<String>,
@@ -24,10 +31,54 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
+    /// Sets `plan`'s pass to end at `until` (or removes it), and the derived fields.
+    pub fn set_pass(&mut self, plan: &str, until: Option<Timestamp>) {
+        match until {
+            Some(until) => {
+                self.passes.insert(plan.to_owned(), until);
+            }
+            None => {
+                self.passes.remove(plan);
+            }
+        }
+        self.derive_from_passes();
+    }
+
+    /// `plan` and `paid_until` from `passes`: the pass that ends last.
+    fn derive_from_passes(&mut self) {
+        if let Some((plan, until)) = self
+            .passes
+            .iter()
+            .max_by_key(|(name, until)| (**until, (*name).clone()))
+        {
+            self.plan = Some(plan.clone());
+            self.paid_until = Some(*until);
+        }
+    }
+
+    /// Each plan's pass that still runs at `now`.
+    pub fn passes_running(&self, now: Timestamp) -> impl Iterator<Item = (&str, Timestamp)> {
+        self.passes
+            .iter()
+            .filter(move |(_, until)| **until > now)
+            .map(|(plan, until)| (plan.as_str(), *until))
+    }
+
+    /// `passes` as stored: a map of plan -> end (Unix seconds).
+    pub(super) fn passes_value(&self) -> AttributeValue {
+        AttributeValue::M(
+            self.passes
+                .iter()
+                .map(|(plan, until)| (plan.clone(), n(until.unix_seconds())))
+                .collect(),
+        )
+    }
+
     pub(super) fn empty(user_id: UserId) -> Self {
         Self {
             user_id,
             email: None,
+            passes: BTreeMap::new(),
             plan: None,
             paid_until: None,
             payment_date: None,
@@ -64,18 +115,40 @@ fn user_from_item(item: &Item) -> Result<UserRecord, StoreError> {
         }),
         _ => None,
     };
-    Ok(UserRecord {
+    let plan = get_s(item, "plan").map(str::to_owned);
+    let paid_until = get_time(item, "paid_until")?;
+    let passes = match item.get("passes") {
+        Some(AttributeValue::M(map)) => map
+            .iter()
+            .map(|(name, value)| match value {
+                AttributeValue::N(raw) => raw
+                    .parse::<i64>()
+                    .map(|seconds| (name.clone(), Timestamp::from_unix_seconds(seconds)))
+                    .map_err(|_| StoreError::Corrupt(format!("passes.{name} is not a number"))),
+                _ => Err(StoreError::Corrupt(format!(
+                    "passes.{name} is not a number"
+                ))),
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?,
+        Some(_) => return Err(StoreError::Corrupt("passes is not a map".into())),
+        // Written before passes were kept per plan: one plan's time.
+        None => plan.clone().zip(paid_until).into_iter().collect(),
+    };
+    let mut record = UserRecord {
         user_id: get_user_id(item)?,
         email: get_s(item, "email").map(str::to_owned),
-        plan: get_s(item, "plan").map(str::to_owned),
-        paid_until: get_time(item, "paid_until")?,
+        passes,
+        plan,
+        paid_until,
         payment_date: get_time(item, "payment_date")?,
         last_payment_id: get_s(item, "last_payment_id").map(str::to_owned),
         pending_checkout,
         customer_id: get_s(item, super::customers::BOUND_CUSTOMER).map(str::to_owned),
         refunded: get_bool(item, "refunded"),
         version: get_n(item, "version")?.unwrap_or(0).max(0) as u64,
-    })
+    };
+    record.derive_from_passes();
+    Ok(record)
 }
 
 impl Store {

@@ -8,6 +8,47 @@
 
 use super::*;
 
+/// The Dodo calls that users' requests (checkout, success, portal) may make, all users
+/// together: below Dodo's quota for one API key (about 100 a minute, README), so that the
+/// hourly reconcile (paced at 40 a minute) keeps its share however many accounts sign up
+/// (issue 17, M3). `DODO_USER_CALLS_PER_MINUTE` sets it (default 50).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DodoBudget {
+    pub per_minute: i64,
+    /// The most one instant may spend (a burst after a quiet spell): half a minute's.
+    pub burst: i64,
+}
+
+impl Default for DodoBudget {
+    fn default() -> Self {
+        Self::per_minute(50)
+    }
+}
+
+impl DodoBudget {
+    pub fn per_minute(calls: i64) -> Self {
+        let calls = calls.max(1);
+        Self {
+            per_minute: calls,
+            burst: (calls / 2).max(2),
+        }
+    }
+
+    /// `DODO_USER_CALLS_PER_MINUTE` (1 to 10000), else the default.
+    pub fn from_vars(vars: &crate::config::Vars) -> Result<Self, crate::config::ConfigError> {
+        match vars.optional("DODO_USER_CALLS_PER_MINUTE") {
+            None => Ok(Self::default()),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(calls) if (1..=10_000).contains(&calls) => Ok(Self::per_minute(calls)),
+                _ => Err(crate::config::ConfigError::Invalid {
+                    var: "DODO_USER_CALLS_PER_MINUTE",
+                    reason: format!("`{raw}` is not a whole number from 1 to 10000"),
+                }),
+            },
+        }
+    }
+}
+
 /// Calls to Dodo-calling routes one user may make per window.
 pub const RATE_LIMIT_CALLS: usize = 10;
 pub const RATE_LIMIT_WINDOW_SECONDS: i64 = 60;
@@ -85,6 +126,71 @@ impl Store {
             match result {
                 Ok(_) => return Ok(RateDecision::Allowed),
                 // Another call of the same user counted first: read again.
+                Err(err) if is_condition_failed(&err) => tokio::time::sleep(backoff(attempt)).await,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(StoreError::Contention)
+    }
+
+    /// The same store, with this budget for users' Dodo calls.
+    pub fn with_dodo_budget(mut self, budget: DodoBudget) -> Self {
+        self.dodo_budget = budget;
+        self
+    }
+
+    /// Takes `calls` from the Dodo budget shared by every user's requests: a token bucket
+    /// (`RATE#dodo` / `BUDGET`) refilled at its `per_minute`, holding at most its `burst`.
+    /// Empty: `Limited` with the seconds until it holds `calls`.
+    pub async fn take_dodo_budget(
+        &self,
+        calls: i64,
+        now_ms: i64,
+    ) -> Result<RateDecision, StoreError> {
+        // Thousandths of a call, so that the refill is exact in whole numbers.
+        const MILLI: i64 = 1000;
+        let DodoBudget { per_minute, burst } = self.dodo_budget;
+        let capacity = burst * MILLI;
+        let needed = calls.clamp(1, burst) * MILLI;
+        let budget_key = || key("RATE#dodo".to_owned(), "BUDGET");
+        for attempt in 0..12 {
+            let stored = self.get(budget_key()).await?;
+            let (version, tokens, at) = match &stored {
+                Some(item) => (
+                    get_n(item, "version")?.unwrap_or(0),
+                    get_n(item, "tokens")?.unwrap_or(capacity),
+                    get_n(item, "updated_ms")?.unwrap_or(now_ms),
+                ),
+                None => (0, capacity, now_ms),
+            };
+            // A clock that went back refills nothing (and never drains).
+            let elapsed_ms = now_ms.saturating_sub(at).max(0);
+            let refilled = elapsed_ms.saturating_mul(per_minute) / 60;
+            let tokens = tokens.saturating_add(refilled).min(capacity);
+            if tokens < needed {
+                let missing = needed - tokens;
+                let wait_ms = missing * 60 / per_minute;
+                return Ok(RateDecision::Limited {
+                    retry_after: (wait_ms + 999) / 1000,
+                });
+            }
+            let mut item = budget_key();
+            item.extend(values([
+                ("version", n(version + 1)),
+                ("tokens", n(tokens - needed)),
+                ("updated_ms", n(now_ms.max(at))),
+            ]));
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR version = :version")
+                .expression_attribute_values(":version", n(version))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(RateDecision::Allowed),
                 Err(err) if is_condition_failed(&err) => tokio::time::sleep(backoff(attempt)).await,
                 Err(err) => return Err(err.into()),
             }
