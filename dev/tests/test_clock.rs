@@ -286,6 +286,27 @@ async fn a_cancellation_takes_effect_at_period_end() {
     let leaving = s.status("leaver").await;
     assert_eq!(leaving["cancel_at_period_end"], true);
     assert_eq!(leaving["plan_expires_at"], "2027-02-15T10:00:00Z");
+    // The customer portal says so too, and leads back to the app.
+    let customer = s.sim().subscriptions()[0]
+        .pointer("/customer/customer_id")
+        .and_then(Value::as_str)
+        .expect("customer")
+        .to_owned();
+    let portal = s
+        .http
+        .get(format!("{}/dodo/portal/{customer}", s.base))
+        .send()
+        .await
+        .expect("answered")
+        .text()
+        .await
+        .expect("html");
+    assert!(portal.contains("cancels at period end"), "{portal}");
+    assert!(!portal.contains("next charge"), "{portal}");
+    assert!(
+        portal.contains(&format!("href=\"{}/\"", s.base)),
+        "{portal}"
+    );
     s.post("/dev/clock", json!({"to": "2027-02-15T09:59:59Z"}))
         .await;
     assert_eq!(s.status("leaver").await["has_paid"], true);
