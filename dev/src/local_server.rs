@@ -8,10 +8,10 @@
 //! webhooks to `/payment/webhook` (the webhook answers at `/webhook` too, as in
 //! `openapi.yaml`). Everything runs on a test clock (`/dev/clock`, [`TimeMachine`]) that
 //! starts at the real time; the simulator's faults are set at `/dev/faults`. The same
-//! stack, on a frozen clock, is what `simulate` drives. Every error this server answers
-//! itself (an unknown path, a method a
-//! route does not take, a body too large) is JSON `{"error": {"code", "message"}}`, like
-//! the handlers' own.
+//! stack, on a frozen clock, is what `simulate` drives. Every request gets an id, as API
+//! Gateway gives one, and one log line. Every error this server answers itself (an
+//! unknown path, a method a route does not take, a body too large) is JSON
+//! `{"error": {"code", "message", "request_id"}}`, like the handlers' own.
 
 use std::collections::HashMap;
 use std::future::Future;
