@@ -8,8 +8,24 @@ export AWS_REGION ?= us-east-1
 export AWS_ACCESS_KEY_ID ?= local
 export AWS_SECRET_ACCESS_KEY ?= local
 export AWS_EC2_METADATA_DISABLED := true
+# sam: no telemetry prompt or upload.
+export SAM_CLI_TELEMETRY ?= 0
 
-.PHONY: help dev test test-rust test-simulate test-browser test-permissions lint bench build sam-build validate
+.PHONY: help dev test test-tools test-rust test-simulate test-browser test-permissions lint bench build sam-build validate tools
+
+# The Python tools, each pinned in its own virtualenv under target/tools/ (dev/tools.sh
+# makes it on first use, and again when a pin changes): CI installs them the same way,
+# by running these targets.
+CFN_LINT_PIN := cfn-lint==1.58.0
+SAM_PIN := aws-sam-cli==1.170.0
+CHECKOV_PIN := checkov==3.3.30
+SCHEMATHESIS_PIN := schemathesis==4.32.*
+SAM ?= target/tools/sam/bin/sam
+CFN_LINT ?= target/tools/cfn-lint/bin/cfn-lint
+CHECKOV ?= target/tools/checkov/bin/checkov
+SCHEMATHESIS ?= target/tools/schemathesis/bin/schemathesis
+CHROMIUM_PATH ?= /usr/bin/chromium
+export CHROMIUM_PATH
 
 # The CPU architecture to build for: arm64 (the template's default) or x86_64.
 ARCH ?= arm64
@@ -28,7 +44,7 @@ help: ## List the targets
 dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator
 	cargo run --locked -p dev -- serve
 
-test: test-rust test-simulate test-browser test-permissions ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), a simulated year, the browser test, then each function's AWS calls against its role
+test: test-tools test-rust test-simulate test-browser test-permissions ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), a simulated year, the browser test, then each function's AWS calls against its role
 
 test-simulate: ## A year in the life: 200 users x 12 months on the test clock, every invariant checked (seed 1)
 	cargo run --locked -q -p dev -- simulate --users 200 --months 12 --seed 1
@@ -44,9 +60,17 @@ test-rust: ## Build the binaries, then run the Rust tests
 test-permissions: ## Each function's AWS calls in the tests against its IAM role in template.yaml, both ways
 	cargo run --locked -q -p dev -- permissions
 
-test-browser: ## Buy access through the demo page in headless Chromium (needs Node.js, /usr/bin/chromium or CHROMIUM_PATH; the first run does npm ci)
+# What the browser test needs, checked before anything is built (so a missing browser
+# stops make test at once, not after the Rust tests): Debian's chromium (installed with
+# apt when missing and running as root; else make stops and names the command), and
+# playwright-core (npm ci, first run only).
+test-tools:
+	@dev/tools.sh apt chromium chromium $(CHROMIUM_PATH)
+	@dev/tools.sh npm dev/e2e
+
+test-browser: test-tools ## Buy access through the demo page in headless Chromium (Node.js 20+; Debian's chromium, apt-installed when missing and root, or CHROMIUM_PATH; the first run does npm ci)
 	cargo build --locked -p dev --bin dev
-	cd dev/e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; } && node --test
+	cd dev/e2e && node --test
 
 lint: ## Formatting and clippy, as CI runs them
 	cargo fmt --all -- --check
@@ -62,18 +86,27 @@ bench: ## Release binaries as Lambda runs them: init, cold request, warm latency
 build: ## Lambda bootstraps with cargo lambda for ARCH (arm64 | x86_64): target/lambda/<function>/bootstrap
 	cargo lambda build --release --locked $(if $(filter x86_64,$(ARCH)),--x86-64,--arm64) $(FUNCTIONS)
 
-sam-build: ## sam build for ARCH: .aws-sam/build/<Function>/bootstrap, ready for sam deploy
-	sam build --beta-features --parameter-overrides Architecture=$(ARCH)
+sam-build: ## sam build for ARCH: .aws-sam/build/<Function>/bootstrap, ready for sam deploy (needs cargo-lambda)
+	@dev/tools.sh venv sam "$(SAM_PIN)" sam
+	$(SAM) build --beta-features --parameter-overrides Architecture=$(ARCH)
 
-# checkov, pinned in its own virtualenv by CI (CHECKOV=target/ci/checkov/bin/checkov).
-CHECKOV ?= checkov
+# The tools `make validate` runs, and schemathesis (CI's check of openapi.yaml against
+# make dev, .ci/local-server): pinned, each in its own virtualenv.
+tools: ## Install the pinned Python tools into target/tools/ (make validate does this itself): cfn-lint, sam, checkov, schemathesis
+	@dev/tools.sh venv cfn-lint "$(CFN_LINT_PIN)" cfn-lint
+	@dev/tools.sh venv sam "$(SAM_PIN)" sam
+	@dev/tools.sh venv checkov "$(CHECKOV_PIN)" checkov
+	@dev/tools.sh venv schemathesis "$(SCHEMATHESIS_PIN)" schemathesis
 
 # checkov: every finding is fixed or suppressed in template.yaml with its reason (Metadata:
 # checkov: skip). --skip-download keeps it offline; a template it cannot parse (which it
 # would report as no findings) fails too.
-validate: ## Check template.yaml offline: cfn-lint, sam validate --lint, and checkov (no unsuppressed finding)
-	cfn-lint template.yaml
-	sam validate --lint --region $(AWS_REGION)
+validate: ## Check template.yaml offline: cfn-lint, sam validate --lint, and checkov (no unsuppressed finding; the first run installs them)
+	@dev/tools.sh venv cfn-lint "$(CFN_LINT_PIN)" cfn-lint
+	@dev/tools.sh venv sam "$(SAM_PIN)" sam
+	@dev/tools.sh venv checkov "$(CHECKOV_PIN)" checkov
+	$(CFN_LINT) template.yaml
+	$(SAM) validate --lint --region $(AWS_REGION)
 	@echo '$(CHECKOV) -f template.yaml --framework cloudformation --compact --quiet --skip-download'; \
 	  out=$$($(CHECKOV) -f template.yaml --framework cloudformation --compact --quiet --skip-download 2>&1); \
 	  status=$$?; echo "$$out"; \

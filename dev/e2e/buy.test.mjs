@@ -206,3 +206,27 @@ test("the test clock: a card declined at renewal puts the subscription on hold a
   await page.screenshot({ path: join(screenshots, "on-hold.png") });
   await page.close();
 });
+
+// After the renewal test: another user's subscription (on hold, with a retry due) exists.
+test("the demo page shows the signed-in user's own next renewal, and refuses an empty sign-in", async () => {
+  const page = await browser.newPage();
+  await page.goto(baseUrl + "/");
+  await page.evaluate(() => localStorage.clear());
+  await page.goto(baseUrl + "/");
+  await page.fill("#sub", "");
+  await page.click("#signin-button");
+  await assertText(page, "#signin-message", "Enter a user id");
+  assert.equal(await page.evaluate(() => localStorage.getItem("paywall-demo-token")), null);
+  assert.equal(await page.isHidden("#account"), true);
+
+  // A pass holder has no renewal, whatever other users' subscriptions do.
+  await signIn(page, "browser-passholder");
+  await page.click("#buy");
+  await page.waitForURL(/\/dodo\/checkout\/cks_/);
+  await page.click("#pay");
+  await page.waitForURL((url) => url.pathname === "/");
+  await assertText(page, "#access", "Access granted");
+  await page.waitForSelector("#clock:not([hidden])");
+  assert.equal((await page.textContent("#next-renewal")).trim(), "—");
+  await page.close();
+});

@@ -23,6 +23,10 @@ pub enum TokenError {
     BadSignature,
     #[error("expired")]
     Expired,
+    /// API Gateway's JWT authorizer checks `iss` against the issuer and `aud` against the
+    /// audiences it is configured with; the local one checks them against [`ISSUER`].
+    #[error("wrong issuer or audience")]
+    WrongIssuerOrAudience,
 }
 
 fn mac(secret: &[u8]) -> Hmac<Sha256> {
@@ -55,8 +59,9 @@ pub fn mint_with(
     sign(secret, &claims)
 }
 
-/// `claims` as an HS256 JWT signed with `secret`.
-fn sign(secret: &[u8], claims: &serde_json::Value) -> String {
+/// `claims` as an HS256 JWT signed with `secret` (tests use it for tokens that are
+/// wrong in one claim).
+pub fn sign(secret: &[u8], claims: &serde_json::Value) -> String {
     let header = B64URL.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
     let payload = B64URL.encode(claims.to_string());
     let signing_input = format!("{header}.{payload}");
@@ -116,6 +121,15 @@ pub fn verify(secret: &[u8], token: &str, now: i64) -> Result<HashMap<String, St
     if expires <= now {
         return Err(TokenError::Expired);
     }
+    // `aud` may be a string or a list of strings (RFC 7519); one must match.
+    let audience_matches = match claims.get("aud") {
+        Some(Value::String(aud)) => aud == ISSUER,
+        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(ISSUER)),
+        _ => false,
+    };
+    if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) || !audience_matches {
+        return Err(TokenError::WrongIssuerOrAudience);
+    }
     Ok(claims
         .into_iter()
         .map(|(key, value)| {
@@ -169,5 +183,26 @@ mod tests {
             verify(b"secret", &parts.join("."), 1_001),
             Err(TokenError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_wrong_or_missing_issuer_or_audience_is_refused() {
+        let claims = |iss: Value, aud: Value| json!({"sub": "alice", "iss": iss, "aud": aud, "exp": 99_999_999_999_i64});
+        let ok = sign(b"secret", &claims(json!(ISSUER), json!([ISSUER, "other"])));
+        assert!(verify(b"secret", &ok, 1_001).is_ok());
+        for (iss, aud) in [
+            (json!("evil"), json!(ISSUER)),
+            (json!(ISSUER), json!("other")),
+            (json!(ISSUER), json!(["other"])),
+            (Value::Null, json!(ISSUER)),
+            (json!(ISSUER), Value::Null),
+        ] {
+            let token = sign(b"secret", &claims(iss.clone(), aud.clone()));
+            assert_eq!(
+                verify(b"secret", &token, 1_001),
+                Err(TokenError::WrongIssuerOrAudience),
+                "iss {iss}, aud {aud}"
+            );
+        }
     }
 }

@@ -8,10 +8,10 @@
 //! webhooks to `/payment/webhook` (the webhook answers at `/webhook` too, as in
 //! `openapi.yaml`). Everything runs on a test clock (`/dev/clock`, [`TimeMachine`]) that
 //! starts at the real time; the simulator's faults are set at `/dev/faults`. The same
-//! stack, on a frozen clock, is what `simulate` drives. Every error this server answers
-//! itself (an unknown path, a method a
-//! route does not take, a body too large) is JSON `{"error": {"code", "message"}}`, like
-//! the handlers' own.
+//! stack, on a frozen clock, is what `simulate` drives. Every request gets an id, as API
+//! Gateway gives one, and one log line. Every error this server answers itself (an
+//! unknown path, a method a route does not take, a body too large) is JSON
+//! `{"error": {"code", "message", "request_id"}}`, like the handlers' own.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -90,8 +90,6 @@ struct App {
     clock: Clock,
     machine: Arc<TimeMachine>,
     simulator: Option<DodoSimulator>,
-    /// Where the clock's lead over the wall clock is kept (`make dev`; not `simulate`).
-    state_dir: Option<PathBuf>,
 }
 
 /// What the server tells the person who started it.
@@ -143,7 +141,7 @@ impl Settings {
         Ok(Self {
             port,
             state_dir,
-            clock: Clock::test(Clock::system().now_millis() + ahead_ms, true),
+            clock: Clock::test(Clock::system().now_millis().saturating_add(ahead_ms), true),
             seed: None,
             isolated: false,
         })
@@ -309,11 +307,11 @@ impl LocalStack {
             )
             .with_clock(clock.clone())
         });
-        let machine = Arc::new(TimeMachine::new(
-            clock.clone(),
-            simulator.clone(),
-            reconciler,
-        ));
+        let mut machine = TimeMachine::new(clock.clone(), simulator.clone(), reconciler);
+        if !isolated {
+            machine = machine.with_clock_file(state_dir.join(CLOCK_FILE));
+        }
+        let machine = Arc::new(machine);
 
         let app = Arc::new(App {
             status: StatusHandler::new(store_as("status"), catalog.clone())
@@ -337,7 +335,6 @@ impl LocalStack {
             clock,
             machine: Arc::clone(&machine),
             simulator: simulator.clone(),
-            state_dir: (!isolated).then(|| state_dir.clone()),
         });
 
         let mut router = Router::new()
@@ -366,7 +363,9 @@ impl LocalStack {
         if let Some(simulator) = &simulator {
             router = router.nest("/dodo", simulator.router());
         }
-        let router = router.layer(middleware::from_fn(cors));
+        let router = router
+            .layer(middleware::from_fn(cors))
+            .layer(middleware::from_fn(request_id_and_log));
 
         Ok(Arc::new(Self {
             base_url,
@@ -506,8 +505,13 @@ async fn read_clock(State(app): State<Arc<App>>) -> Response {
     clock_answer(&app)
 }
 
+/// The furthest one `POST /dev/clock` moves: ten years (with their leap days).
+pub const MAX_CLOCK_MOVE_DAYS: i64 = 3653;
+
 /// `POST /dev/clock` `{"advance": "30d"}` or `{"to": RFC 3339}`: answers once everything
-/// due in between has happened.
+/// due in between has happened. The move runs in its own task: a client that gives up
+/// (a closed tab, a Ctrl-C on curl) does not stop it halfway, and the clock's position
+/// is saved as it moves (see [`TimeMachine`]), so a restart never takes it back.
 async fn move_clock(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
     if !app.machine.can_move() {
         return error(
@@ -521,32 +525,49 @@ async fn move_clock(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Res
         return bad(r#"send {"advance": "<N>d|h|m|s"} or {"to": "<RFC 3339>"}"#);
     };
     let now_ms = app.clock.now_millis();
+    let too_far = || {
+        bad(&format!(
+            "the clock moves at most ten years ({MAX_CLOCK_MOVE_DAYS} days) at a time"
+        ))
+    };
     let target_ms = match (request.advance.as_deref(), request.to.as_deref()) {
         (Some(advance), None) => match parse_duration_seconds(advance) {
-            Some(seconds) => now_ms + seconds * 1000,
+            Some(seconds) => match seconds
+                .checked_mul(1000)
+                .and_then(|ms| now_ms.checked_add(ms))
+            {
+                Some(target) => target,
+                None => return too_far(),
+            },
             None => return bad("advance must look like 30d, 12h, 15m or 45s"),
         },
         (None, Some(to)) => match Timestamp::parse_rfc3339(to) {
-            Some(at) => at.unix_seconds() * 1000,
+            Some(at) => match at.unix_seconds().checked_mul(1000) {
+                Some(target) => target,
+                None => return too_far(),
+            },
             None => return bad("to must be an RFC 3339 time"),
         },
         _ => return bad(r#"send exactly one of "advance" and "to""#),
     };
-    match app.machine.advance_to(target_ms).await {
-        Ok(_) => {
-            if let Some(state_dir) = &app.state_dir {
-                let ahead = app.clock.now_millis() - Clock::system().now_millis();
-                let saved = json!({"ahead_of_wall_clock_ms": ahead}).to_string();
-                if let Err(err) = std::fs::write(state_dir.join(CLOCK_FILE), saved) {
-                    tracing::warn!(error = %err, "could not save the test clock");
-                }
-            }
-            clock_answer(&app)
-        }
-        Err(ClockWouldGoBack { now_millis }) => bad(&format!(
+    if target_ms.saturating_sub(now_ms)
+        > MAX_CLOCK_MOVE_DAYS * paywall::time::SECONDS_PER_DAY * 1000
+    {
+        return too_far();
+    }
+    let machine = Arc::clone(&app.machine);
+    let moving = tokio::spawn(async move { machine.advance_to(target_ms).await });
+    match moving.await {
+        Ok(Ok(_)) => clock_answer(&app),
+        Ok(Err(ClockWouldGoBack { now_millis })) => bad(&format!(
             "the clock only moves forward; it is {}",
             Timestamp::from_unix_seconds(now_millis.div_euclid(1000)).to_rfc3339()
         )),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the clock move failed; the clock stopped where it was saved",
+        ),
     }
 }
 
@@ -596,11 +617,52 @@ async fn set_faults(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Res
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    let mut error = json!({"code": code, "message": message});
+    if let Some(id) = current_request_id() {
+        error["request_id"] = json!(id);
+    }
+    (status, axum::Json(json!({ "error": error }))).into_response()
+}
+
+tokio::task_local! {
+    /// The id of the request being answered, as API Gateway's `requestContext.requestId`.
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being answered (inside [`request_id_and_log`]).
+fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A new request id: 16 hex digits, unique in practice (API Gateway's are opaque too).
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", RandomState::new().hash_one(n))
+}
+
+/// Every request gets an id, as API Gateway gives one (`requestContext.requestId`, the
+/// `apigw-requestid` header): the handlers put it in their error bodies, and so do this
+/// server's own errors. Then one log line per request: method, path (never the query,
+/// a header or a body), status and time taken.
+async fn request_id_and_log(request: Request, next: Next) -> Response {
+    let id = new_request_id();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("apigw-requestid", value);
+    }
+    tracing::info!(
+        target: "dev::access",
+        "{method} {path} {} {}ms",
+        response.status().as_u16(),
+        started.elapsed().as_millis()
+    );
+    response
 }
 
 async fn not_found() -> Response {
@@ -807,9 +869,14 @@ async fn call<H: Handler>(
         LambdaBody::Binary(bytes.to_vec())
     };
     let mut lambda_request = lambda_http::http::Request::from_parts(parts, body);
-    if let Some(context) = context {
-        lambda_request = lambda_request.with_request_context(context);
+    // As API Gateway (and a Function URL) hands every request its id.
+    let mut context = context
+        .unwrap_or_else(|| RequestContext::ApiGatewayV2(ApiGatewayV2httpRequestContext::default()));
+    #[allow(irrefutable_let_patterns, unreachable_patterns)]
+    if let RequestContext::ApiGatewayV2(ref mut context) = context {
+        context.request_id = current_request_id();
     }
+    lambda_request = lambda_request.with_request_context(context);
     let response = handler.handle(lambda_request).await;
     let (parts, body) = response.into_parts();
     let body = match body {

@@ -29,17 +29,46 @@ async fn shutdown_signal() {
     eprintln!("\nstopping…");
 }
 
+/// `make dev`'s log: one line per request (method, path, status, time) from the local
+/// server, and the handlers' warnings, webhook refusals with their reason among them
+/// (never a body, a header or a token).
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let targets = Targets::new()
+        .with_target("dev", LevelFilter::INFO)
+        .with_target("paywall", LevelFilter::WARN)
+        .with_default(LevelFilter::ERROR);
+    let _ = tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .finish()
+        .with(targets)
+        .try_init();
+}
+
 fn announce(started: &Started) {
     let base = &started.base_url;
     println!("Dodo paywall, running locally");
     println!();
     println!("  demo page        {base}/");
-    println!("  API              {base}/payment/status");
-    println!("                   {base}/payment/create-checkout-session");
-    println!("                   {base}/payment/success");
-    println!("                   {base}/payment/portal");
-    println!("  webhook          {base}/payment/webhook  (or {base}/webhook)");
+    println!("  API              GET  {base}/payment/status");
+    println!("                   GET  {base}/payment/entitlements");
+    println!("                   POST {base}/payment/create-checkout-session");
+    println!("                   POST {base}/payment/success");
+    println!("                   POST {base}/payment/portal");
+    println!("  webhook          POST {base}/payment/webhook  (or {base}/webhook)");
+    println!(
+        "  server API       {base}/server/usage, {base}/server/users/<id>[/grants]  (token: /dev/token?server=1)"
+    );
     println!("  dev tokens       {base}/dev/token?sub=<user id>&email=<email>");
+    if started.simulator {
+        println!("  test clock       {base}/dev/clock  (GET; POST {{\"advance\": \"30d\"}})");
+        println!("  faults           {base}/dev/faults");
+    }
+    println!("  access events    {base}/dev/events  (?user_id=)");
     if started.simulator {
         println!(
             "  Dodo simulator   {base}/dodo  (no DODO_PAYMENTS_API_KEY: nothing leaves this machine)"
@@ -74,9 +103,12 @@ async fn timed<T, E>(
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
-        None | Some("serve") => local_server::run(shutdown_signal(), announce)
-            .await
-            .map_err(|e| e.to_string()),
+        None | Some("serve") => {
+            init_logging();
+            local_server::run(shutdown_signal(), announce)
+                .await
+                .map_err(|e| e.to_string())
+        }
         Some("trigger") => match Trigger::parse(&args[1..]) {
             Err(message) => Err(format!("{message}\n\n{USAGE}")),
             Ok(trigger) => match trigger.send().await {

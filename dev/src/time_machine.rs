@@ -5,6 +5,7 @@
 //! clock reaches the time asked for. Passes simply run out: access is computed from the
 //! clock at each read.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +31,13 @@ pub struct TimeMachine {
     /// Wall time spent in reconcile runs and in the simulator's actions (µs).
     reconcile_micros: AtomicU64,
     simulator_micros: AtomicU64,
+    /// Where the clock's position is kept (`make dev`'s `.local/clock.json`), written
+    /// *before* the clock reaches it, so that a move cut short (a client that gives up, a
+    /// Ctrl-C, a crash) never leaves state written at a time later than the saved one:
+    /// after a restart the clock never goes back.
+    clock_file: Option<PathBuf>,
+    /// The largest lead over the wall clock saved so far (ms).
+    saved_ahead_ms: Mutex<i64>,
 }
 
 /// What one move did.
@@ -56,6 +64,46 @@ impl TimeMachine {
             last_reconcile: Mutex::new(None),
             reconcile_micros: AtomicU64::new(0),
             simulator_micros: AtomicU64::new(0),
+            clock_file: None,
+            saved_ahead_ms: Mutex::new(i64::MIN),
+        }
+    }
+
+    /// Keeps the clock's position in `path` as it moves (see [`Self::save_position`]).
+    pub fn with_clock_file(mut self, path: PathBuf) -> Self {
+        self.clock_file = Some(path);
+        // The lead it started with, read from that file (or none).
+        *self
+            .saved_ahead_ms
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner()) =
+            self.clock.now_millis() - Clock::system().now_millis();
+        self
+    }
+
+    /// Saves `at_ms` as the clock's position: its lead over the wall clock, which a
+    /// restart adds to the wall clock. Only a lead larger than the one saved is written
+    /// (a running clock that merely flows keeps its lead: no write every second).
+    /// Written to a temporary file and renamed, so a kill mid-write never leaves half a
+    /// file.
+    fn save_position(&self, at_ms: i64) {
+        let Some(path) = &self.clock_file else {
+            return;
+        };
+        let ahead = at_ms.saturating_sub(Clock::system().now_millis()).max(0);
+        let mut saved = self
+            .saved_ahead_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The monotonic and the wall clock drift apart by a few ms at most.
+        if ahead <= saved.saturating_add(100) {
+            return;
+        }
+        let text = serde_json::json!({ "ahead_of_wall_clock_ms": ahead }).to_string();
+        let partial = path.with_extension("json.partial");
+        match std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, path)) {
+            Ok(()) => *saved = ahead,
+            Err(err) => tracing::warn!(error = %err, "could not save the test clock"),
         }
     }
 
@@ -131,7 +179,9 @@ impl TimeMachine {
                 break;
             }
             // A running clock may already be past `at`; it never goes back.
-            let _ = self.clock.advance_to(at.max(self.clock.now_millis()));
+            let at = at.max(self.clock.now_millis());
+            self.save_position(at);
+            let _ = self.clock.advance_to(at);
             let started = std::time::Instant::now();
             if simulator_first {
                 if let Some(simulator) = &self.simulator
@@ -149,12 +199,12 @@ impl TimeMachine {
                 *self
                     .next_reconcile_ms
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = at + HOUR_MS;
+                    .unwrap_or_else(|p| p.into_inner()) = at.saturating_add(HOUR_MS);
             }
         }
-        let _ = self
-            .clock
-            .advance_to(target_ms.max(self.clock.now_millis()));
+        let end = target_ms.max(self.clock.now_millis());
+        self.save_position(end);
+        let _ = self.clock.advance_to(end);
         Ok(moved)
     }
 

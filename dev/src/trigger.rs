@@ -2,6 +2,10 @@
 //! signed with Standard Webhooks as Dodo signs it, to any webhook URL (the local server,
 //! or a deployed Function URL). Dodo's own CLI trigger sends unsigned events, which a
 //! verifying endpoint rightly refuses.
+//!
+//! The local server verifies signatures against its *test clock*, which may be far ahead
+//! of the wall clock: when the URL is a loopback address, the trigger signs with the
+//! time that server's `GET /dev/clock` answers (`--timestamp` sets it explicitly).
 
 use paywall::webhook_signature::WebhookSecret;
 use serde_json::{Value, json};
@@ -11,7 +15,9 @@ use crate::local_server::DEFAULT_WEBHOOK_SECRET;
 pub const USAGE: &str = "\
 usage: cargo run -p dev -- trigger <event type> [options]
 
-  <event type>          e.g. payment.succeeded, payment.failed, refund.succeeded
+  <event type>          e.g. payment.succeeded, payment.failed, refund.succeeded, or
+                        payout.success (an event the paywall ignores: a harmless check
+                        of a deployed webhook's URL and secret)
   --url URL             webhook URL (default http://127.0.0.1:3000/payment/webhook)
   --secret whsec_...    signing secret (default $DODO_PAYMENTS_WEBHOOK_SECRET, else the local server's)
   --email EMAIL         the customer's e-mail (default buyer@example.com)
@@ -20,7 +26,11 @@ usage: cargo run -p dev -- trigger <event type> [options]
   --payment-id ID       the payment id (default a new pay_trigger_…)
   --session-id ID       the checkout session id
   --product-id ID       the product bought (default $DODO_PRODUCT_ID, else pdt_local_demo)
-  --status STATUS       the payment's status (default: from the event type)";
+  --status STATUS       the payment's status (default: from the event type)
+  --timestamp TIME      sign as of TIME (unix seconds or RFC 3339); default: the local
+                        server's test clock (GET /dev/clock) for a loopback URL, else now
+
+A payment.succeeded with --user-id is a real grant: that user gets the plan's days.";
 
 #[derive(Debug)]
 pub struct Trigger {
@@ -34,6 +44,31 @@ pub struct Trigger {
     pub product_id: String,
     pub status: Option<String>,
     pub customer_id: Option<String>,
+    /// The time to sign at and to stamp the event with (unix seconds); `None`: see
+    /// [`Trigger::resolve_timestamp`].
+    pub timestamp: Option<i64>,
+}
+
+/// Whether `url` names this machine (where `make dev`'s test clock may run ahead).
+fn is_loopback(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = parsed.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `--timestamp`'s value: unix seconds or an RFC 3339 time.
+fn parse_timestamp(text: &str) -> Option<i64> {
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| paywall::time::Timestamp::parse_rfc3339(text).map(|t| t.unix_seconds()))
 }
 
 impl Trigger {
@@ -56,6 +91,7 @@ impl Trigger {
                 .unwrap_or_else(|_| "pdt_local_demo".to_owned()),
             status: None,
             customer_id: None,
+            timestamp: None,
         };
         while let Some(flag) = args.next() {
             let value = args
@@ -72,6 +108,11 @@ impl Trigger {
                 "--product-id" => trigger.product_id = value,
                 "--status" => trigger.status = Some(value),
                 "--customer-id" => trigger.customer_id = Some(value),
+                "--timestamp" => {
+                    trigger.timestamp = Some(parse_timestamp(&value).ok_or_else(|| {
+                        format!("--timestamp {value}: not unix seconds or an RFC 3339 time")
+                    })?);
+                }
                 other => return Err(format!("unknown option {other}")),
             }
         }
@@ -86,9 +127,24 @@ impl Trigger {
             .unwrap_or_else(|| format!("cus_trigger_{}", self.payment_id))
     }
 
-    /// The event body, shaped like Dodo's envelope with a Payment (or Refund) payload.
-    pub fn body(&self) -> String {
-        let now = paywall::time::Clock::system().now().to_rfc3339();
+    /// The time to sign at: `--timestamp`, else the local server's test clock when the
+    /// URL is on this machine and answers `GET /dev/clock`, else the wall clock.
+    pub async fn resolve_timestamp(&self) -> i64 {
+        if let Some(at) = self.timestamp {
+            return at;
+        }
+        if is_loopback(&self.url)
+            && let Some(at) = local_clock(&self.url).await
+        {
+            return at;
+        }
+        paywall::time::Clock::system().now().unix_seconds()
+    }
+
+    /// The event body, shaped like Dodo's envelope with a Payment (or Refund, or
+    /// Payout) payload, stamped `at` (unix seconds).
+    pub fn body_at(&self, at: i64) -> String {
+        let now = paywall::time::Timestamp::from_unix_seconds(at).to_rfc3339();
         let default_status = match self.event_type.as_str() {
             "payment.failed" => "failed",
             "payment.processing" => "processing",
@@ -99,7 +155,16 @@ impl Trigger {
         if let Some(user) = &self.user_id {
             metadata = json!({"user_id": user, "plan": "monthly"});
         }
-        let data: Value = if self.event_type.starts_with("refund.") {
+        let data: Value = if self.event_type.starts_with("payout.") {
+            // A merchant payout: nothing to do with any user's access.
+            json!({
+                "payload_type": "Payout", "payout_id": format!("pout_{}", self.payment_id),
+                "business_id": "bus_trigger", "amount": 1900, "currency": "USD",
+                "fee": 0, "payment_method": "bank_transfer",
+                "status": self.status.as_deref().unwrap_or("success"),
+                "created_at": now, "updated_at": now,
+            })
+        } else if self.event_type.starts_with("refund.") {
             json!({
                 "payload_type": "Refund", "refund_id": format!("ref_{}", self.payment_id),
                 "payment_id": self.payment_id, "business_id": "bus_trigger", "is_partial": false,
@@ -128,12 +193,12 @@ impl Trigger {
     /// Sends it; returns the HTTP status and the answer's body.
     pub async fn send(&self) -> Result<(u16, String), String> {
         let secret = WebhookSecret::parse(&self.secret).map_err(|e| format!("--secret: {e}"))?;
-        let body = self.body();
+        let timestamp = self.resolve_timestamp().await;
+        let body = self.body_at(timestamp);
         let id = format!(
             "msg_trigger_{}",
             paywall::time::Clock::system().now().unix_seconds()
         );
-        let timestamp = paywall::time::Clock::system().now().unix_seconds();
         let response = paywall::http::client()
             .post(&self.url)
             .header("content-type", "application/json")
@@ -150,5 +215,51 @@ impl Trigger {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         Ok((status, text))
+    }
+}
+
+/// The local server's test clock (unix seconds), read from `GET /dev/clock` on the
+/// webhook URL's origin; `None` when nothing there answers it.
+async fn local_clock(webhook_url: &str) -> Option<i64> {
+    let mut url = reqwest::Url::parse(webhook_url).ok()?;
+    url.set_path("/dev/clock");
+    url.set_query(None);
+    let answer = paywall::http::client()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    let clock: Value = answer.json().await.ok()?;
+    let now = clock.get("now")?.as_str()?;
+    paywall::time::Timestamp::parse_rfc3339(now).map(|t| t.unix_seconds())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_told_apart() {
+        assert!(is_loopback("http://127.0.0.1:3000/payment/webhook"));
+        assert!(is_loopback("http://localhost:3000/webhook"));
+        assert!(is_loopback("http://[::1]:3000/webhook"));
+        assert!(!is_loopback("https://abc.lambda-url.us-east-1.on.aws/"));
+        assert!(!is_loopback("not a url"));
+    }
+
+    #[test]
+    fn timestamps_are_unix_seconds_or_rfc3339() {
+        assert_eq!(parse_timestamp("1614265330"), Some(1_614_265_330));
+        assert_eq!(parse_timestamp("2021-02-25T15:02:10Z"), Some(1_614_265_330));
+        assert_eq!(parse_timestamp("yesterday"), None);
+        let args: Vec<String> = ["payout.success", "--timestamp", "soon"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(Trigger::parse(&args).is_err());
     }
 }

@@ -12,6 +12,8 @@ use tokio::process::{Child, Command};
 struct Server {
     child: Child,
     base: String,
+    /// What it printed on stdout: the banner, then its log.
+    output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 async fn start(port: u16, state: &std::path::Path) -> Server {
@@ -27,9 +29,12 @@ async fn start(port: u16, state: &std::path::Path) -> Server {
         .spawn()
         .expect("the dev server starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let ready = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("Ready.") {
+            let ready = line.starts_with("Ready.");
+            output.lock().expect("output").push(line);
+            if ready {
                 return true;
             }
         }
@@ -37,14 +42,55 @@ async fn start(port: u16, state: &std::path::Path) -> Server {
     })
     .await;
     assert_eq!(ready, Ok(true), "the server printed its URLs and Ready.");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let kept = std::sync::Arc::clone(&output);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            kept.lock().expect("output").push(line);
+        }
+    });
     Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
+        output,
     }
 }
 
 impl Server {
+    fn printed(&self) -> Vec<String> {
+        self.output.lock().expect("output").clone()
+    }
+
+    async fn clock(&self) -> (String, i64) {
+        let clock: Value = http()
+            .get(format!("{}/dev/clock", self.base))
+            .send()
+            .await
+            .expect("clock")
+            .json()
+            .await
+            .expect("json");
+        let now = clock["now"].as_str().expect("now").to_owned();
+        let seconds = paywall::time::Timestamp::parse_rfc3339(&now)
+            .expect("RFC 3339")
+            .unix_seconds();
+        (now, seconds)
+    }
+
+    /// Asks for a clock move and gives up after `patience`, as a closed tab or a Ctrl-C
+    /// on curl does.
+    async fn abandon_move(&self, advance: &str, patience: Duration) {
+        let answer = http()
+            .post(format!("{}/dev/clock", self.base))
+            .json(&serde_json::json!({ "advance": advance }))
+            .timeout(patience)
+            .send()
+            .await;
+        assert!(
+            answer.is_err(),
+            "the {advance} move answered within {patience:?}"
+        );
+    }
+
     async fn interrupt(mut self) -> i32 {
         let pid = self.child.id().expect("running").to_string();
         let sent = std::process::Command::new("kill")
@@ -263,6 +309,121 @@ async fn a_purchase_over_http_then_a_restart_then_ctrl_c() {
     assert_eq!(paid_later.status(), 303);
     let later = token(&server, "http-later").await;
     assert_eq!(status(&server, &later).await["has_paid"], true);
+    assert_eq!(server.interrupt().await, 0);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// The banner names every route; the log has a line per request and says why the webhook
+/// refused an event (and never prints a token).
+#[tokio::test]
+async fn the_banner_lists_every_route_and_the_log_has_each_request() {
+    let state = std::env::temp_dir().join(format!("paywall-dev-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let server = start(free_port(), &state).await;
+    let banner = server.printed().join("\n");
+    for route in [
+        "/payment/status",
+        "/payment/entitlements",
+        "/payment/create-checkout-session",
+        "/payment/success",
+        "/payment/portal",
+        "/payment/webhook",
+        "/server/usage",
+        "/server/users/",
+        "/dev/token",
+        "/dev/clock",
+        "/dev/faults",
+        "/dev/events",
+        "/dodo",
+    ] {
+        assert!(
+            banner.contains(route),
+            "the banner lacks {route}:\n{banner}"
+        );
+    }
+    let buyer = token(&server, "logged").await;
+    status(&server, &buyer).await;
+    let refused = http()
+        .post(format!("{}/payment/webhook", server.base))
+        .header("webhook-id", "msg_x")
+        .header("webhook-timestamp", "1")
+        .header("webhook-signature", "v1,AAAA")
+        .body("{}")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), 401);
+    // The log is written as the requests are answered; give it a moment.
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = server.printed().join("\n");
+        if log.contains("POST /payment/webhook 401") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(log.contains("GET /payment/status 200"), "{log}");
+    assert!(log.contains("GET /dev/token 200"), "{log}");
+    assert!(log.contains("POST /payment/webhook 401"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("webhook refused") && l.contains("reason")),
+        "{log}"
+    );
+    assert!(!log.contains(&buyer), "a token was logged");
+    assert_eq!(server.interrupt().await, 0);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// A clock move the client abandons carries on to its end, and its position is saved as
+/// it goes: neither an abandoned move nor a Ctrl-C in the middle of one takes the clock
+/// back after a restart.
+#[tokio::test]
+async fn an_abandoned_clock_move_finishes_and_a_restart_never_takes_the_clock_back() {
+    let state = std::env::temp_dir().join(format!("paywall-dev-clock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let port = free_port();
+    let server = start(port, &state).await;
+    let (_, started) = server.clock().await;
+
+    // Given up on at once: the move still ends 10 days on.
+    server.abandon_move("10d", Duration::from_millis(100)).await;
+    let target = started + 10 * 86_400;
+    let mut now = started;
+    for _ in 0..600 {
+        now = server.clock().await.1;
+        if now >= target {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        now >= target,
+        "the abandoned move stopped at {now}, short of {target}"
+    );
+
+    // Given up on, then Ctrl-C in the middle of the year: the clock is where it got to.
+    server
+        .abandon_move("365d", Duration::from_millis(100))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (seen, seen_seconds) = server.clock().await;
+    assert!(
+        seen_seconds < target + 365 * 86_400,
+        "the year went by too fast to test"
+    );
+    assert_eq!(
+        server.interrupt().await,
+        0,
+        "Ctrl-C is a clean stop mid-move"
+    );
+
+    let server = start(port, &state).await;
+    let (after, after_seconds) = server.clock().await;
+    assert!(
+        after_seconds >= seen_seconds,
+        "the clock went back from {seen} to {after} across a restart"
+    );
     assert_eq!(server.interrupt().await, 0);
     let _ = std::fs::remove_dir_all(&state);
 }

@@ -110,6 +110,14 @@ async fn assert_api_error(
             .is_some_and(|m| !m.is_empty()),
         "{what}: {body}"
     );
+    // As the README promises: the request id, the one API Gateway's header carries.
+    let request_id = body["error"]["request_id"].as_str().unwrap_or_default();
+    assert!(!request_id.is_empty(), "{what}: no request_id in {body}");
+    assert_eq!(
+        headers.get("apigw-requestid").and_then(|v| v.to_str().ok()),
+        Some(request_id),
+        "{what}"
+    );
     headers
 }
 
@@ -266,4 +274,82 @@ async fn the_simulators_errors_are_dodos_json() {
         assert!(answer["code"].is_string(), "{what}: {answer}");
         assert!(answer["message"].is_string(), "{what}: {answer}");
     }
+}
+
+/// What a newcomer met: a token for another issuer or audience, a made-up audit cursor,
+/// and the free plan named where only a plan for sale (or a grantable one) fits.
+#[tokio::test]
+async fn wrong_tokens_cursors_and_the_free_plan_are_refused_plainly() {
+    let server = start("newcomer").await;
+    let now = paywall::time::Clock::system().now().unix_seconds() + 60;
+    let secret = dev::local_server::DEFAULT_JWT_SECRET.as_bytes();
+    for (iss, aud) in [
+        ("evil", dev::dev_jwt::ISSUER),
+        (dev::dev_jwt::ISSUER, "other"),
+    ] {
+        let forged = dev::dev_jwt::sign(
+            secret,
+            &serde_json::json!({"sub": "mallory", "iss": iss, "aud": aud,
+                                "iat": now, "exp": now + 3600, "email": "m@example.com"}),
+        );
+        let response = http()
+            .get(format!("{}/payment/status", server.base))
+            .bearer_auth(&forged)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 401, "iss {iss}, aud {aud}");
+    }
+
+    let token = token(&server).await;
+    let response = http()
+        .post(format!("{}/payment/create-checkout-session", server.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"plan": "free"}))
+        .send()
+        .await
+        .expect("answer");
+    let body: Value = response.json().await.expect("json");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not for sale"), "{body}");
+
+    let server_token: Value = http()
+        .get(format!("{}/dev/token?server=1", server.base))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let server_token = server_token["token"].as_str().expect("token").to_owned();
+    let response = http()
+        .post(format!("{}/server/users/errors/grants", server.base))
+        .bearer_auth(&server_token)
+        .json(&serde_json::json!({"plan": "free", "days": 3, "reason": "test"}))
+        .send()
+        .await
+        .expect("answer");
+    let body: Value = response.json().await.expect("json");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not grantable"), "{body}");
+
+    for cursor in ["zzz", "1:LOG%23x"] {
+        let response = http()
+            .get(format!(
+                "{}/server/users/errors?cursor={cursor}",
+                server.base
+            ))
+            .bearer_auth(&server_token)
+            .send()
+            .await
+            .expect("answer");
+        assert_api_error(response, 400, "invalid_request").await;
+    }
+    let response = http()
+        .get(format!("{}/server/users/errors", server.base))
+        .bearer_auth(&server_token)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
 }

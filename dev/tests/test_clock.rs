@@ -286,6 +286,27 @@ async fn a_cancellation_takes_effect_at_period_end() {
     let leaving = s.status("leaver").await;
     assert_eq!(leaving["cancel_at_period_end"], true);
     assert_eq!(leaving["plan_expires_at"], "2027-02-15T10:00:00Z");
+    // The customer portal says so too, and leads back to the app.
+    let customer = s.sim().subscriptions()[0]
+        .pointer("/customer/customer_id")
+        .and_then(Value::as_str)
+        .expect("customer")
+        .to_owned();
+    let portal = s
+        .http
+        .get(format!("{}/dodo/portal/{customer}", s.base))
+        .send()
+        .await
+        .expect("answered")
+        .text()
+        .await
+        .expect("html");
+    assert!(portal.contains("cancels at period end"), "{portal}");
+    assert!(!portal.contains("next charge"), "{portal}");
+    assert!(
+        portal.contains(&format!("href=\"{}/\"", s.base)),
+        "{portal}"
+    );
     s.post("/dev/clock", json!({"to": "2027-02-15T09:59:59Z"}))
         .await;
     assert_eq!(s.status("leaver").await["has_paid"], true);
@@ -436,4 +457,80 @@ async fn faults_are_set_shown_validated_and_reset() {
     let (_, reset) = s.post("/dev/faults", json!({})).await;
     assert_eq!(reset["drop_webhooks"], 0.0);
     assert_eq!(reset["delay_webhooks"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_move_beyond_ten_years_or_of_any_size_is_a_400_and_never_a_panic() {
+    let s = stack("too-far").await;
+    for bad in [
+        json!({"advance": "1000000000000d"}),
+        json!({"advance": "99999999999d"}),
+        json!({"advance": "9223372036854775807s"}),
+        json!({"advance": "3654d"}),
+        json!({"to": "9999-01-01T00:00:00Z"}),
+        json!({"to": "2037-01-16T10:00:00Z"}),
+    ] {
+        let (status, body) = s.post("/dev/clock", bad.clone()).await;
+        assert_eq!(status, 400, "{bad} → {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ten years")),
+            "{body}"
+        );
+    }
+    // Nothing moved, and the server still answers.
+    assert_eq!(s.clock.now().to_rfc3339(), START);
+    let (status, _) = s.post("/dev/clock", json!({"advance": "1h"})).await;
+    assert_eq!(status, 200);
+}
+
+/// The trigger command, pointed at the local server after its clock moved, signs with
+/// the server's virtual time (read from `GET /dev/clock`): the webhook takes it.
+#[tokio::test]
+async fn the_trigger_signs_with_the_local_servers_clock_after_it_moved() {
+    let s = stack("trigger").await;
+    s.advance("31d").await;
+    let args = |extra: &[&str]| -> Vec<String> {
+        [
+            "payment.succeeded",
+            "--user-id",
+            "triggered",
+            "--url",
+            &format!("{}/payment/webhook", s.base),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let trigger = dev::trigger::Trigger::parse(&args(&[])).expect("options");
+    let (status, body) = trigger.send().await.expect("sent");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.status("triggered").await["has_paid"], true);
+
+    // An explicit --timestamp wins: the wall clock's time is a month behind this clock.
+    let wall = Clock::system().now().unix_seconds().to_string();
+    let stale =
+        dev::trigger::Trigger::parse(&args(&["--timestamp", &wall, "--payment-id", "pay_stale"]))
+            .expect("options");
+    let (status, body) = stale.send().await.expect("sent");
+    assert_eq!(status, 401, "{body}");
+
+    // An event the paywall ignores (the README's harmless check of a deployed URL).
+    let payout = dev::trigger::Trigger::parse(
+        &[
+            "payout.success",
+            "--url",
+            &format!("{}/payment/webhook", s.base),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>(),
+    )
+    .expect("options");
+    let (status, body) = payout.send().await.expect("sent");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ignored"), "{body}");
 }

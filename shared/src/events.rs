@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::dodo::Payment;
+use crate::dodo::{DodoError, Payment};
 use crate::subscription::Subscription;
 use crate::time::parse_rfc3339_millis;
 
@@ -76,9 +76,16 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
             .ok_or_else(|| EventError::BadData("no payment_id".to_owned()))
     };
     match event_type {
+        // The payload is an incoming event's, not an answer from Dodo: say what is wrong
+        // with it, without the "unexpected answer from Dodo" of a Dodo API call.
         "payment.succeeded" => Payment::from_json(data)
             .map(Event::PaymentSucceeded)
-            .map_err(|e| EventError::BadData(e.to_string())),
+            .map_err(|e| {
+                EventError::BadData(match e {
+                    DodoError::Decode(what) => what,
+                    other => other.to_string(),
+                })
+            }),
         subscription if subscription.starts_with("subscription.") => Subscription::from_json(data)
             .map(|subscription| Event::Subscription {
                 event_type: event_type.to_owned(),
@@ -204,5 +211,15 @@ mod tests {
             parse(br#"{"type":"payment.succeeded","data":{"status":"succeeded"}}"#),
             Err(EventError::BadData(_))
         ));
+    }
+
+    #[test]
+    fn a_payment_event_without_its_id_says_so_without_blaming_dodo() {
+        let err = parse(br#"{"type":"payment.succeeded","data":{"status":"succeeded"}}"#)
+            .expect_err("no payment_id");
+        assert_eq!(
+            err.to_string(),
+            "the event's `data` is unusable: payment without payment_id"
+        );
     }
 }

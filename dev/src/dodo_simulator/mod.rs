@@ -1592,35 +1592,70 @@ async fn portal_page(State(sim): State<DodoSimulator>, Path(customer): Path<Stri
             let id = escape_html(s["subscription_id"].as_str().unwrap_or_default());
             let status = escape_html(s["status"].as_str().unwrap_or_default());
             let next = escape_html(s["next_billing_date"].as_str().unwrap_or_default());
-            let cancel = if s["cancel_at_next_billing_date"] == true {
-                ("resume", "Keep renewing")
+            let cancelling = s["cancel_at_next_billing_date"] == true;
+            let (action, label, when) = if cancelling {
+                ("resume", "Keep renewing", format!("cancels at period end ({next})"))
             } else {
-                ("cancel", "Cancel at period end")
+                ("cancel", "Cancel at period end", format!("next charge {next}"))
             };
             format!(
-                "<li class=\"subscription\"><code>{id}</code> <span class=\"status\">{status}</span>, \
-                 next charge {next} \
-                 <form method=\"post\" action=\"{p}/portal/{c}/subscriptions/{id}\" style=\"display:inline\">\
+                "<li class=\"subscription\"><p><code>{id}</code> <span class=\"status\">{status}</span>, \
+                 <span class=\"renewal\">{when}</span></p>\
+                 <form method=\"post\" action=\"{p}/portal/{c}/subscriptions/{id}\">\
                  <input type=\"hidden\" name=\"action\" value=\"card\">\
                  <button name=\"renewal\" value=\"succeeds\">New card</button>\
-                 <button name=\"renewal\" value=\"fails\">New card (declined)</button></form> \
-                 <form method=\"post\" action=\"{p}/portal/{c}/subscriptions/{id}\" style=\"display:inline\">\
-                 <button name=\"action\" value=\"{}\">{}</button></form></li>",
-                cancel.0,
-                cancel.1,
+                 <button name=\"renewal\" value=\"fails\">New card (declined)</button></form>\
+                 <form method=\"post\" action=\"{p}/portal/{c}/subscriptions/{id}\">\
+                 <button name=\"action\" value=\"{action}\">{label}</button></form></li>",
                 c = escape_html(&customer),
                 p = escape_html(&sim.shared.public_url),
             )
         })
         .collect();
+    let none = |items: &str, what: &str| {
+        if items.is_empty() {
+            format!("<li class=\"note\">No {what}.</li>")
+        } else {
+            String::new()
+        }
+    };
+    // The app that sent the customer here: the local server the simulator is served on.
+    let app = sim
+        .shared
+        .public_url
+        .strip_suffix("/dodo")
+        .map(|origin| format!("{origin}/"))
+        .unwrap_or_else(|| "/".to_owned());
     Html(format!(
-        "<!doctype html><title>Customer portal (Dodo simulator)</title>\
-         <h1>Customer portal</h1><p>Customer <code id=\"customer\">{}</code> \
-         (<span id=\"email\">{}</span>): subscriptions, cards and invoices would be managed \
-         here.</p><ul id=\"subscriptions\">{subscription_items}</ul>\
-         <ul id=\"payments\">{items}</ul>",
-        escape_html(&customer),
-        escape_html(record["email"].as_str().unwrap_or_default()),
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Customer portal (Dodo simulator)</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body {{ font-family: system-ui, sans-serif; max-width: 32rem; margin: 4rem auto; padding: 0 1rem; color: #1b1b1f; }}
+ .card {{ border: 1px solid #ddd; border-radius: 12px; padding: 1.5rem; }}
+ .note {{ color: #666; font-size: .85rem; }}
+ ul {{ padding-left: 0; list-style: none; }}
+ li.subscription {{ border-top: 1px solid #eee; padding: .5rem 0; }}
+ form {{ display: inline; }}
+ button {{ font-size: .95rem; padding: .4rem .9rem; border-radius: 8px; border: 1px solid #888; cursor: pointer; margin: 0 .4rem .4rem 0; }}
+ a.back {{ display: inline-block; margin-top: 1rem; }}
+</style></head>
+<body><div class="card">
+<p class="note">Dodo Payments simulator: no money moves.</p>
+<h1>Customer portal</h1>
+<p>Customer <code id="customer">{customer}</code> (<span id="email">{email}</span>):
+subscriptions, cards and invoices would be managed here.</p>
+<h2>Subscriptions</h2>
+<ul id="subscriptions">{subscription_items}{no_subscriptions}</ul>
+<h2>Payments</h2>
+<ul id="payments">{items}{no_payments}</ul>
+<a class="back" id="back" href="{app}">← Back to the app</a>
+</div></body></html>"#,
+        customer = escape_html(&customer),
+        email = escape_html(record["email"].as_str().unwrap_or_default()),
+        no_subscriptions = none(&subscription_items, "subscriptions"),
+        no_payments = none(&items, "payments"),
+        app = escape_html(&app),
     ))
     .into_response()
 }

@@ -16,7 +16,7 @@ use crate::dodo::{
     CartLine, CheckoutCustomer, CheckoutFlags, CheckoutRequest, DodoClient, display_price,
 };
 use crate::ids::UserId;
-use crate::plan::{Catalog, Plan};
+use crate::plan::{Catalog, FREE_PLAN, Plan};
 use crate::purchase::{DATAFAST_VISITOR_KEY, PLAN_KEY, USER_ID_KEY};
 use crate::runtime::Handler;
 use crate::store::{PendingCheckout, Store, UserRecord};
@@ -105,7 +105,11 @@ impl CreateCheckoutHandler {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "unknown_plan",
-                    format!("there is no plan named `{}`", truncate(name, 64)),
+                    if name == FREE_PLAN && self.catalog.free_tier().is_some() {
+                        format!("`{FREE_PLAN}` is the free tier, which every user has; it is not for sale")
+                    } else {
+                        format!("there is no plan named `{}`", truncate(name, 64))
+                    },
                 )
             })?,
         };

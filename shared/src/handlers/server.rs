@@ -23,7 +23,7 @@ use crate::api::{
 use crate::config::{StoreConfig, Vars};
 use crate::entitlements::{Entitlements, Standing};
 use crate::ids::UserId;
-use crate::plan::Catalog;
+use crate::plan::{Catalog, FREE_PLAN};
 use crate::runtime::Handler;
 use crate::store::{AuditEntry, ServerGrant, Store, Trigger, UsageError, UsageRequest};
 use crate::time::Clock;
@@ -260,7 +260,12 @@ impl ServerHandler {
         let audit = self
             .store
             .audit_page(user, query("cursor").as_deref(), limit)
-            .await?;
+            .await?
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "`cursor` is not one this user's audit trail gave (use `next_cursor` as answered)",
+                )
+            })?;
         let subscriptions: Vec<_> = account
             .subscriptions
             .iter()
@@ -297,9 +302,15 @@ impl ServerHandler {
         let body: GrantBody = json_body(request)?;
         let plan = given(&body.plan, "plan")?;
         if self.catalog.get(plan).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "`plan`: `{plan}` is not a plan in the catalogue"
-            )));
+            return Err(ApiError::bad_request(
+                if plan == FREE_PLAN && self.catalog.free_tier().is_some() {
+                    format!(
+                        "`plan`: `{plan}` is the free tier, which every user has; it is not grantable"
+                    )
+                } else {
+                    format!("`plan`: `{plan}` is not a plan in the catalogue")
+                },
+            ));
         }
         let days = whole_number(&body.days, "days", u64::from(MAX_GRANT_DAYS))? as u32;
         let reason = reason_text(given(&body.reason, "reason")?)?;

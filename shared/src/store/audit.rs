@@ -134,8 +134,16 @@ impl Store {
         user: &UserId,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<AuditPage, StoreError> {
-        let newest_first = self.audit_trail(user).await?.into_iter().rev();
+    ) -> Result<Option<AuditPage>, StoreError> {
+        let trail = self.audit_trail(user).await?;
+        // A cursor that names no entry of this user's trail is no page at all (`None`),
+        // rather than an empty one that would read as "no history".
+        if let Some(cursor) = cursor
+            && !trail.iter().any(|entry| cursor_of(entry) == cursor)
+        {
+            return Ok(None);
+        }
+        let newest_first = trail.into_iter().rev();
         let mut after_cursor: Vec<AuditEntry> = match cursor {
             None => newest_first.collect(),
             Some(cursor) => newest_first
@@ -145,9 +153,9 @@ impl Store {
         };
         let next_cursor = (after_cursor.len() > limit).then(|| cursor_of(&after_cursor[limit - 1]));
         after_cursor.truncate(limit);
-        Ok(AuditPage {
+        Ok(Some(AuditPage {
             entries: after_cursor,
             next_cursor,
-        })
+        }))
     }
 }
