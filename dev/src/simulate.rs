@@ -792,7 +792,7 @@ impl World {
         // current expiry; money returned takes its days back). Each plan's paid time is
         // its own: a pass of plan P extends P's expiry, never another plan's; the user
         // has access while any plan's time runs.
-        let mut steps: Vec<(String, i64, i64, bool)> = Vec::new(); // (plan, at, seconds, grant?)
+        let mut steps: Vec<(String, i64, i64, bool)> = Vec::new(); // see `pass_expiries`
         let mut pass_ok = true;
         let passes = truth.pass_payments(&self.plans);
         let ids: Vec<&str> = passes.iter().map(|p| p.id.as_str()).collect();
@@ -901,19 +901,8 @@ impl World {
             }
         }
         let steps_taken = !steps.is_empty();
-        steps.sort_by_key(|(_, at, _, grant)| (*at, !*grant));
-        let mut until_by_plan: BTreeMap<String, i64> = BTreeMap::new();
-        for (plan, at, seconds, grant) in steps {
-            let until = until_by_plan.get(&plan).copied();
-            let next = if grant {
-                until.map_or(at, |until| until.max(at)) + seconds
-            } else {
-                until.unwrap_or(at) + seconds
-            };
-            until_by_plan.insert(plan, next);
-        }
         // Access runs while any plan's time does: until the latest of them.
-        let pass_until = until_by_plan.values().max().copied();
+        let pass_until = pass_expiries(steps).into_values().max();
         self.users[index].next_boundary = Truth::next_boundary(now, pass_until);
         let Ok(user_id) = UserId::parse(&user) else {
             return;
@@ -1201,6 +1190,27 @@ async fn session_of(answer: Result<reqwest::Response, reqwest::Error>) -> Option
         return None;
     }
     answer.json().await.ok()
+}
+
+/// Each pass plan's expiry from its grants and take-backs `(plan, at, seconds, grant?)`:
+/// a grant extends the plan's own expiry from the later of when it was applied and that
+/// expiry (README, "Money rules": "A new pass extends from the later of now and the
+/// current expiry"); a take-back removes the payment's seconds (README: "a full refund
+/// of a pass takes back its days; a lost dispute takes them back"). A pass of one plan
+/// never moves another plan's time.
+fn pass_expiries(mut steps: Vec<(String, i64, i64, bool)>) -> BTreeMap<String, i64> {
+    steps.sort_by_key(|(_, at, _, grant)| (*at, !*grant));
+    let mut until_by_plan: BTreeMap<String, i64> = BTreeMap::new();
+    for (plan, at, seconds, grant) in steps {
+        let until = until_by_plan.get(&plan).copied();
+        let next = if grant {
+            until.map_or(at, |until| until.max(at)) + seconds
+        } else {
+            until.unwrap_or(at) + seconds
+        };
+        until_by_plan.insert(plan, next);
+    }
+    until_by_plan
 }
 
 fn seconds(value: &Value, key: &str) -> Option<i64> {
@@ -1564,6 +1574,35 @@ impl Truth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_pass_plan_keeps_its_own_time() {
+        let step =
+            |plan: &str, at: i64, days: i64, grant: bool| (plan.to_owned(), at, days * DAY, grant);
+        let t = 1_000 * DAY;
+        // A 30-day pass, then a 7-day pass of another plan a day later: each runs on its
+        // own (not 37 days of the second plan); a second 30-day pass extends the first
+        // from its expiry; a refund of the second takes its 7 days back.
+        let expiries = pass_expiries(vec![
+            step("week", t + DAY, 7, true),
+            step("month", t, 30, true),
+            step("month", t + 2 * DAY, 30, true),
+            step("week", t + 3 * DAY, -7, false),
+        ]);
+        assert_eq!(
+            expiries,
+            BTreeMap::from([
+                ("month".to_owned(), t + 60 * DAY),
+                ("week".to_owned(), t + DAY)
+            ])
+        );
+        // Bought after the first ran out: from when it was applied.
+        let expiries = pass_expiries(vec![
+            step("month", t, 30, true),
+            step("month", t + 40 * DAY, 30, true),
+        ]);
+        assert_eq!(expiries["month"], t + 70 * DAY);
+    }
 
     #[test]
     fn the_checker_reads_and_writes_times_itself() {
