@@ -71,7 +71,7 @@ pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
 /// The demo catalogue `make dev` sells when none is configured: a 30-day pass and a
 /// monthly subscription, so that both can be watched through time, with features, limits
 /// and a free tier to show entitlements.
-const DEMO_PLANS: &str = r#"{
+pub(crate) const DEMO_PLANS: &str = r#"{
  "free": {"features": ["basic"], "limits": {"api_calls": 20}},
  "monthly": {"product_id": "pdt_local_demo", "kind": "pass", "days": 30,
              "features": ["basic", "export"], "limits": {"api_calls": 1000}},

@@ -18,15 +18,33 @@
 //! (d) no webhook is answered 2xx before its effect is stored (none while the engine is
 //!     down);
 //! (e) the audit trail holds every applied delivery exactly once.
+//!
+//! The checker is independent of what it checks: every expectation is computed here from
+//! the documented rules (README), stated below as this file's own constants and
+//! functions — the renewal grace, what a pass buys (read from the catalogue text itself),
+//! what a refund or a dispute takes back, the repair window and the orders of events it
+//! tolerates. Nothing of the paywall's own policy is asked (no constant, no `Catalog`, no
+//! rule such as "does this claim revoke"): a defect planted in the paywall's rules would
+//! otherwise move the expectation with it and pass unseen. `dev/tests/
+//! simulate_independence.rs` plants one (a ten-day renewal grace) and shows it caught,
+//! and keeps the list of what this file takes from the paywall to the one below.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+// What the checker takes from the crate it checks: only what drives the system under
+// test or reads the state it then judges by its own rules; never a rule or a constant.
+// - `UserId`: the key the store's reads take, built from the simulation's own user ids.
+// - `Store`: plain reads of what the paywall stored (grants, claims, the pass expiry,
+//   the audit trail), each compared with what the checker computes from Dodo's records.
+// - `Clock`: the test clock the stack under test runs on (the driver moves it through
+//   `/dev/clock`; the checker reads "now" from it as whole seconds).
+// Two more are used once each, by full path, to drive: `runtime::init_logging` (the
+// paywall's logs under SIMULATE_DEBUG) and `http::client_builder` (the HTTP client that
+// plays the frontend, the founder and the bank).
 use paywall::ids::UserId;
-use paywall::plan::{Catalog, PlanKind};
 use paywall::store::Store;
-use paywall::subscription::RENEWAL_GRACE_SECONDS;
-use paywall::time::{Clock, SECONDS_PER_DAY, Timestamp};
+use paywall::time::Clock;
 use serde_json::{Value, json};
 
 use crate::dodo_simulator::faults::{Faults, Rng};
@@ -48,6 +66,37 @@ pub const REPAIR_WINDOW_SECONDS: i64 = 25 * 3600;
 
 /// Probability that a user does something on a given day.
 const ACTS_PER_DAY: f64 = 0.035;
+
+const DAY: i64 = 86_400;
+
+/// The renewal grace, as documented — never the paywall's constant. README, "Money
+/// rules": "An active subscription set to renew keeps access for a one-day renewal grace
+/// after its `next_billing_date` while Dodo renews it"; "API", `GET /payment/status`:
+/// "`plan_expires_at` of a subscription set to renew is its next billing date plus the
+/// one-day renewal grace". Set to cancel, or cancelled, access ends at the period's end.
+const RENEWAL_GRACE_SECONDS: i64 = DAY;
+
+/// README, "Configuration": `PLAN_DURATION_DAYS`, "Days of access one payment buys;
+/// default 30" (a pass plan that names no `days`).
+const DEFAULT_PASS_DAYS: i64 = 30;
+
+/// README, "Configuration": without `PLANS` or `plans.toml`, "one plan, `monthly`, a pass
+/// of `PLAN_DURATION_DAYS` on `DODO_PRODUCT_ID`".
+const DEFAULT_PLAN: &str = "monthly";
+
+/// README, "Plans, features and limits": the plan `free` is "what a signed-in user with
+/// nothing paid may use (no product: it is not sold)".
+const FREE_PLAN: &str = "free";
+
+/// The founder's catalogue file, as written (README, "Plans, features and limits": it is
+/// built into every function; `PLANS` overrides it).
+const PLANS_TOML: &str = include_str!("../../plans.toml");
+
+/// A tolerance of the checker's about Dodo's records: a renewal's payment and the period
+/// it starts are stamped a moment apart, so a payment up to a minute before the period's
+/// start paid for that period (README, "Money rules": "a full refund of the payment for
+/// its current period ends it until the next period is paid").
+const PERIOD_PAYMENT_SLACK_SECONDS: i64 = 60;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -151,7 +200,8 @@ struct World {
     stack: Arc<LocalStack>,
     simulator: DodoSimulator,
     store: Store,
-    catalog: Catalog,
+    /// What the simulation sells, as the checker reads the catalogue itself.
+    plans: Plans,
     clock: Clock,
     http: reqwest::Client,
     base: String,
@@ -186,8 +236,10 @@ pub async fn run(options: Options) -> Result<Report, String> {
         options.seed
     ));
     let _ = std::fs::remove_dir_all(&state_dir);
-    let start = Timestamp::parse_rfc3339(START).ok_or("bad start")?;
-    let clock = Clock::test(start.unix_seconds() * 1000, false);
+    // The checker's own reading of the catalogue the stack is about to sell.
+    let plans = Plans::from_env()?;
+    let start = parse_time(START).ok_or("bad start")?;
+    let clock = Clock::test(start * 1000, false);
     let stack = LocalStack::start(Settings {
         port: 0,
         state_dir: state_dir.clone(),
@@ -201,7 +253,6 @@ pub async fn run(options: Options) -> Result<Report, String> {
         .simulator
         .clone()
         .ok_or("the stack has no simulator")?;
-    let catalog = stack.catalog.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = {
         let stack = Arc::clone(&stack);
@@ -219,7 +270,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         store: stack.store.clone(),
         base: stack.base_url.clone(),
         simulator,
-        catalog,
+        plans,
         clock,
         http: paywall::http::client_builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -265,7 +316,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
 }
 
 impl World {
-    async fn live(&mut self, start: Timestamp) -> Result<(), String> {
+    async fn live(&mut self, start: i64) -> Result<(), String> {
         for i in 0..self.options.users {
             // One user in ten shares the e-mail of the user before (a family, a team).
             let email = if i > 0 && self.rng.chance(0.1) {
@@ -280,13 +331,14 @@ impl World {
                 next_boundary: None,
             });
         }
-        let end = add_months(start.unix_seconds(), i64::from(self.options.months));
-        let days = ((end - start.unix_seconds()) / SECONDS_PER_DAY) as u32;
+        // How long to run (the simulator's calendar; this decides no expectation).
+        let end = add_months(start, i64::from(self.options.months));
+        let days = ((end - start) / DAY) as u32;
         // The engine goes down once, for three hours, a third of the way in.
         let outage_day = days / 3 + self.rng.below(u64::from(days / 3).max(1)) as u32;
         for day in 0..days {
             self.step = day + 1;
-            let day_start = start.unix_seconds() + i64::from(day) * SECONDS_PER_DAY;
+            let day_start = start + i64::from(day) * DAY;
             if day % 7 == 0 {
                 self.new_faults().await?;
             }
@@ -294,7 +346,7 @@ impl World {
             let mut plans: Vec<(i64, usize)> = Vec::new();
             for user in 0..self.users.len() {
                 if self.rng.chance(ACTS_PER_DAY) {
-                    plans.push((self.rng.below(SECONDS_PER_DAY as u64) as i64, user));
+                    plans.push((self.rng.below(DAY as u64) as i64, user));
                 }
             }
             plans.sort_unstable();
@@ -310,7 +362,7 @@ impl World {
                     outage_pending = None;
                 }
                 let t0 = std::time::Instant::now();
-                if self.clock.now().unix_seconds() < at {
+                if self.now() < at {
                     self.move_clock_to(at).await?;
                 }
                 let t1 = std::time::Instant::now();
@@ -319,11 +371,10 @@ impl World {
                 self.timings[1] += t1.elapsed();
             }
             if let Some(down_at) = outage_pending {
-                self.outage(down_at.max(self.clock.now().unix_seconds()))
-                    .await?;
+                self.outage(down_at.max(self.now())).await?;
             }
             let t0 = std::time::Instant::now();
-            self.move_clock_to(day_start + SECONDS_PER_DAY).await?;
+            self.move_clock_to(day_start + DAY).await?;
             self.timings[0] += t0.elapsed();
             if day % 30 == 29 {
                 self.stack
@@ -338,7 +389,7 @@ impl World {
             // pass ran out.
             let everyone = day % 30 == 29 || day + 1 == days;
             let now_ms = self.clock.now_millis();
-            let day_ms = SECONDS_PER_DAY * 1000;
+            let day_ms = DAY * 1000;
             let window_ms = REPAIR_WINDOW_SECONDS * 1000;
             for index in 0..self.users.len() {
                 let user = &self.users[index];
@@ -366,8 +417,13 @@ impl World {
         Ok(())
     }
 
+    /// The test clock's time, in whole seconds.
+    fn now(&self) -> i64 {
+        self.clock.now_millis().div_euclid(1000)
+    }
+
     fn now_text(&self) -> String {
-        self.clock.now().to_rfc3339()
+        rfc(self.now())
     }
 
     fn violation(&mut self, user: &str, rule: &'static str, detail: String) {
@@ -416,7 +472,7 @@ impl World {
         let answer = self
             .http
             .post(format!("{}/dev/clock", self.base))
-            .json(&json!({"to": Timestamp::from_unix_seconds(at).to_rfc3339()}))
+            .json(&json!({"to": rfc(at)}))
             .send()
             .await
             .map_err(|e| e.to_string())?;
@@ -489,7 +545,7 @@ impl World {
             &user.id,
             Some(&user.email),
             true,
-            self.clock.now().unix_seconds(),
+            self.now(),
         )
     }
 
@@ -546,10 +602,10 @@ impl World {
     /// double click), pay on the simulator's page with one of its cards, confirm.
     async fn buy(&mut self, user: usize, subscription: bool) {
         let plans: Vec<String> = self
-            .catalog
-            .plans()
+            .plans
+            .0
             .iter()
-            .filter(|p| p.is_subscription() == subscription && p.name != "free")
+            .filter(|p| p.pass_days.is_none() == subscription)
             .map(|p| p.name.clone())
             .collect();
         if plans.is_empty() {
@@ -725,16 +781,20 @@ impl World {
         self.checks += 1;
         let user = self.users[index].id.clone();
         let truth = Truth::of(&self.simulator, &user);
-        let now = self.clock.now().unix_seconds();
+        let now = self.now();
         let quiet_since = (now - REPAIR_WINDOW_SECONDS) * 1000;
         let settled = truth.0.last_event_ms.is_none_or(|at| at < quiet_since)
             && self.users[index].last_action_ms < quiet_since;
 
-        // Passes: every paid one granted once, in time, to this user; the expiry is the
-        // fold of the grants and what refunds and lost disputes took back.
-        let mut steps: Vec<(i64, i64, bool)> = Vec::new(); // (at, seconds, grant?)
+        // Passes: every paid one granted once, in time, to this user; each plan's expiry
+        // is the fold of that plan's grants and what refunds and lost disputes took back
+        // (README, "Money rules": a new pass extends from the later of now and the
+        // current expiry; money returned takes its days back). Each plan's paid time is
+        // its own: a pass of plan P extends P's expiry, never another plan's; the user
+        // has access while any plan's time runs.
+        let mut steps: Vec<(String, i64, i64, bool)> = Vec::new(); // see `pass_expiries`
         let mut pass_ok = true;
-        let passes = truth.pass_payments(&self.catalog);
+        let passes = truth.pass_payments(&self.plans);
         let ids: Vec<&str> = passes.iter().map(|p| p.id.as_str()).collect();
         let read = tokio::try_join!(
             self.store.payment_grants(&ids),
@@ -764,7 +824,7 @@ impl World {
                 pass_ok = false;
                 continue;
             };
-            let applied_at = grant.applied_at.map_or(0, Timestamp::unix_seconds);
+            let applied_at = grant.applied_at.map_or(0, |at| at.unix_seconds());
             if grant.user_id.as_str() != user {
                 self.violation(
                     &user,
@@ -783,20 +843,29 @@ impl World {
                     ),
                 );
             }
-            let seconds = i64::from(grant.days) * SECONDS_PER_DAY;
-            if seconds != payment.days * SECONDS_PER_DAY {
+            if i64::from(grant.days) != payment.days() {
                 self.violation(
                     &user,
                     "(c) granted ≠ paid",
                     format!(
                         "pass payment {id} bought {} days, granted {}",
-                        payment.days, grant.days
+                        payment.days(),
+                        grant.days
                     ),
                 );
             }
             let claims = claims_of.remove(&id).unwrap_or_default();
+            // What the stored claims say, judged by the documented rule (README,
+            // "Webhook": a full refund, a dispute lost or accepted, takes back what the
+            // payment granted; a partial refund changes nothing) — not the store's own
+            // verdict.
+            let stored_revokes = claims.fully_refunded
+                || matches!(
+                    claims.dispute_status.as_deref(),
+                    Some("dispute_lost" | "dispute_accepted")
+                );
             let taken_back_at = truth.taken_back_at(&id);
-            match (taken_back_at, claims.revokes()) {
+            match (taken_back_at, stored_revokes) {
                 (Some(at), false) if now - at >= REPAIR_WINDOW_SECONDS => {
                     self.violation(
                         &user,
@@ -816,44 +885,37 @@ impl World {
                 }
                 _ => {}
             }
-            let revoked_at = claims.revokes().then(|| {
-                claims
-                    .updated_at
-                    .map_or(applied_at, Timestamp::unix_seconds)
-            });
-            match revoked_at {
-                // Taken back before it was granted: granted as revoked (no days).
-                Some(at) if at <= applied_at => steps.push((applied_at, 0, true)),
-                Some(at) => {
-                    steps.push((applied_at, seconds, true));
-                    steps.push((at, -seconds, false));
+            let revoked_at = stored_revokes
+                .then(|| claims.updated_at.map_or(applied_at, |at| at.unix_seconds()));
+            for (plan, days) in payment.days_by_plan {
+                let seconds = days * DAY;
+                match revoked_at {
+                    // Taken back before it was granted: granted as revoked (no days).
+                    Some(at) if at <= applied_at => steps.push((plan, applied_at, 0, true)),
+                    Some(at) => {
+                        steps.push((plan.clone(), applied_at, seconds, true));
+                        steps.push((plan, at, -seconds, false));
+                    }
+                    None => steps.push((plan, applied_at, seconds, true)),
                 }
-                None => steps.push((applied_at, seconds, true)),
             }
         }
         let steps_taken = !steps.is_empty();
-        steps.sort_by_key(|(at, _, grant)| (*at, !*grant));
-        let mut pass_until: Option<i64> = None;
-        for (at, seconds, grant) in steps {
-            pass_until = Some(if grant {
-                pass_until.map_or(at, |until| until.max(at)) + seconds
-            } else {
-                pass_until.unwrap_or(at) + seconds
-            });
-        }
+        // Access runs while any plan's time does: until the latest of them.
+        let pass_until = pass_expiries(steps).into_values().max();
         self.users[index].next_boundary = Truth::next_boundary(now, pass_until);
         let Ok(user_id) = UserId::parse(&user) else {
             return;
         };
         // The stored pass expiry (only someone who paid for a pass can have one; the
-        // status below shows any access the others are given).
+        // status below shows any access the others are given): the latest of the plans'.
         let stored_until = if steps_taken {
             match self.store.get_account(&user_id).await {
                 Ok(account) => account
                     .profile
                     .as_ref()
                     .and_then(|p| p.paid_until)
-                    .map(Timestamp::unix_seconds),
+                    .map(|until| until.unix_seconds()),
                 Err(err) => {
                     self.violation(&user, "store", format!("cannot read the account: {err}"));
                     return;
@@ -905,10 +967,7 @@ impl World {
             return;
         };
         let has_paid = view["has_paid"].as_bool().unwrap_or(false);
-        let shown_until = view["plan_expires_at"]
-            .as_str()
-            .and_then(Timestamp::parse_rfc3339)
-            .map(Timestamp::unix_seconds);
+        let shown_until = view["plan_expires_at"].as_str().and_then(parse_time);
         if !settled {
             return; // within the repair window: reconcile has not had its chance yet
         }
@@ -1043,8 +1102,86 @@ async fn post_form(
         .await
 }
 
+/// Unix seconds as RFC 3339 UTC, `2027-01-04T00:00:00Z` (the checker's own calendar:
+/// Howard Hinnant's `civil_from_days`, proleptic Gregorian).
 fn rfc(seconds: i64) -> String {
-    Timestamp::from_unix_seconds(seconds).to_rfc3339()
+    let days = seconds.div_euclid(DAY);
+    let time = seconds.rem_euclid(DAY);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        time / 3600,
+        time % 3600 / 60,
+        time % 60
+    )
+}
+
+/// RFC 3339 (`2027-01-04T00:00:00Z`, `…:00.123Z`, `…:00+02:00`) as unix seconds, the
+/// fraction dropped: the checker's own reading of the times Dodo and the paywall send.
+fn parse_time(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let number = |from: usize, to: usize| -> Option<i64> {
+        let part = text.get(from..to)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (number(0, 4)?, number(5, 7)?, number(8, 10)?);
+    let (hour, minute, second) = (number(11, 13)?, number(14, 16)?, number(17, 19)?);
+    let separators_ok = b.get(4) == Some(&b'-')
+        && b.get(7) == Some(&b'-')
+        && matches!(b.get(10), Some(b'T' | b't' | b' '))
+        && b.get(13) == Some(&b':')
+        && b.get(16) == Some(&b':');
+    if !separators_ok
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let hours: i64 = rest[1..3].parse().ok()?;
+            let minutes: i64 = rest[4..6].parse().ok()?;
+            sign * (hours * 3600 + minutes * 60)
+        }
+    };
+    // Howard Hinnant's `days_from_civil`.
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * DAY + hour * 3600 + minute * 60 + second - offset)
 }
 
 async fn session_of(answer: Result<reqwest::Response, reqwest::Error>) -> Option<Value> {
@@ -1055,18 +1192,206 @@ async fn session_of(answer: Result<reqwest::Response, reqwest::Error>) -> Option
     answer.json().await.ok()
 }
 
+/// Each pass plan's expiry from its grants and take-backs `(plan, at, seconds, grant?)`:
+/// a grant extends the plan's own expiry from the later of when it was applied and that
+/// expiry (README, "Money rules": "A new pass extends from the later of now and the
+/// current expiry"); a take-back removes the payment's seconds (README: "a full refund
+/// of a pass takes back its days; a lost dispute takes them back"). A pass of one plan
+/// never moves another plan's time.
+fn pass_expiries(mut steps: Vec<(String, i64, i64, bool)>) -> BTreeMap<String, i64> {
+    steps.sort_by_key(|(_, at, _, grant)| (*at, !*grant));
+    let mut until_by_plan: BTreeMap<String, i64> = BTreeMap::new();
+    for (plan, at, seconds, grant) in steps {
+        let until = until_by_plan.get(&plan).copied();
+        let next = if grant {
+            until.map_or(at, |until| until.max(at)) + seconds
+        } else {
+            until.unwrap_or(at) + seconds
+        };
+        until_by_plan.insert(plan, next);
+    }
+    until_by_plan
+}
+
 fn seconds(value: &Value, key: &str) -> Option<i64> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .and_then(Timestamp::parse_rfc3339)
-        .map(Timestamp::unix_seconds)
+    value.get(key).and_then(Value::as_str).and_then(parse_time)
+}
+
+/// One plan the simulation sells, as the founder's catalogue states it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SoldPlan {
+    name: String,
+    product_id: String,
+    /// A pass's days per payment; `None` for a subscription.
+    pass_days: Option<i64>,
+}
+
+/// The catalogue the stack under test sells, read by the checker from the same text the
+/// stack is given, by README's rules ("Configuration"; "Plans, features and limits"):
+/// `PLANS` (JSON); else `plans.toml` when it names a plan; else one plan, `monthly`, a
+/// pass of `PLAN_DURATION_DAYS` (default 30) on `DODO_PRODUCT_ID`; and when none of these
+/// is set, the local stack's demo catalogue (README, "Run it locally": "Without a
+/// catalogue … sells demo plans": a free tier, a 30-day pass `monthly` and a monthly
+/// subscription `pro`; the text is `local_server::DEMO_PLANS`, the stack's input, not the
+/// paywall's). The paywall's own parser (`Catalog`) is never asked: a pass's days are
+/// what the founder wrote. Sorted by name.
+#[derive(Debug, PartialEq, Eq)]
+struct Plans(Vec<SoldPlan>);
+
+impl Plans {
+    fn from_env() -> Result<Self, String> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        Self::from_sources(
+            var("PLANS").as_deref(),
+            PLANS_TOML,
+            var("DODO_PRODUCT_ID").as_deref(),
+            var("PLAN_DURATION_DAYS").as_deref(),
+        )
+    }
+
+    fn from_sources(
+        plans_json: Option<&str>,
+        plans_toml: &str,
+        product_id: Option<&str>,
+        duration_days: Option<&str>,
+    ) -> Result<Self, String> {
+        let default_days = match duration_days {
+            Some(raw) => raw
+                .parse::<i64>()
+                .map_err(|_| format!("PLAN_DURATION_DAYS is not a number of days: {raw}"))?,
+            None => DEFAULT_PASS_DAYS,
+        };
+        let entries = match (plans_json, product_id) {
+            (Some(json), _) => json_entries(json, "PLANS")?,
+            (None, _) if !toml_entries(plans_toml)?.is_empty() => toml_entries(plans_toml)?,
+            (None, Some(product)) => BTreeMap::from([(
+                DEFAULT_PLAN.to_owned(),
+                Entry {
+                    product_id: Some(product.to_owned()),
+                    kind: Some("pass".to_owned()),
+                    days: Some(default_days),
+                },
+            )]),
+            (None, None) => json_entries(crate::local_server::DEMO_PLANS, "the demo plans")?,
+        };
+        let mut plans = Vec::new();
+        for (name, entry) in entries {
+            if name == FREE_PLAN {
+                continue;
+            }
+            let product_id = entry
+                .product_id
+                .ok_or_else(|| format!("plan {name} names no product_id"))?;
+            let pass_days = match entry.kind.as_deref() {
+                Some("pass") => Some(entry.days.unwrap_or(default_days)),
+                Some("subscription") => None,
+                other => return Err(format!("plan {name}: kind {other:?}")),
+            };
+            plans.push(SoldPlan {
+                name,
+                product_id,
+                pass_days,
+            });
+        }
+        Ok(Self(plans))
+    }
+
+    fn by_product(&self, product_id: &str) -> Option<&SoldPlan> {
+        self.0.iter().find(|p| p.product_id == product_id)
+    }
+}
+
+/// The fields of a catalogue entry that say what a payment buys.
+#[derive(Default)]
+struct Entry {
+    product_id: Option<String>,
+    kind: Option<String>,
+    days: Option<i64>,
+}
+
+fn json_entries(text: &str, source: &str) -> Result<BTreeMap<String, Entry>, String> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("{source} is not JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| format!("{source} is not a JSON object"))?;
+    Ok(object
+        .iter()
+        .map(|(name, plan)| {
+            let text = |key: &str| plan[key].as_str().map(str::to_owned);
+            let entry = Entry {
+                product_id: text("product_id"),
+                kind: text("kind"),
+                days: plan["days"].as_i64(),
+            };
+            (name.clone(), entry)
+        })
+        .collect())
+}
+
+/// The plans in `plans.toml`: each `[name]` table's `product_id`, `kind` and `days`
+/// (the only keys that say what a payment buys; the rest, features, limits and price,
+/// are skipped line by line). Enough TOML for the catalogue's documented shape.
+fn toml_entries(text: &str) -> Result<BTreeMap<String, Entry>, String> {
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(table) = line.strip_prefix('[') {
+            let name = table
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches('"');
+            entries.entry(name.to_owned()).or_default();
+            current = Some(name.to_owned());
+            continue;
+        }
+        let (Some(name), Some((key, value))) = (&current, line.split_once('=')) else {
+            continue;
+        };
+        let key = key.trim();
+        let value = value.trim();
+        let string = || {
+            let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            let inner = &value[1..];
+            inner.find(quote).map(|end| inner[..end].to_owned())
+        };
+        let entry = entries.entry(name.clone()).or_default();
+        let bad = || format!("plans.toml line {}: {key} = {value}", number + 1);
+        match key {
+            "product_id" => entry.product_id = Some(string().ok_or_else(bad)?),
+            "kind" => entry.kind = Some(string().ok_or_else(bad)?),
+            "days" => {
+                let digits = value.split('#').next().unwrap_or_default().trim();
+                entry.days = Some(digits.replace('_', "").parse().map_err(|_| bad())?);
+            }
+            _ => {}
+        }
+    }
+    Ok(entries)
 }
 
 struct PassPayment {
     id: String,
     created_at: i64,
-    days: i64,
+    /// The days its cart bought, per pass plan.
+    days_by_plan: BTreeMap<String, i64>,
+}
+
+impl PassPayment {
+    fn days(&self) -> i64 {
+        self.days_by_plan.values().sum()
+    }
 }
 
 /// What Dodo knows about one user, and the documented rules applied to it.
@@ -1094,27 +1419,34 @@ impl Truth {
     }
 
     /// The pass payments Dodo took from the user: a cart of pass products.
-    fn pass_payments(&self, catalog: &Catalog) -> Vec<PassPayment> {
+    /// README, "Money rules": a payment buys only what its own `product_cart` says; "a
+    /// pass line grants the plan's days times its quantity".
+    fn pass_payments(&self, plans: &Plans) -> Vec<PassPayment> {
         self.0
             .payments
             .iter()
             .filter(|p| p["status"] == "succeeded")
             .filter_map(|p| {
                 let lines = p["product_cart"].as_array()?;
-                let days: i64 = lines
-                    .iter()
-                    .filter_map(|line| {
-                        let plan = catalog.by_product(line["product_id"].as_str()?)?;
-                        let PlanKind::Pass { days } = plan.kind else {
-                            return None;
-                        };
-                        Some(i64::from(days) * line["quantity"].as_i64().unwrap_or(1))
-                    })
-                    .sum();
-                (days > 0).then(|| PassPayment {
+                let mut days_by_plan: BTreeMap<String, i64> = BTreeMap::new();
+                for line in lines {
+                    let Some(plan) = line["product_id"]
+                        .as_str()
+                        .and_then(|p| plans.by_product(p))
+                    else {
+                        continue;
+                    };
+                    let Some(days) = plan.pass_days else {
+                        continue;
+                    };
+                    *days_by_plan.entry(plan.name.clone()).or_default() +=
+                        days * line["quantity"].as_i64().unwrap_or(1);
+                }
+                days_by_plan.retain(|_, days| *days > 0);
+                (!days_by_plan.is_empty()).then(|| PassPayment {
                     id: p["payment_id"].as_str().unwrap_or_default().to_owned(),
                     created_at: seconds(p, "created_at").unwrap_or_default(),
-                    days,
+                    days_by_plan,
                 })
             })
             .collect()
@@ -1188,7 +1520,8 @@ impl Truth {
                 // next period is paid).
                 let period_start = seconds(s, "previous_billing_date").unwrap_or(i64::MIN);
                 if paid.iter().max().is_some_and(|(at, latest)| {
-                    self.refunded_at(latest).is_some() && at + 60 >= period_start
+                    self.refunded_at(latest).is_some()
+                        && at + PERIOD_PAYMENT_SLACK_SECONDS >= period_start
                 }) {
                     return None;
                 }
@@ -1242,6 +1575,113 @@ impl Truth {
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_pass_plan_keeps_its_own_time() {
+        let step =
+            |plan: &str, at: i64, days: i64, grant: bool| (plan.to_owned(), at, days * DAY, grant);
+        let t = 1_000 * DAY;
+        // A 30-day pass, then a 7-day pass of another plan a day later: each runs on its
+        // own (not 37 days of the second plan); a second 30-day pass extends the first
+        // from its expiry; a refund of the second takes its 7 days back.
+        let expiries = pass_expiries(vec![
+            step("week", t + DAY, 7, true),
+            step("month", t, 30, true),
+            step("month", t + 2 * DAY, 30, true),
+            step("week", t + 3 * DAY, -7, false),
+        ]);
+        assert_eq!(
+            expiries,
+            BTreeMap::from([
+                ("month".to_owned(), t + 60 * DAY),
+                ("week".to_owned(), t + DAY)
+            ])
+        );
+        // Bought after the first ran out: from when it was applied.
+        let expiries = pass_expiries(vec![
+            step("month", t, 30, true),
+            step("month", t + 40 * DAY, 30, true),
+        ]);
+        assert_eq!(expiries["month"], t + 70 * DAY);
+    }
+
+    #[test]
+    fn the_checker_reads_and_writes_times_itself() {
+        for (text, seconds) in [
+            ("2027-01-04T00:00:00Z", 1_799_020_800),
+            ("2024-02-29T23:59:59Z", 1_709_251_199),
+            ("1969-12-31T00:00:00Z", -86_400),
+        ] {
+            assert_eq!(parse_time(text), Some(seconds), "{text}");
+            assert_eq!(rfc(seconds), text);
+        }
+        assert_eq!(
+            parse_time("2026-11-28T04:35:26.123Z"),
+            parse_time("2026-11-28T04:35:26Z")
+        );
+        assert_eq!(parse_time("2026-11-28T04:35:26+02:00"), Some(1_795_833_326));
+        for bad in [
+            "",
+            "2026-11-28",
+            "2026-13-01T00:00:00Z",
+            "2026-11-28T04:35:26",
+            "x",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_checker_reads_the_catalogue_as_the_founder_wrote_it() {
+        let pass = |name: &str, product: &str, days| SoldPlan {
+            name: name.into(),
+            product_id: product.into(),
+            pass_days: Some(days),
+        };
+        let subscription = |name: &str, product: &str| SoldPlan {
+            name: name.into(),
+            product_id: product.into(),
+            pass_days: None,
+        };
+        // Nothing configured: the local stack's demo plans.
+        assert_eq!(
+            Plans::from_sources(None, "", None, None),
+            Ok(Plans(vec![
+                pass("monthly", "pdt_local_demo", 30),
+                subscription("pro", "pdt_local_pro"),
+            ]))
+        );
+        // README's example file, in TOML.
+        let example = include_str!("../../plans.example.toml");
+        assert_eq!(
+            Plans::from_sources(None, example, Some("pdt_ignored"), None),
+            Ok(Plans(vec![
+                pass("monthly", "pdt_monthly_pass", 30),
+                subscription("pro", "pdt_pro_subscription"),
+            ]))
+        );
+        // `PLANS` wins over the file; a pass without days takes PLAN_DURATION_DAYS.
+        let json = r#"{"week": {"product_id": "pdt_w", "kind": "pass", "days": 7},
+                       "year": {"product_id": "pdt_y", "kind": "pass"}}"#;
+        assert_eq!(
+            Plans::from_sources(Some(json), example, None, Some("365")),
+            Ok(Plans(vec![
+                pass("week", "pdt_w", 7),
+                pass("year", "pdt_y", 365)
+            ]))
+        );
+        // The original's single pass.
+        assert_eq!(
+            Plans::from_sources(None, "# empty\n", Some("pdt_a"), Some("14")),
+            Ok(Plans(vec![pass("monthly", "pdt_a", 14)]))
+        );
+        let toml = "[a]\nproduct_id = 'pdt_a' # mine\nkind = \"pass\"\ndays = 1_0\n\
+                    features = [\n  \"x\",\n]\nlimits = { days = 3 }\n";
+        assert_eq!(
+            Plans::from_sources(None, toml, None, None),
+            Ok(Plans(vec![pass("a", "pdt_a", 10)]))
+        );
+    }
+
     /// Found by the 5,000-user year (u04154): a pass outlasts, in Dodo's state, a
     /// subscription set to cancel; the "cancel" webhook was lost, so the paywall still
     /// counts that subscription's renewal grace, which outlasts the pass. Reconcile reads
@@ -1250,7 +1690,7 @@ mod tests {
     #[test]
     fn a_lost_cancellation_behind_a_longer_pass_is_the_documented_lag() {
         use crate::dodo_simulator::UserTruth;
-        let at = |t: &str| Timestamp::parse_rfc3339(t).expect("a time").unix_seconds();
+        let at = |t: &str| parse_time(t).expect("a time");
         let truth = Truth(UserTruth {
             subscriptions: vec![json!({
                 "subscription_id": "sub_1", "status": "active",

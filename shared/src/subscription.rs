@@ -6,6 +6,7 @@
 //! envelope's `timestamp`), so every order of the same deliveries ends in the same state.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::Value;
 
@@ -80,6 +81,31 @@ pub struct Subscription {
 /// ever covers the time it takes to hear from Dodo.
 pub const RENEWAL_GRACE_SECONDS: i64 = crate::time::SECONDS_PER_DAY;
 
+/// No grace planted: [`RENEWAL_GRACE_SECONDS`] is in force.
+const NOT_PLANTED: i64 = i64::MIN;
+
+/// A renewal grace a test planted in this process (see [`plant_renewal_grace_for_tests`]).
+static PLANTED_RENEWAL_GRACE: AtomicI64 = AtomicI64::new(NOT_PLANTED);
+
+/// The renewal grace in force: [`RENEWAL_GRACE_SECONDS`], unless a test planted another.
+pub fn renewal_grace_seconds() -> i64 {
+    match PLANTED_RENEWAL_GRACE.load(Ordering::Relaxed) {
+        NOT_PLANTED => RENEWAL_GRACE_SECONDS,
+        planted => planted,
+    }
+}
+
+/// Tests only: makes every subscription in this process count `seconds` of renewal grace
+/// instead of the documented one day (`None` puts the day back). It plants a defect in
+/// the system under test, so that a test can show the year-in-the-life checker
+/// (`dev/src/simulate.rs`) judges by the documented rule rather than by this crate's
+/// constant. No configuration or environment variable reaches it: the functions never
+/// call it.
+#[doc(hidden)]
+pub fn plant_renewal_grace_for_tests(seconds: Option<i64>) {
+    PLANTED_RENEWAL_GRACE.store(seconds.unwrap_or(NOT_PLANTED), Ordering::Relaxed);
+}
+
 /// Until when a subscription state gives access, if it gives any: active until the end of
 /// the paid period (plus the renewal grace when it is set to renew); past due until the
 /// grace period ends; cancelled until the end of the period already paid; on hold,
@@ -92,7 +118,7 @@ pub fn access_until(
 ) -> Option<Timestamp> {
     match status {
         SubscriptionStatus::Active if !cancel_at_next_billing_date => {
-            next_billing_date.map(|date| date.plus_seconds(RENEWAL_GRACE_SECONDS))
+            next_billing_date.map(|date| date.plus_seconds(renewal_grace_seconds()))
         }
         SubscriptionStatus::Active | SubscriptionStatus::Cancelled => next_billing_date,
         SubscriptionStatus::PastDue => past_due_ends_at.or(next_billing_date),
