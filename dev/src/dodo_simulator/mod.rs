@@ -1028,7 +1028,7 @@ impl DodoSimulator {
             events.reverse();
         }
         for (event_type, data) in events {
-            self.deliver(&event_type, data).await;
+            self.send_event(&event_type, data).await;
         }
     }
 
@@ -1038,7 +1038,16 @@ impl DodoSimulator {
     /// test clock when it has one (run by [`Self::run_next_due`]), else in the background,
     /// compressed in time. Faults apply here: a dropped delivery is never sent nor
     /// retried, a delayed one waits, a duplicated one is sent twice.
+    ///
+    /// For a test's own event: its `data` is the test's, not the simulator's (recorded as
+    /// shaped by the test).
     pub async fn deliver(&self, event_type: &str, data: Value) {
+        self.mark_shaped_by_test();
+        self.send_event(event_type, data).await;
+    }
+
+    /// Sends one event of the simulator's own (see [`Self::deliver`]).
+    async fn send_event(&self, event_type: &str, data: Value) {
         let Some(target) = self.webhook_target() else {
             return;
         };
