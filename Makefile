@@ -9,7 +9,7 @@ export AWS_ACCESS_KEY_ID ?= local
 export AWS_SECRET_ACCESS_KEY ?= local
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help dev test test-rust test-browser lint bench build sam-build validate
+.PHONY: help dev test test-rust test-browser test-sdk-models lint bench build sam-build validate
 
 # The CPU architecture to build for: arm64 (the template's default) or x86_64.
 ARCH ?= arm64
@@ -40,6 +40,18 @@ test-rust: ## Build the binaries, then run the Rust tests
 test-browser: ## Buy access through the demo page in headless Chromium (needs Node.js, /usr/bin/chromium or CHROMIUM_PATH; the first run does npm ci)
 	cargo build --locked -p dev --bin dev
 	cd dev/e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; } && node --test
+
+# The simulator's answers and webhooks, recorded while its own test and a short simulated
+# run use it, judged by Dodo's official Python SDK's typed models (pinned in
+# dev/sdk-oracle/requirements.txt, in a virtualenv of its own).
+SDK_ORACLE := target/sdk-oracle
+test-sdk-models: ## Check the Dodo simulator against dodopayments 1.123.0's models: every route and webhook it serves, strictly
+	@[ -x $(SDK_ORACLE)/venv/bin/python ] && $(SDK_ORACLE)/venv/bin/pip freeze | grep -qxF -f dev/sdk-oracle/requirements.txt \
+	  || { python3 -m venv $(SDK_ORACLE)/venv && $(SDK_ORACLE)/venv/bin/pip install --quiet --disable-pip-version-check -r dev/sdk-oracle/requirements.txt; }
+	rm -rf $(SDK_ORACLE)/recorded
+	DODO_SIMULATOR_RECORD_DIR=$(CURDIR)/$(SDK_ORACLE)/recorded cargo test --locked -p dev --test simulator
+	DODO_SIMULATOR_RECORD_DIR=$(CURDIR)/$(SDK_ORACLE)/recorded cargo run --locked -q -p dev -- simulate --users 50 --months 3 --seed 1
+	$(SDK_ORACLE)/venv/bin/python dev/sdk-oracle/validate.py $(SDK_ORACLE)/recorded
 
 lint: ## Formatting and clippy, as CI runs them
 	cargo fmt --all -- --check
