@@ -185,7 +185,11 @@ async fn every_route_answers_in_the_shape_of_dodos_models() {
     let list = call(Method::GET, "/subscriptions", None).await;
     let item = &list["items"][0];
     assert_eq!(item["discounts"], json!([]));
-    assert_eq!(item.get("brand_id"), None, "not in SubscriptionListResponse");
+    assert_eq!(
+        item.get("brand_id"),
+        None,
+        "not in SubscriptionListResponse"
+    );
     let subscription_id = item["subscription_id"].as_str().expect("id").to_owned();
     let subscription = call(
         Method::GET,

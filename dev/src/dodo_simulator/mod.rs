@@ -23,6 +23,15 @@
 //!   end, refunds (`POST /refunds`, `GET /refunds`) and disputes (`GET /disputes`).
 //! - Faults on demand ([`faults`]): lost, repeated, late and reordered webhooks, API errors.
 //! - Tests can inject faults (an error status, a delay) and payments of any shape.
+//!
+//! Two sources of truth. Shapes are Dodo's official SDK models (`dodopayments` 1.123.0,
+//! its `types/`): every object, list item and webhook payload carries the fields those
+//! models require, with their types and values, and none they lack (`make
+//! test-sdk-models` records what is served and sent, [`record`], and checks it with
+//! `dev/sdk-oracle/validate.py`). Behaviour no model states — the delivery retry
+//! schedule, no guaranteed order, each delivery carrying the latest state, attaching an
+//! e-mail-only checkout to the existing customer — follows Dodo's documentation as
+//! DESIGN.md cites it, each at the code that does it.
 
 mod billing;
 pub mod faults;
@@ -50,7 +59,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 /// Dodo's retry schedule after the first attempt: +5 s, +5 min, +30 min, +2 h, +5 h,
-/// +10 h, +10 h (8 attempts in all).
+/// +10 h, +10 h (8 attempts in all; Dodo's webhook documentation — no SDK model states
+/// it).
 pub const DODO_RETRY_SCHEDULE: [Duration; 7] = [
     Duration::from_secs(5),
     Duration::from_secs(5 * 60),
@@ -602,7 +612,8 @@ impl DodoSimulator {
                             .as_str()
                             .and_then(|d| records.dispute_decided_at.get(d))
                         {
-                            dispute["updated_at"] = json!(Timestamp::from_unix_seconds(at).to_rfc3339());
+                            dispute["updated_at"] =
+                                json!(Timestamp::from_unix_seconds(at).to_rfc3339());
                         }
                         truth.disputes.insert(id.clone(), dispute);
                     }
@@ -1022,7 +1033,8 @@ impl DodoSimulator {
     }
 
     /// Sends the events of one change, in Dodo's order (newest first under the
-    /// `reorder_webhooks` fault).
+    /// `reorder_webhooks` fault: Dodo's documentation says delivery order is "not
+    /// guaranteed", and each delivery carries the object's latest state).
     async fn emit(&self, mut events: Emitted) {
         if self.faults().reorder_webhooks {
             events.reverse();
@@ -2054,7 +2066,10 @@ fn payment_list_item(payment: &Value) -> Value {
         .as_array()
         .and_then(|disputes| disputes.last())
         .map(|dispute| dispute["dispute_status"].clone());
-    item.insert("dispute_status".into(), dispute_status.unwrap_or(Value::Null));
+    item.insert(
+        "dispute_status".into(),
+        dispute_status.unwrap_or(Value::Null),
+    );
     Value::Object(item)
 }
 
