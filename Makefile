@@ -11,7 +11,7 @@ export AWS_EC2_METADATA_DISABLED := true
 # sam: no telemetry prompt or upload.
 export SAM_CLI_TELEMETRY ?= 0
 
-.PHONY: help dev test test-tools test-rust test-simulate test-browser test-permissions lint bench build sam-build validate tools
+.PHONY: help dev test test-tools test-rust test-simulate test-browser test-permissions test-sdk-models lint bench build sam-build validate tools
 
 # The Python tools, each pinned in its own virtualenv under target/tools/ (dev/tools.sh
 # makes it on first use, and again when a pin changes): CI installs them the same way,
@@ -44,7 +44,7 @@ help: ## List the targets
 dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator
 	cargo run --locked -p dev -- serve
 
-test: test-tools test-rust test-simulate test-browser test-permissions ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), a simulated year, the browser test, then each function's AWS calls against its role
+test: test-tools test-rust test-simulate test-sdk-models test-browser test-permissions ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), a simulated year, the simulator against Dodo's SDK models, the browser test, then each function's AWS calls against its role
 
 test-simulate: ## A year in the life: 200 users x 12 months on the test clock, every invariant checked (seed 1)
 	cargo run --locked -q -p dev -- simulate --users 200 --months 12 --seed 1
@@ -71,6 +71,18 @@ test-tools:
 test-browser: test-tools ## Buy access through the demo page in headless Chromium (Node.js 20+; Debian's chromium, apt-installed when missing and root, or CHROMIUM_PATH; the first run does npm ci)
 	cargo build --locked -p dev --bin dev
 	cd dev/e2e && node --test
+
+# The simulator's answers and webhooks, recorded while its own test and a short simulated
+# run use it, judged by Dodo's official Python SDK's typed models (pinned in
+# dev/sdk-oracle/requirements.txt, in a virtualenv of its own).
+SDK_ORACLE := target/sdk-oracle
+test-sdk-models: ## Check the Dodo simulator against dodopayments 1.123.0's models: every route and webhook it serves, strictly
+	@[ -x $(SDK_ORACLE)/venv/bin/python ] && $(SDK_ORACLE)/venv/bin/pip freeze | grep -qxF -f dev/sdk-oracle/requirements.txt \
+	  || { python3 -m venv $(SDK_ORACLE)/venv && $(SDK_ORACLE)/venv/bin/pip install --quiet --disable-pip-version-check -r dev/sdk-oracle/requirements.txt; }
+	rm -rf $(SDK_ORACLE)/recorded
+	DODO_SIMULATOR_RECORD_DIR=$(CURDIR)/$(SDK_ORACLE)/recorded cargo test --locked -p dev --test simulator
+	DODO_SIMULATOR_RECORD_DIR=$(CURDIR)/$(SDK_ORACLE)/recorded cargo run --locked -q -p dev -- simulate --users 50 --months 3 --seed 1
+	$(SDK_ORACLE)/venv/bin/python dev/sdk-oracle/validate.py $(SDK_ORACLE)/recorded
 
 lint: ## Formatting and clippy, as CI runs them
 	cargo fmt --all -- --check

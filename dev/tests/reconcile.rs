@@ -226,6 +226,53 @@ async fn a_lost_payment_webhook_is_repaired_and_a_rerun_changes_nothing() {
     );
 }
 
+/// A pass paid after reconcile stopped asking about its checkout, its `payment.succeeded`
+/// lost: only Dodo's list of payments shows it. Dodo lists payments without their
+/// `product_cart` (SDK `PaymentListResponse`), so reconcile reads what it bought from the
+/// payment itself.
+#[tokio::test]
+async fn a_lost_pass_payment_seen_only_in_dodos_list_is_granted_from_the_payment_itself() {
+    let world = World::new().await;
+    let now = paywall::time::Clock::system().now();
+    let url = open_checkout_at(
+        &world,
+        "paid-late",
+        "monthly",
+        now.plus_seconds(-3 * SECONDS_PER_DAY),
+    )
+    .await["checkout_url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let dropped = reconciler(&world, unpaced()).run(now).await;
+    assert_eq!(dropped.checkouts_abandoned, 1, "{dropped:?}");
+    // Paid on Dodo's page after all; no webhook target, so payment.succeeded is lost.
+    let paid = paywall::http::client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("outcome=succeeded")
+        .send()
+        .await
+        .expect("paid");
+    assert_eq!(paid.status(), 303);
+
+    let summary = reconciler(&world, unpaced())
+        .run(now.plus_seconds(3600))
+        .await;
+    assert_eq!(summary.payments_granted, 1, "{summary:?}");
+    assert!(summary.complete(), "{summary:?}");
+    let after = view(&world, "paid-late", now.plus_seconds(3600)).await;
+    assert_eq!(after["has_paid"], true, "{after}");
+    // Applied once: the next run lists it again and changes nothing.
+    let again = reconciler(&world, unpaced())
+        .run(now.plus_seconds(7200))
+        .await;
+    assert_eq!(again.payments_granted, 0, "{again:?}");
+}
+
 #[tokio::test]
 async fn a_recent_checkout_waits_an_unpaid_one_backs_off_and_an_abandoned_one_is_dropped() {
     let world = World::new().await;

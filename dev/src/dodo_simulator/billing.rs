@@ -99,11 +99,25 @@ pub(super) struct NewPayment<'a> {
     /// `None` for a subscription's payments: Dodo sends no cart with those.
     pub product_cart: Option<Value>,
     pub retry_attempt: usize,
+    /// What a subscription's charge pays for: Dodo's `charge_type` (`new`, `renewal`) and
+    /// the period it starts, `[start, end)` (its `service_periods` once succeeded).
+    pub charge: Option<(&'a str, (i64, i64))>,
 }
 
 impl NewPayment<'_> {
     pub fn into_json(self) -> Value {
         let amount = DEFAULT_PRICE_MINOR * self.quantity.max(1);
+        // Dodo's `service_periods`: empty unless the payment succeeded and pays a
+        // subscription's period (SDK `Payment.service_periods`).
+        let service_periods = match (self.charge, self.subscription_id) {
+            (Some((_, (start, end))), Some(subscription_id)) if self.succeeded => json!([{
+                "subscription_id": subscription_id,
+                "starts_at": rfc3339(start),
+                "ends_at": rfc3339(end),
+                "proration_factor": "1",
+            }]),
+            _ => json!([]),
+        };
         json!({
             "payment_id": self.id,
             "business_id": "bus_simulator",
@@ -134,6 +148,9 @@ impl NewPayment<'_> {
             "is_multi_subscription": false,
             "is_update_payment_method": false,
             "retry_attempt": self.retry_attempt,
+            "includes_usage": false,
+            "service_periods": service_periods,
+            "charge_type": self.charge.map(|(charge_type, _)| charge_type),
             "error_code": if self.succeeded { Value::Null } else { json!("CARD_DECLINED") },
             "error_message": if self.succeeded { Value::Null } else { json!("Your card was declined.") },
         })
@@ -165,9 +182,11 @@ impl Records {
     ) -> Value {
         let id = self.new_id("sub");
         let next = add_months(now, 1);
+        // Every field Dodo's `Subscription` requires (SDK `types/subscription.py`); the
+        // simulator sells no addons, meters or credits, so those lists are empty.
         let subscription = json!({
             "subscription_id": id,
-            "business_id": "bus_simulator",
+            "brand_id": "bus_simulator",
             "status": "active",
             "product_id": product_id,
             "quantity": 1,
@@ -192,6 +211,11 @@ impl Records {
             "trial_period_days": 0,
             "on_demand": false,
             "billing": {"country": "US"},
+            "has_payment_method": true,
+            "addons": [],
+            "meters": [],
+            "credit_entitlement_cart": [],
+            "meter_credit_entitlement_cart": [],
         });
         self.note_object(&id, &subscription);
         self.subscriptions.insert(id.clone(), subscription.clone());
@@ -206,8 +230,15 @@ impl Records {
         subscription
     }
 
-    /// One charge of a subscription: the payment, stored.
-    fn charge(&mut self, subscription_id: &str, now: i64, retry_attempt: usize) -> Value {
+    /// One charge of a subscription, for the period `period` (a renewal's, or a new one
+    /// from now when it recovers from on hold): the payment, stored.
+    fn charge(
+        &mut self,
+        subscription_id: &str,
+        now: i64,
+        retry_attempt: usize,
+        period: (i64, i64),
+    ) -> Value {
         let id = self.new_id("pay");
         let subscription = &self.subscriptions[subscription_id];
         let customer_id = subscription
@@ -233,6 +264,7 @@ impl Records {
             subscription_id: Some(subscription_id),
             product_cart: None,
             retry_attempt,
+            charge: Some(("renewal", period)),
         }
         .into_json();
         let id = payment["payment_id"]
@@ -310,13 +342,16 @@ impl Records {
                     subscription["cancelled_at"] = json!(rfc3339(now));
                     return vec![("subscription.cancelled".into(), subscription.clone())];
                 }
-                let payment = self.charge(subscription_id, now, 0);
+                let payment = self.charge(subscription_id, now, 0, (*due, add_months(*due, 1)));
                 if payment["status"] == "succeeded" {
                     let next = add_months(*due, 1);
                     let subscription = self.subscriptions.get_mut(subscription_id).expect("exists");
                     subscription["previous_billing_date"] = json!(rfc3339(*due));
                     subscription["next_billing_date"] = json!(rfc3339(next));
-                    let snapshot = subscription.clone();
+                    let mut snapshot = subscription.clone();
+                    // `subscription.renewed` names the payment that renewed it (SDK
+                    // `SubscriptionRenewedWebhookEvent.Data.payment_id`).
+                    snapshot["payment_id"] = payment["payment_id"].clone();
                     self.schedule(
                         next,
                         Action::Renew {
@@ -347,7 +382,8 @@ impl Records {
                 if !still_on_this_hold {
                     return vec![];
                 }
-                let payment = self.charge(subscription_id, now, *attempt);
+                let payment =
+                    self.charge(subscription_id, now, *attempt, (now, add_months(now, 1)));
                 if payment["status"] == "succeeded" {
                     let snapshot = self.reactivate(subscription_id, now);
                     vec![
@@ -370,7 +406,9 @@ impl Records {
                 };
                 let status = if *won { "dispute_won" } else { "dispute_lost" };
                 dispute["dispute_status"] = json!(status);
-                dispute["updated_at"] = json!(rfc3339(now));
+                // Dodo's `Dispute` has no `updated_at`: when it was decided is the
+                // simulator's own note (tests' truth), not part of the object.
+                self.dispute_decided_at.insert(dispute_id.clone(), now);
                 let snapshot = dispute.clone();
                 self.mirror_dispute(&snapshot);
                 let event = if *won { "dispute.won" } else { "dispute.lost" };
@@ -391,7 +429,7 @@ impl Records {
         if self.subscriptions[subscription_id]["status"] != "on_hold" {
             return vec![];
         }
-        let payment = self.charge(subscription_id, now, 0);
+        let payment = self.charge(subscription_id, now, 0, (now, add_months(now, 1)));
         if payment["status"] == "succeeded" {
             let snapshot = self.reactivate(subscription_id, now);
             vec![
@@ -431,10 +469,13 @@ impl Records {
         if self.index.refund_by_payment.contains_key(payment_id) {
             return Err("This payment is already refunded");
         }
+        // Dodo's `Refund` (SDK `types/refund.py`): `POST /refunds` and `refund.*`
+        // webhooks; lists and the payment's `refunds` carry the shorter `RefundListItem`.
         let refund = json!({
             "refund_id": refund_id,
             "payment_id": payment_id,
             "business_id": "bus_simulator",
+            "brand_id": payment["brand_id"],
             "status": "succeeded",
             "amount": payment["total_amount"],
             "currency": payment["currency"],
@@ -442,15 +483,18 @@ impl Records {
             "reason": reason,
             "created_at": rfc3339(now),
             "customer": payment["customer"],
+            "metadata": {},
         });
         self.index
             .refund_by_payment
             .insert(payment_id.to_owned(), self.refunds.len());
         self.refunds.push(refund.clone());
-        if let Some(payment) = self.payments.get_mut(payment_id)
-            && let Some(refunds) = payment["refunds"].as_array_mut()
-        {
-            refunds.push(refund.clone());
+        if let Some(payment) = self.payments.get_mut(payment_id) {
+            if let Some(refunds) = payment["refunds"].as_array_mut() {
+                refunds.push(super::refund_list_item(&refund));
+            }
+            // Dodo's summary of the payment's succeeded refunds.
+            payment["refund_status"] = json!("full");
         }
         Ok(vec![("refund.succeeded".into(), refund)])
     }
@@ -469,6 +513,9 @@ impl Records {
         if self.index.dispute_by_payment.contains_key(payment_id) {
             return Err("This payment is already disputed");
         }
+        // Dodo's `Dispute` (SDK `types/dispute.py`: `dispute.*` webhooks and the
+        // payment's `disputes`; `amount` is a string there); `GET /disputes` lists the
+        // `DisputeListResponse` shape.
         let dispute = json!({
             "dispute_id": id,
             "payment_id": payment_id,
@@ -478,7 +525,6 @@ impl Records {
             "dispute_stage": "dispute",
             "dispute_status": "dispute_opened",
             "created_at": rfc3339(now),
-            "updated_at": rfc3339(now),
         });
         self.index
             .dispute_by_payment

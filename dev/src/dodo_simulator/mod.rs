@@ -23,9 +23,19 @@
 //!   end, refunds (`POST /refunds`, `GET /refunds`) and disputes (`GET /disputes`).
 //! - Faults on demand ([`faults`]): lost, repeated, late and reordered webhooks, API errors.
 //! - Tests can inject faults (an error status, a delay) and payments of any shape.
+//!
+//! Two sources of truth. Shapes are Dodo's official SDK models (`dodopayments` 1.123.0,
+//! its `types/`): every object, list item and webhook payload carries the fields those
+//! models require, with their types and values, and none they lack (`make
+//! test-sdk-models` records what is served and sent, [`record`], and checks it with
+//! `dev/sdk-oracle/validate.py`). Behaviour no model states — the delivery retry
+//! schedule, no guaranteed order, each delivery carrying the latest state, attaching an
+//! e-mail-only checkout to the existing customer — follows Dodo's documentation as
+//! DESIGN.md cites it, each at the code that does it.
 
 mod billing;
 pub mod faults;
+pub mod record;
 
 use std::collections::HashMap;
 use std::path::{Path as FilePath, PathBuf};
@@ -49,7 +59,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 /// Dodo's retry schedule after the first attempt: +5 s, +5 min, +30 min, +2 h, +5 h,
-/// +10 h, +10 h (8 attempts in all).
+/// +10 h, +10 h (8 attempts in all; Dodo's webhook documentation — no SDK model states
+/// it).
 pub const DODO_RETRY_SCHEDULE: [Duration; 7] = [
     Duration::from_secs(5),
     Duration::from_secs(5 * 60),
@@ -136,6 +147,9 @@ struct Records {
     refunds: Vec<Value>,
     #[serde(default)]
     disputes: Vec<Value>,
+    /// When each decided dispute was decided (s): the tests' truth, not Dodo's field.
+    #[serde(default)]
+    dispute_decided_at: HashMap<String, i64>,
     /// The last envelope timestamp sent (ms): each event is strictly later than the one
     /// before, as Dodo's are, even when one change sends several in the same instant.
     #[serde(default)]
@@ -257,6 +271,8 @@ struct Shared {
     http: reqwest::Client,
     /// Where the records are kept between runs, if anywhere.
     state_file: Option<PathBuf>,
+    /// A test stored objects of its own shape here ([`record`] marks what follows).
+    shaped_by_test: std::sync::atomic::AtomicBool,
 }
 
 /// The simulator's state, cheap to clone; mount [`DodoSimulator::router`] anywhere.
@@ -345,6 +361,7 @@ impl DodoSimulator {
                     .build()
                     .unwrap_or_default(),
                 state_file,
+                shaped_by_test: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -589,9 +606,16 @@ impl DodoSimulator {
                         truth.refunds.insert(id.clone(), records.refunds[i].clone());
                     }
                     if let Some(&i) = records.index.dispute_by_payment.get(id) {
-                        truth
-                            .disputes
-                            .insert(id.clone(), records.disputes[i].clone());
+                        let mut dispute = records.disputes[i].clone();
+                        // When it was decided, as `updated_at` (not a field of Dodo's).
+                        if let Some(&at) = dispute["dispute_id"]
+                            .as_str()
+                            .and_then(|d| records.dispute_decided_at.get(d))
+                        {
+                            dispute["updated_at"] =
+                                json!(Timestamp::from_unix_seconds(at).to_rfc3339());
+                        }
+                        truth.disputes.insert(id.clone(), dispute);
                     }
                 } else if let Some(subscription) = records.subscriptions.get(id) {
                     truth.subscriptions.push(subscription.clone());
@@ -623,9 +647,23 @@ impl DodoSimulator {
         self.shared.webhook.lock().ok().and_then(|w| w.clone())
     }
 
+    /// Whether a test stored objects of its own shape here.
+    fn shaped_by_test(&self) -> bool {
+        self.shared
+            .shaped_by_test
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn mark_shaped_by_test(&self) {
+        self.shared
+            .shaped_by_test
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Stores a payment exactly as given (any fields, any status), served by
     /// `GET /payments/{payment_id}`.
     pub fn put_payment(&self, payment: Value) {
+        self.mark_shaped_by_test();
         if let Some(id) = payment.get("payment_id").and_then(Value::as_str) {
             let id = id.to_owned();
             self.change(|records| {
@@ -637,6 +675,7 @@ impl DodoSimulator {
 
     /// Stores a subscription exactly as given, served by `GET /subscriptions/{id}`.
     pub fn put_subscription(&self, subscription: Value) {
+        self.mark_shaped_by_test();
         if let Some(id) = subscription.get("subscription_id").and_then(Value::as_str) {
             let id = id.to_owned();
             self.change(|records| {
@@ -776,6 +815,12 @@ impl DodoSimulator {
             )
             .route("/refunds", get(list_refunds).post(create_refund))
             .route("/disputes", get(list_disputes))
+            // Off unless DODO_SIMULATOR_RECORD_DIR is set: Dodo's routes' JSON answers,
+            // for the SDK's models to judge (`make test-sdk-models`).
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                record::answers,
+            ))
             // Not Dodo's API: banks raise disputes; tests and `simulate` stand in for them.
             .route("/simulator/disputes", axum::routing::post(raise_dispute))
             .route(
@@ -945,6 +990,9 @@ impl DodoSimulator {
                 // Dodo sends no cart with a subscription's payments.
                 product_cart: subscription_product.is_none().then_some(product_cart),
                 retry_attempt: 0,
+                charge: subscription_id
+                    .is_some()
+                    .then_some(("new", (now, add_months(now, 1)))),
             }
             .into_json();
             let payment_id = payment["payment_id"]
@@ -985,13 +1033,14 @@ impl DodoSimulator {
     }
 
     /// Sends the events of one change, in Dodo's order (newest first under the
-    /// `reorder_webhooks` fault).
+    /// `reorder_webhooks` fault: Dodo's documentation says delivery order is "not
+    /// guaranteed", and each delivery carries the object's latest state).
     async fn emit(&self, mut events: Emitted) {
         if self.faults().reorder_webhooks {
             events.reverse();
         }
         for (event_type, data) in events {
-            self.deliver(&event_type, data).await;
+            self.send_event(&event_type, data).await;
         }
     }
 
@@ -1001,20 +1050,22 @@ impl DodoSimulator {
     /// test clock when it has one (run by [`Self::run_next_due`]), else in the background,
     /// compressed in time. Faults apply here: a dropped delivery is never sent nor
     /// retried, a delayed one waits, a duplicated one is sent twice.
+    ///
+    /// For a test's own event: its `data` is the test's, not the simulator's (recorded as
+    /// shaped by the test).
     pub async fn deliver(&self, event_type: &str, data: Value) {
+        self.mark_shaped_by_test();
+        self.send_event(event_type, data).await;
+    }
+
+    /// Sends one event of the simulator's own (see [`Self::deliver`]).
+    async fn send_event(&self, event_type: &str, data: Value) {
         let Some(target) = self.webhook_target() else {
             return;
         };
-        let mut data = data;
-        let payload_type = match event_type.split('.').next() {
-            Some("subscription") => "Subscription",
-            Some("refund") => "Refund",
-            Some("dispute") => "Dispute",
-            _ => "Payment",
-        };
-        if let Some(object) = data.as_object_mut() {
-            object.insert("payload_type".into(), json!(payload_type));
-        }
+        // `data` is the object itself, as the SDK's `*WebhookEvent` models have it (they
+        // have no `payload_type`, so the simulator sends none and the paywall reads none).
+        let is_subscription = event_type.starts_with("subscription.");
         let now_ms = self.now_millis();
         let (sent_at_ms, webhook_id) = self.change(|records| {
             let at = now_ms.max(records.last_event_ms + 1);
@@ -1031,8 +1082,9 @@ impl DodoSimulator {
             "data": data,
         })
         .to_string();
+        record::webhook(self, event_type, &body);
         let object_id = data
-            .get(if payload_type == "Subscription" {
+            .get(if is_subscription {
                 "subscription_id"
             } else {
                 "payment_id"
@@ -1375,13 +1427,31 @@ async fn get_product(
     if let Err(answer) = sim.gate(&headers, format!("GET /products/{id}")).await {
         return answer;
     }
+    let is_recurring = sim.with(|inner| inner.subscription_products.contains(&id));
+    let price = if is_recurring {
+        json!({"type": "recurring_price", "price": DEFAULT_PRICE_MINOR, "currency": "USD",
+               "discount": 0, "purchasing_power_parity": false,
+               "payment_frequency_count": 1, "payment_frequency_interval": "Month",
+               "subscription_period_count": 10, "subscription_period_interval": "Year"})
+    } else {
+        json!({"type": "one_time_price", "price": DEFAULT_PRICE_MINOR, "currency": "USD",
+               "discount": 0, "purchasing_power_parity": false})
+    };
+    // Every field Dodo's `Product` requires (SDK `types/product.py`).
     axum::Json(json!({
         "product_id": id,
         "business_id": "bus_simulator",
+        "brand_id": "bus_simulator",
         "name": "Paywall access",
-        "is_recurring": false,
-        "price": {"type": "one_time_price", "price": DEFAULT_PRICE_MINOR, "currency": "USD", "discount": 0, "purchasing_power_parity": false},
+        "is_recurring": is_recurring,
+        "price": price,
         "tax_category": "saas",
+        "license_key_enabled": false,
+        "metadata": {},
+        "entitlements": [],
+        "credit_entitlements": [],
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
     }))
     .into_response()
 }
@@ -1523,7 +1593,7 @@ async fn list_subscriptions(
         all.into_iter()
             .skip(page.saturating_mul(size))
             .take(size)
-            .map(|(_, _, s)| s.clone())
+            .map(|(_, _, s)| subscription_list_item(s))
             .collect::<Vec<_>>()
     });
     axum::Json(json!({ "items": items })).into_response()
@@ -1979,10 +2049,135 @@ fn list_page(sim: &DodoSimulator, listed: Listed, query: &ClaimListQuery) -> Res
             .into_iter()
             .skip(query.page_number.unwrap_or(0).saturating_mul(size))
             .take(size)
-            .map(|(_, _, item)| item.clone())
+            .map(|(_, _, item)| match listed {
+                Listed::Payments => payment_list_item(item),
+                Listed::Refunds => refund_list_item(item),
+                Listed::Disputes => dispute_list_item(item),
+            })
             .collect::<Vec<Value>>()
     });
     axum::Json(json!({ "items": page })).into_response()
+}
+
+/// The fields of `value` named in `keys` (those it has).
+fn project(value: &Value, keys: &[&str]) -> serde_json::Map<String, Value> {
+    keys.iter()
+        .filter_map(|key| Some(((*key).to_owned(), value.get(*key)?.clone())))
+        .collect()
+}
+
+/// A payment as `GET /payments` lists it: Dodo's `PaymentListResponse`, shorter than the
+/// `Payment` of `GET /payments/{id}` — no `product_cart`, `billing`, `refunds`,
+/// `disputes`, `is_update_payment_method` (so what a listed payment bought is read from
+/// `GET /payments/{id}`) — plus `has_license_key` and the latest `dispute_status`.
+fn payment_list_item(payment: &Value) -> Value {
+    let mut item = project(
+        payment,
+        &[
+            "payment_id",
+            "brand_id",
+            "created_at",
+            "currency",
+            "customer",
+            "digital_products_delivered",
+            "includes_usage",
+            "is_multi_subscription",
+            "metadata",
+            "payment_provider",
+            "retry_attempt",
+            "service_periods",
+            "subscription_ids",
+            "total_amount",
+            "charge_type",
+            "checkout_session_id",
+            "payment_method",
+            "refund_status",
+            "status",
+            "subscription_id",
+        ],
+    );
+    item.insert("has_license_key".into(), json!(false));
+    let dispute_status = payment["disputes"]
+        .as_array()
+        .and_then(|disputes| disputes.last())
+        .map(|dispute| dispute["dispute_status"].clone());
+    item.insert(
+        "dispute_status".into(),
+        dispute_status.unwrap_or(Value::Null),
+    );
+    Value::Object(item)
+}
+
+/// A refund as `GET /refunds` and a payment's `refunds` list it: Dodo's
+/// `RefundListItem` (no `customer`, `brand_id` or `metadata`).
+pub(crate) fn refund_list_item(refund: &Value) -> Value {
+    Value::Object(project(
+        refund,
+        &[
+            "refund_id",
+            "payment_id",
+            "business_id",
+            "created_at",
+            "is_partial",
+            "status",
+            "amount",
+            "currency",
+            "reason",
+        ],
+    ))
+}
+
+/// A dispute as `GET /disputes` lists it: Dodo's `DisputeListResponse`.
+fn dispute_list_item(dispute: &Value) -> Value {
+    let mut item = project(
+        dispute,
+        &[
+            "dispute_id",
+            "payment_id",
+            "business_id",
+            "amount",
+            "currency",
+            "created_at",
+            "dispute_stage",
+            "dispute_status",
+        ],
+    );
+    item.insert("payment_provider".into(), json!("dodo"));
+    Value::Object(item)
+}
+
+/// A subscription as `GET /subscriptions` lists it: Dodo's `SubscriptionListResponse`
+/// (no `brand_id`, addons, meters or credit carts; `discounts` always present).
+fn subscription_list_item(subscription: &Value) -> Value {
+    let mut item = project(
+        subscription,
+        &[
+            "subscription_id",
+            "status",
+            "product_id",
+            "quantity",
+            "customer",
+            "metadata",
+            "billing",
+            "created_at",
+            "previous_billing_date",
+            "next_billing_date",
+            "cancel_at_next_billing_date",
+            "cancelled_at",
+            "currency",
+            "recurring_pre_tax_amount",
+            "tax_inclusive",
+            "payment_frequency_count",
+            "payment_frequency_interval",
+            "subscription_period_count",
+            "subscription_period_interval",
+            "trial_period_days",
+            "on_demand",
+            "has_payment_method",
+        ],
+    );
+    item.insert("discounts".into(), json!([]));
+    Value::Object(item)
 }
 
 type ClaimQuery =

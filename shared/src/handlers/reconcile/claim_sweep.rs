@@ -16,6 +16,17 @@ const PAYMENTS_LOOK_BACK: i64 = 3 * 3600;
 const DISPUTES_LOOK_BACK: i64 = 60 * SECONDS_PER_DAY;
 
 impl Reconciler {
+    /// A payment as Dodo holds it (one call of the run's budget).
+    async fn fetch_payment(
+        &self,
+        payment_id: &str,
+        budget: &mut Budget,
+    ) -> Result<crate::dodo::Payment, ItemError> {
+        let id = PaymentId::parse(payment_id).map_err(|e| ItemError::Other(e.to_string()))?;
+        budget.take().await?;
+        Ok(self.dodo.get_payment(&id).await?)
+    }
+
     /// Reads Dodo's refunds (created in the last three days) and, every six hours, its
     /// disputes (of the last 60 days: an open dispute is decided weeks later), reads what is stored about them in one
     /// batch, and applies what differs — so that a lost `refund.succeeded` or
@@ -179,11 +190,18 @@ impl Reconciler {
                 return;
             }
         };
-        for payment in paid.iter().filter(|p| !applied.contains(&p.payment_id)) {
+        for listed in paid.iter().filter(|p| !applied.contains(&p.payment_id)) {
             let result = async {
-                let Some(user) = owner_of(&self.store, payment, Linking::Strict).await? else {
+                let Some(user) = owner_of(&self.store, listed, Linking::Strict).await? else {
                     return Ok::<_, ItemError>(false);
                 };
+                // Dodo lists payments as `PaymentListResponse`, which has no
+                // `product_cart` and no `is_update_payment_method`: what a payment bought
+                // is read from the payment itself (`GET /payments/{id}`).
+                let payment = &self.fetch_payment(&listed.payment_id, budget).await?;
+                if payment.status != PaymentStatus::Succeeded {
+                    return Ok(false);
+                }
                 let outcome = apply_payment(
                     &self.store,
                     &self.catalog,
@@ -216,7 +234,7 @@ impl Reconciler {
             .await;
             match result {
                 Ok(true) => {
-                    tracing::info!(payment_id = %payment.payment_id, "reconcile applied a payment whose webhook was lost");
+                    tracing::info!(payment_id = %listed.payment_id, "reconcile applied a payment whose webhook was lost");
                     summary.payments_granted += 1;
                 }
                 Ok(false) => {}
