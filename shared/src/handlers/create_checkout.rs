@@ -128,19 +128,18 @@ impl CreateCheckoutHandler {
 
         let account = self.store.get_account(&caller.user_id).await?;
         if plan.is_subscription() {
-            // One running subscription at a time: a second would bill twice.
-            let running = account.subscriptions.iter().any(|s| {
-                s.grants_access(now)
-                    && matches!(
-                        s.status,
-                        SubscriptionStatus::Active | SubscriptionStatus::PastDue
-                    )
+            // One running subscription at a time: a second would bill twice. One on hold
+            // or paused still runs at Dodo (a retried card recovers it), so it counts (L3).
+            let running = account.subscriptions.iter().any(|s| match s.status {
+                SubscriptionStatus::Active | SubscriptionStatus::PastDue => s.grants_access(now),
+                SubscriptionStatus::OnHold | SubscriptionStatus::Paused => !s.plan.is_empty(),
+                _ => false,
             });
             if running {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "already_subscribed",
-                    "you already have an active subscription; change or cancel it in the customer portal (POST /payment/portal)",
+                    "you already have a subscription (active or on hold): change it, cancel it or update its card in the customer portal",
                 ));
             }
         }

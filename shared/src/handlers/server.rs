@@ -327,6 +327,7 @@ impl ServerHandler {
             by: caller.identity.clone(),
         };
         let account = self.store.get_account(user).await?;
+        let seen_rev = account.access_rev;
         let before = Entitlements::of(&account, &self.catalog, now);
         let after = Entitlements::of(
             &crate::store::Account {
@@ -348,7 +349,7 @@ impl ServerHandler {
             reason: Some(reason),
         };
         self.store
-            .put_server_grant(user, &grant, &audit, event.as_ref())
+            .put_server_grant(user, &grant, &audit, event.as_ref(), seen_rev)
             .await?;
         Ok(json_response(
             StatusCode::OK,
@@ -381,6 +382,7 @@ impl ServerHandler {
                 "this user has no grant to take back",
             ));
         };
+        let seen_rev = account.access_rev;
         let before = Entitlements::of(&account, &self.catalog, now);
         let after = Entitlements::of(
             &crate::store::Account {
@@ -402,7 +404,7 @@ impl ServerHandler {
         };
         if !self
             .store
-            .remove_server_grant(user, &audit, event.as_ref())
+            .remove_server_grant(user, &audit, event.as_ref(), seen_rev)
             .await?
         {
             return Err(ApiError::new(

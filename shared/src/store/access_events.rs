@@ -124,7 +124,32 @@ pub fn access_event_from_item(item: &Item) -> Option<AccessEvent> {
     })
 }
 
+/// The sort key of a user's access revision (see [`Account::access_rev`]); after
+/// `PROFILE`, so the account's one query reads it.
+pub(super) const ACCESS_REV: &str = "REV";
+
 impl Store {
+    /// Bumps `user`'s access revision from `seen` (what the snapshot the change was
+    /// computed from said), failing the transaction if any other access-changing write
+    /// came in between: the caller reads again and recomputes its event.
+    pub(super) fn access_rev_guard(
+        &self,
+        user: &UserId,
+        seen: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("USER#{user}"), ACCESS_REV)))
+            .update_expression("SET rev = :next, user_id = :user")
+            .condition_expression("attribute_not_exists(pk) OR rev = :seen")
+            .expression_attribute_values(":seen", n(seen))
+            .expression_attribute_values(":next", n(seen + 1))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
     /// The same store, writing an access event with every change of access (built by
     /// `observer`).
     pub fn with_access_events(mut self, observer: AccessObserver) -> Self {
@@ -198,7 +223,7 @@ impl Store {
         let mut after = before.clone();
         change(&mut after);
         let (cause, now) = current_cause(now);
-        match observer(&AccessChange {
+        let mut writes = match observer(&AccessChange {
             user,
             before,
             after: &after,
@@ -206,9 +231,13 @@ impl Store {
             cause: &cause,
             at: now,
         }) {
-            Some(event) => self.access_event_puts(&event),
-            None => Ok(Vec::new()),
-        }
+            Some(event) => self.access_event_puts(&event)?,
+            None => Vec::new(),
+        };
+        // Even a change that emits no event is serialised: its "no change" was judged
+        // from `before`, which a concurrent write may have made stale (L9).
+        writes.push(self.access_rev_guard(user, before.access_rev)?);
+        Ok(writes)
     }
 
     /// The users whose access was to end within `hour` (unix seconds / 3600).

@@ -100,6 +100,11 @@ pub struct Account {
     pub grant: Option<ServerGrant>,
     /// Limit name -> what was used of it, in the period the counter names.
     pub usage: std::collections::BTreeMap<String, UsageCounter>,
+    /// How many access-changing writes this user has had (`USER#{sub}` / `REV`): each
+    /// one that writes access events is conditioned on the count it read and bumps it,
+    /// so concurrent changes serialise and none computes its event from a stale
+    /// snapshot (L9).
+    pub access_rev: i64,
 }
 
 fn user_from_item(item: &Item) -> Result<UserRecord, StoreError> {
@@ -181,6 +186,9 @@ impl Store {
                 }
                 Some(super::server_grants::SERVER_GRANT) => {
                     account.grant = Some(super::server_grants::server_grant_from_item(item)?)
+                }
+                Some(super::access_events::ACCESS_REV) => {
+                    account.access_rev = get_n(item, "rev")?.unwrap_or(0);
                 }
                 Some(sk) if sk.starts_with(super::usage::USAGE_PREFIX) => {
                     if let Some((name, counter)) = super::usage::usage_from_item(item)? {

@@ -44,6 +44,7 @@ impl Store {
         grant: &ServerGrant,
         audit: &AuditEntry,
         event: Option<&AccessEvent>,
+        seen_rev: i64,
     ) -> Result<(), StoreError> {
         let mut item = key(format!("USER#{user}"), SERVER_GRANT);
         item.extend(values([
@@ -69,8 +70,13 @@ impl Store {
                 transaction = transaction.transact_items(put);
             }
         }
-        transaction.send().await?;
-        Ok(())
+        // The event was computed from an account read at `seen_rev` (L9).
+        transaction = transaction.transact_items(self.access_rev_guard(user, seen_rev)?);
+        match conflict_of(transaction.send().await) {
+            Ok(()) => Ok(()),
+            Err(WriteConflict::Cancelled) => Err(StoreError::Contention),
+            Err(WriteConflict::Failed(err)) => Err(err),
+        }
     }
 
     /// Takes `user`'s grant back; `false` when they had none (nothing is written).
@@ -79,6 +85,7 @@ impl Store {
         user: &UserId,
         audit: &AuditEntry,
         event: Option<&AccessEvent>,
+        seen_rev: i64,
     ) -> Result<bool, StoreError> {
         let delete = Delete::builder()
             .table_name(&self.table)
@@ -96,6 +103,7 @@ impl Store {
                 transaction = transaction.transact_items(put);
             }
         }
+        transaction = transaction.transact_items(self.access_rev_guard(user, seen_rev)?);
         match conflict_of(transaction.send().await) {
             Ok(()) => Ok(true),
             // No grant (taken back meanwhile), or another write got in the way: retry.

@@ -208,13 +208,19 @@ impl Reconciler {
                         observed_at,
                     )
                     .await?;
+                // This due item's own checkout is done, whether or not Dodo named its
+                // session on the payment (L4: else it stayed due, every run).
+                self.store.complete_checkout(user, session_id).await?;
                 Repair::Granted
             }
             Applied::Pass(GrantOutcome::Applied(_)) => {
                 tracing::info!(user_id = %user, payment_id, "reconcile granted a payment whose webhook was lost");
                 Repair::Granted
             }
-            Applied::Pass(GrantOutcome::AlreadyApplied { .. }) => Repair::Granted,
+            Applied::Pass(GrantOutcome::AlreadyApplied { .. }) => {
+                self.store.complete_checkout(user, session_id).await?;
+                Repair::Granted
+            }
             // Paid, but for nothing it can grant: the checkout is done all the same.
             Applied::Pass(GrantOutcome::Revoked) | Applied::Nothing(_) => {
                 self.store.complete_checkout(user, session_id).await?;
