@@ -724,19 +724,52 @@ async fn json_errors(request: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
-/// Local frontends on other ports may call the API (API Gateway's CORS does this in AWS).
+/// Whether `host` (a `Host` header or an origin's host and port) names this machine's
+/// loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// Only this machine may use the local server (L11): a request whose `Host` is not a
+/// loopback name (a DNS-rebinding page) is refused, and only local frontends on other
+/// ports get CORS (API Gateway's CORS does this in AWS) — never a page from elsewhere,
+/// which could otherwise mint tokens at `/dev/token` and drive the stack.
 async fn cors(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !is_loopback_host(host) {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"error": {"code": "forbidden_host",
+                "message": "the local server answers only to 127.0.0.1, localhost or [::1]"}})),
+        )
+            .into_response();
+    }
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|origin| origin.strip_prefix("http://").is_some_and(is_loopback_host))
+        .and_then(|origin| HeaderValue::from_str(origin).ok());
     let preflight = request.method() == Method::OPTIONS;
     let mut response = if preflight {
         StatusCode::NO_CONTENT.into_response()
     } else {
         next.run(request).await
     };
+    let Some(origin) = origin else {
+        return response;
+    };
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::VARY, HeaderValue::from_static("origin"));
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("authorization, content-type"),

@@ -353,3 +353,45 @@ async fn wrong_tokens_cursors_and_the_free_plan_are_refused_plainly() {
         .expect("answer");
     assert_eq!(response.status(), 200);
 }
+
+/// Issue 17, L11: only this machine may use the local server. A page elsewhere gets no
+/// CORS answer (it cannot read `/dev/token`), a local frontend on another port does, and
+/// a request for another host name (DNS rebinding) is refused.
+#[tokio::test]
+async fn only_this_machine_may_use_the_local_server() {
+    let server = start("origin").await;
+    let http = paywall::http::client();
+    let token_url = format!("{}/dev/token?sub=alice&server=1", server.base);
+    let evil = http
+        .get(&token_url)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("answered");
+    assert!(
+        evil.headers().get("access-control-allow-origin").is_none(),
+        "a page from elsewhere may not read the answer"
+    );
+    let local = http
+        .get(&token_url)
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        local
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("http://localhost:5173")
+    );
+    let rebound = http
+        .get(&token_url)
+        .header("host", "evil.example:80")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(rebound.status().as_u16(), 403);
+    let body: Value = rebound.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "forbidden_host");
+}
