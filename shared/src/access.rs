@@ -263,6 +263,41 @@ mod tests {
         assert_eq!((view.has_paid, view.status), (false, "refunded"));
     }
 
+    /// L2: a lost dispute ends the access its payment paid for, not the subscription's
+    /// for good: the renewal Dodo goes on charging gives it back.
+    #[test]
+    fn a_lost_dispute_ends_only_the_period_its_payment_paid_for() {
+        let now = at(500);
+        let mut disputed = subscription(SubscriptionStatus::Active, 1_000);
+        disputed.last_payment_id = Some("pay_1".into());
+        disputed.last_payment_at = 100_000;
+        disputed.period_start = Some(at(100));
+        disputed.lost_dispute_payment_ids = ["pay_1".to_owned()].into();
+        let view = |sub: &SubscriptionRecord| {
+            AccessView::of(
+                &Account {
+                    profile: Some(record()),
+                    subscriptions: vec![sub.clone()],
+                    ..Account::default()
+                },
+                &catalog(),
+                now,
+            )
+        };
+        assert_eq!(
+            (view(&disputed).has_paid, view(&disputed).status),
+            (false, "refunded")
+        );
+        let mut renewed = disputed.clone();
+        renewed.last_payment_id = Some("pay_2".into());
+        renewed.last_payment_at = 400_000;
+        renewed.period_start = Some(at(400));
+        assert_eq!(
+            (view(&renewed).has_paid, view(&renewed).status),
+            (true, "active")
+        );
+    }
+
     #[test]
     fn subscriptions_speak_for_their_state() {
         let now = at(500);

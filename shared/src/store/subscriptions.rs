@@ -72,17 +72,23 @@ impl SubscriptionRecord {
         }
     }
 
-    /// Its access was taken back: a dispute lost, or its latest payment refunded in full.
+    /// Its access was taken back: its latest payment refunded in full or its dispute
+    /// lost. Either ends access for the period that payment paid for, not for good: a
+    /// later payment (a renewal Dodo goes on charging) gives it back (L2).
     pub fn revoked(&self) -> bool {
         let refunded_latest =
             self.refunded_payment_id.is_some() && self.refunded_payment_id == self.last_payment_id;
+        let disputed_latest = self
+            .last_payment_id
+            .as_ref()
+            .is_some_and(|id| self.lost_dispute_payment_ids.contains(id));
         // The refunded payment paid for the current period unless the period started
         // after it (a renewal we did not hear the payment of). A minute's slack: Dodo
         // stamps the payment and the period a moment apart.
         let paid_current_period = self
             .period_start
             .is_none_or(|start| self.last_payment_at.div_euclid(1000) + 60 >= start.unix_seconds());
-        !self.lost_dispute_payment_ids.is_empty() || (refunded_latest && paid_current_period)
+        (disputed_latest || refunded_latest) && paid_current_period
     }
 
     /// What the state alone gives, before refunds, disputes and product changes.
