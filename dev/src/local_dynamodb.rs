@@ -48,6 +48,25 @@ impl LocalDynamo {
         Self::serve(db, "127.0.0.1:0").await
     }
 
+    /// In memory, served directly by dynoxide without the IAM gate: for the bench, which
+    /// measures the functions' own latency, not a loopback hop of the stand-in (the tests
+    /// prove the permissions).
+    pub async fn in_memory_without_iam() -> Result<Self, LocalDynamoError> {
+        let db =
+            dynoxide::Database::memory().map_err(|e| LocalDynamoError::Engine(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let (stop, stop_signal) = oneshot::channel::<()>();
+        let stopped = tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
+            let _ = stop_signal.await;
+        }));
+        Ok(Self {
+            endpoint,
+            stop: Some(stop),
+            stopped: Some(stopped),
+        })
+    }
+
     /// Backed by a SQLite file, so state survives a restart.
     pub async fn on_disk(path: &Path, address: &str) -> Result<Self, LocalDynamoError> {
         let db = dynoxide::Database::new(&path.to_string_lossy())
