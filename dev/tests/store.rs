@@ -289,3 +289,33 @@ async fn an_outage_is_an_error_not_an_answer() {
         "{err}"
     );
 }
+
+/// Issue 17, L6: a usage call that computed its period just before a boundary, meeting a
+/// counter already in the next period, does not put the counter back (which reset it for
+/// the next caller, and again): it is refused for a retry, and the counter stays.
+#[tokio::test]
+async fn a_usage_call_from_an_older_period_never_puts_the_counter_back() {
+    let (_dynamo, store) = fresh_store().await;
+    let user = paywall::ids::UserId::parse("meter").expect("valid");
+    let now = paywall::time::Clock::system().now();
+    let call = |key: &'static str, period: &'static str| paywall::store::UsageRequest {
+        user: &user,
+        limit: "api_calls",
+        amount: 3,
+        idempotency_key: key,
+        period,
+        allowed: 10,
+    };
+    let newer = store.consume_usage(&call("k1", "free:2000"), now).await;
+    assert!(newer.is_ok_and(|answer| answer.allowed && answer.remaining == 7));
+    let stale = store.consume_usage(&call("k2", "free:1000"), now).await;
+    assert!(stale.is_err(), "a stale period is refused for a retry");
+    let again = store
+        .consume_usage(&call("k3", "free:2000"), now)
+        .await
+        .expect("counted");
+    assert_eq!(
+        again.remaining, 4,
+        "the counter kept the newer period's use"
+    );
+}

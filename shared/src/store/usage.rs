@@ -70,6 +70,22 @@ pub(super) fn usage_from_item(item: &Item) -> Result<Option<(String, UsageCounte
     )))
 }
 
+/// Whether period key `stored` is a later period of the same standing than `asked`:
+/// keys end in the period's end (`sub:{id}:{end}`, `pass:{end}`, `grant:{from}:{end}`,
+/// `free:{end}`); keys of different standings (another plan, a grant) are not compared.
+fn is_later_period(stored: &str, asked: &str) -> bool {
+    let split = |key: &str| {
+        key.rsplit_once(':')
+            .and_then(|(kind, end)| Some((kind.to_owned(), end.parse::<i64>().ok()?)))
+    };
+    match (split(stored), split(asked)) {
+        (Some((stored_kind, stored_end)), Some((asked_kind, asked_end))) => {
+            stored_kind == asked_kind && stored_end > asked_end
+        }
+        _ => false,
+    }
+}
+
 fn counter_key(user: &UserId, limit: &str) -> Item {
     key(format!("USER#{user}"), &format!("{USAGE_PREFIX}{limit}"))
 }
@@ -106,6 +122,15 @@ impl Store {
                 .transpose()?
                 .flatten()
                 .map(|(_, counter)| counter);
+            // A request that computed its period before a boundary must not put the
+            // counter back to the older period (which would reset it again for the next
+            // caller, and again: L6). It answers 503; its retry computes the period anew.
+            if stored
+                .as_ref()
+                .is_some_and(|c| is_later_period(&c.period, request.period))
+            {
+                return Err(StoreError::Contention.into());
+            }
             let used = stored
                 .as_ref()
                 .filter(|c| c.period == request.period)
@@ -214,4 +239,20 @@ fn replay(answered: &Item, request: &UsageRequest) -> Result<UsageAnswer, UsageE
         remaining: get_n(answered, "remaining")?.unwrap_or(0).max(0) as u64,
         replayed: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_later_period;
+
+    #[test]
+    fn only_a_later_period_of_the_same_standing_counts_as_later() {
+        assert!(is_later_period("free:200", "free:100"));
+        assert!(!is_later_period("free:100", "free:200"));
+        assert!(!is_later_period("free:100", "free:100"));
+        assert!(is_later_period("sub:sub_1:900", "sub:sub_1:800"));
+        assert!(!is_later_period("sub:sub_2:900", "sub:sub_1:800"));
+        assert!(!is_later_period("pass:900", "grant:1:800"));
+        assert!(!is_later_period("garbage", "free:1"));
+    }
 }
