@@ -1483,8 +1483,8 @@ impl Truth {
     /// Until when the user's subscriptions give access by the documented rules, and
     /// whether that one ends at period end: active and renewing, until the period's end
     /// plus the renewal grace; set to cancel, or cancelled, until the period's end; on
-    /// hold, none; none either after a lost dispute of any of its payments or a refund
-    /// of the payment for the current period.
+    /// hold, none; none either after a refund or a lost dispute of the payment for the
+    /// current period.
     fn subscription_access(&self, now: i64) -> Option<(i64, bool)> {
         self.subscription_accesses(now, None).into_iter().max()
     }
@@ -1513,14 +1513,13 @@ impl Truth {
                     .filter(|p| p["subscription_id"] == id && p["status"] == "succeeded")
                     .filter_map(|p| Some((seconds(p, "created_at")?, p["payment_id"].as_str()?)))
                     .collect();
-                if paid.iter().any(|(_, p)| self.dispute_lost_at(p).is_some()) {
-                    return None;
-                }
-                // A refund of the payment for the current period ends it (until the
-                // next period is paid).
+                // A full refund or a lost dispute of the payment for the current period
+                // ends it, until the next period is paid (README, Money rules: "A lost
+                // dispute or a full refund of a subscription's payment for its current
+                // period ends that subscription's access until the next period is paid").
                 let period_start = seconds(s, "previous_billing_date").unwrap_or(i64::MIN);
                 if paid.iter().max().is_some_and(|(at, latest)| {
-                    self.refunded_at(latest).is_some()
+                    (self.refunded_at(latest).is_some() || self.dispute_lost_at(latest).is_some())
                         && at + PERIOD_PAYMENT_SLACK_SECONDS >= period_start
                 }) {
                     return None;
