@@ -78,7 +78,7 @@ test-browser: test-tools ## Buy access through the demo page in headless Chromiu
 SDK_ORACLE := target/sdk-oracle
 test-sdk-models: ## Check the Dodo simulator against dodopayments 1.123.0's models: every route and webhook it serves, strictly
 	@[ -x $(SDK_ORACLE)/venv/bin/python ] && $(SDK_ORACLE)/venv/bin/pip freeze | grep -qxF -f dev/sdk-oracle/requirements.txt \
-	  || { python3 -m venv $(SDK_ORACLE)/venv && $(SDK_ORACLE)/venv/bin/pip install --quiet --disable-pip-version-check -r dev/sdk-oracle/requirements.txt; }
+	  || { dev/tools.sh python-venv && python3 -m venv $(SDK_ORACLE)/venv && $(SDK_ORACLE)/venv/bin/pip install --quiet --disable-pip-version-check -r dev/sdk-oracle/requirements.txt; }
 	rm -rf $(SDK_ORACLE)/recorded
 	DODO_SIMULATOR_RECORD_DIR=$(CURDIR)/$(SDK_ORACLE)/recorded cargo test --locked -p dev --test simulator
 	DODO_SIMULATOR_RECORD_DIR=$(CURDIR)/$(SDK_ORACLE)/recorded cargo run --locked -q -p dev -- simulate --users 50 --months 3 --seed 1

@@ -9,6 +9,8 @@
 #   dev/tools.sh venv <name> <pinned requirement> <binary>
 #       target/tools/<name>, a virtualenv of its own holding exactly <requirement> (pip,
 #       from PyPI), made or remade when the pin changes; prints nothing when it is there.
+#   dev/tools.sh python-venv
+#       python3 and its venv module are there (else installed or named, as for apt).
 #   dev/tools.sh npm <folder>
 #       `npm ci` in <folder> unless its node_modules match its package-lock.json.
 set -euo pipefail
@@ -47,15 +49,19 @@ need_apt() {
   fi
 }
 
+# python3 with its venv module (Debian splits venv, with ensurepip, out of python3).
+need_python_venv() {
+  command -v python3 >/dev/null 2>&1 || apt_install python3 python3
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv "python3's venv module"
+}
+
 need_venv() {
   local name=$1 requirement=$2 binary=$3
   local dir="target/tools/$name"
   if [ -x "$dir/bin/$binary" ] && [ "$(cat "$dir/.requirement" 2>/dev/null)" = "$requirement" ]; then
     return 0
   fi
-  command -v python3 >/dev/null 2>&1 || apt_install python3 python3
-  # Debian splits venv (with ensurepip) out of python3.
-  python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv "python3's venv module"
+  need_python_venv
   echo "make: installing $requirement into $dir (first run only)" >&2
   rm -rf "$dir"
   python3 -m venv "$dir"
@@ -78,6 +84,7 @@ need_npm() {
 case "${1:-}" in
   apt) need_apt "$2" "$3" "${4:-}" ;;
   venv) need_venv "$2" "$3" "$4" ;;
+  python-venv) need_python_venv ;;
   npm) need_npm "$2" ;;
   *) stop "usage: dev/tools.sh apt <command> <package> [path] | venv <name> <requirement> <binary> | npm <folder>" ;;
 esac
