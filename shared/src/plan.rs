@@ -84,17 +84,25 @@ impl Plan {
         self.kind == PlanKind::Subscription
     }
 
-    /// The amount in the display price, in hundredths (`$19` -> 1900, `€9.99/month`
-    /// -> 999): the first number in it. `None` without a price or a number.
+    /// The amount in the display price, in hundredths (`$19` -> 1900, `€9,99/month`
+    /// -> 999, `$1,234.50` -> 123450): the first number in it. `None` without a price
+    /// or a number.
     pub fn price_amount(&self) -> Option<u64> {
         let price = self.price.as_deref()?;
         let start = price.find(|c: char| c.is_ascii_digit())?;
-        let number: String = price[start..]
+        let raw: String = price[start..]
             .chars()
             .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',')
-            .filter(|c| *c != ',')
             .collect();
-        let (whole, fraction) = number.split_once('.').unwrap_or((&number, ""));
+        let raw = raw.trim_end_matches(['.', ',']);
+        // The decimal separator is the last `.` or `,` when at most two digits follow it
+        // (`9.99`, `9,99`, `1.234,56`); any other is a thousands separator.
+        let decimal = raw.rfind(['.', ',']).filter(|at| raw.len() - at - 1 <= 2);
+        let (whole, fraction) = match decimal {
+            Some(at) => (&raw[..at], &raw[at + 1..]),
+            None => (raw, ""),
+        };
+        let whole: String = whole.chars().filter(char::is_ascii_digit).collect();
         let cents: String = fraction.chars().chain("00".chars()).take(2).collect();
         whole
             .parse::<u64>()
@@ -342,13 +350,16 @@ impl Catalog {
         running.max_by_key(|(plan, until)| (self.rank(plan), *until))
     }
 
-    /// How plans compare when a user holds several passes at once: the higher price
-    /// (the amount in `price`, e.g. `$49/month` -> 4900), then more features, then higher
-    /// limits in total, then the name.
+    /// How plans compare when a user holds several passes at once: the higher price per
+    /// day (the amount in `price` over the pass's days: a year's pass never outranks the
+    /// month of a dearer plan bought beside it), then more features, then higher limits
+    /// in total, then the name.
     pub fn rank(&self, name: &str) -> (u64, usize, u128, String) {
         match self.get(name) {
             Some(plan) => (
-                plan.price_amount().unwrap_or(0),
+                plan.price_amount().map_or(0, |amount| {
+                    amount.saturating_mul(1000) / u64::from(plan.days.max(1))
+                }),
                 plan.allowance.features.len(),
                 plan.allowance.limits.values().map(|v| u128::from(*v)).sum(),
                 name.to_owned(),
@@ -473,6 +484,15 @@ mod tests {
         let catalog = Catalog::from_vars(&Vars::new(&lookup)).expect("valid");
         assert_eq!(catalog.get("dear").and_then(Plan::price_amount), Some(4950));
         assert_eq!(catalog.get("cheap").and_then(Plan::price_amount), Some(500));
+        let priced = |price: &str| {
+            let mut plan = Plan::pass("p", ProductId::parse("pdt_p").expect("valid"), 30);
+            plan.price = Some(price.to_owned());
+            plan.price_amount()
+        };
+        assert_eq!(priced("€9,99"), Some(999));
+        assert_eq!(priced("1.234,56 €"), Some(123_456));
+        assert_eq!(priced("$1,234.50/month"), Some(123_450));
+        assert_eq!(priced("free"), None);
         let until = Timestamp::from_unix_seconds(10);
         let best = |names: &[&'static str]| {
             catalog
@@ -483,6 +503,13 @@ mod tests {
         assert_eq!(best(&["cheap", "rich", "bare"]), Some("cheap"));
         assert_eq!(best(&["rich", "bare"]), Some("rich"));
         assert_eq!(best(&[]), None);
+        // Per day: a year's pass at $99 never outranks a month at $29 beside it.
+        let plans = r#"{"year": {"product_id": "pdt_y", "kind": "pass", "days": 365, "price": "$99"},
+                        "month": {"product_id": "pdt_m", "kind": "pass", "days": 30, "price": "$29"}}"#;
+        let lookup = |name: &str| (name == "PLANS").then(|| plans.to_owned());
+        let catalog = Catalog::from_vars(&Vars::new(&lookup)).expect("valid");
+        let picked = catalog.best_pass([("year", until), ("month", until)].into_iter());
+        assert_eq!(picked.map(|(n, _)| n), Some("month"));
     }
 
     fn error_of(plans: &str) -> String {

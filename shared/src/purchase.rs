@@ -149,8 +149,11 @@ pub async fn subscription_owner_of(
     {
         return Ok(Some(user));
     }
+    // As for payments (M2): a customer bound to a user speaks for a subscription that
+    // nothing of ours names only if that user's verified e-mail is the subscription's.
     if let Some(customer) = &subscription.customer_id
         && let Some(user) = store.customer_owner(customer).await?
+        && bound_user_paid(store, &user, subscription.customer_email.as_deref()).await?
     {
         return Ok(Some(user));
     }
@@ -187,6 +190,27 @@ async fn unique_user_by_email(
         (Some(bound), Some(paid_by)) if bound == paid_by => Some(only.clone()),
         _ => None,
     })
+}
+
+/// Whether `user`, the holder of the customer Dodo attached an object to, is the one who
+/// typed its e-mail: their verified e-mail is the object's, and no other user's is (two
+/// accounts sharing an address would otherwise take each other's payments).
+async fn bound_user_paid(
+    store: &Store,
+    user: &UserId,
+    email: Option<&str>,
+) -> Result<bool, StoreError> {
+    let verified = store.get_user(user).await?.and_then(|p| p.email);
+    let (Some(ours), Some(theirs)) = (verified.as_deref(), email) else {
+        return Ok(false);
+    };
+    if !ours.eq_ignore_ascii_case(theirs.trim()) {
+        return Ok(false);
+    }
+    let Ok(address) = Email::parse(theirs) else {
+        return Ok(false);
+    };
+    Ok(store.users_by_email(&address).await?.as_slice() == std::slice::from_ref(user))
 }
 
 /// The user our checkout named in an object's metadata.
@@ -238,15 +262,9 @@ pub async fn owner_of(
     // (issue 17, M2); otherwise it goes on to the e-mail rule, or to support.
     if let Some(customer) = &payment.customer_id
         && let Some(user) = store.customer_owner(customer).await?
+        && bound_user_paid(store, &user, payment.customer_email.as_deref()).await?
     {
-        let verified = store.get_user(&user).await?.and_then(|p| p.email);
-        let same = match (verified.as_deref(), payment.customer_email.as_deref()) {
-            (Some(ours), Some(theirs)) => ours.eq_ignore_ascii_case(theirs.trim()),
-            _ => false,
-        };
-        if same {
-            return Ok(Some(user));
-        }
+        return Ok(Some(user));
     }
     unique_user_by_email(
         store,

@@ -9,7 +9,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{StartError, rate_limit};
+use super::{StartError, dodo_budget, user_limit};
 use crate::api::{ApiError, Caller, answer, caller, json_body, json_response};
 use crate::config::{CheckoutConfig, DodoConfig, StoreConfig, Vars};
 use crate::dodo::{
@@ -124,7 +124,7 @@ impl CreateCheckoutHandler {
             Some(visitor) if !visitor.is_empty() => Some(visitor.to_owned()),
             _ => None,
         };
-        rate_limit(&self.store, &caller.user_id, &self.clock, DODO_CALLS).await?;
+        user_limit(&self.store, &caller.user_id, &self.clock).await?;
 
         let account = self.store.get_account(&caller.user_id).await?;
         if plan.is_subscription() {
@@ -181,6 +181,8 @@ impl CreateCheckoutHandler {
         profile: Option<&UserRecord>,
         now: Timestamp,
     ) -> Result<PendingCheckout, ApiError> {
+        // Only now, with Dodo about to be called, from the budget all users share.
+        dodo_budget(&self.store, &self.clock, DODO_CALLS).await?;
         let customer = self.customer_of(caller, profile).await?;
         // Metadata links the session to the caller; it comes back on the payment and on
         // every webhook about it. Values are strings, as Dodo's oldest API requires.

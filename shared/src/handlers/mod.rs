@@ -38,12 +38,25 @@ pub async fn rate_limit(
     clock: &Clock,
     dodo_calls: i64,
 ) -> Result<(), ApiError> {
-    if let RateDecision::Limited { retry_after } = store
+    user_limit(store, user, clock).await?;
+    dodo_budget(store, clock, dodo_calls).await
+}
+
+/// The per-user half of [`rate_limit`]: `429` past ten calls a minute.
+pub async fn user_limit(store: &Store, user: &UserId, clock: &Clock) -> Result<(), ApiError> {
+    match store
         .take_rate_limited_call(user, clock.now_millis())
         .await?
     {
-        return Err(ApiError::rate_limited(retry_after));
+        RateDecision::Allowed => Ok(()),
+        RateDecision::Limited { retry_after } => Err(ApiError::rate_limited(retry_after)),
     }
+}
+
+/// The shared half of [`rate_limit`]: `dodo_calls` from the budget all users' requests
+/// draw on, taken just before the calls are made (a request that ends up making none,
+/// such as a checkout handed out again, takes nothing); `503 busy` when it is spent.
+pub async fn dodo_budget(store: &Store, clock: &Clock, dodo_calls: i64) -> Result<(), ApiError> {
     match store
         .take_dodo_budget(dodo_calls, clock.now_millis())
         .await?

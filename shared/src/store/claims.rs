@@ -206,12 +206,24 @@ impl Store {
                         i64::from(grant.days) * SECONDS_PER_DAY * if revoke { -1 } else { 1 };
                     // Only this pass's own plan's time moves: what another plan's pass
                     // paid for is untouched, and what this plan had before is restored.
-                    let until = profile
-                        .passes
-                        .get(&grant.plan)
-                        .map_or(grant.granted_until, |until| until.plus_seconds(shift));
+                    // A profile written before passes were kept per plan holds one
+                    // timeline, under the plan bought last: the days are taken back
+                    // from (or given back to) that one, never given to another plan.
+                    let plan = if profile.passes.contains_key(&grant.plan) {
+                        grant.plan.clone()
+                    } else {
+                        profile.plan.clone().unwrap_or_else(|| grant.plan.clone())
+                    };
+                    let until = profile.passes.get(&plan).map_or(
+                        if revoke {
+                            now.min(grant.granted_until)
+                        } else {
+                            grant.granted_until
+                        },
+                        |until| until.plus_seconds(shift),
+                    );
                     let mut after_profile = profile.clone();
-                    after_profile.set_pass(&grant.plan, Some(until));
+                    after_profile.set_pass(&plan, Some(until));
                     let mark = Update::builder()
                         .table_name(&self.table)
                         .set_key(Some(grant_key(payment_id)))
@@ -232,7 +244,7 @@ impl Store {
                         .set_expression_attribute_values(Some(values([
                             (":user", s(grant.user_id.as_str())),
                             (":passes", after_profile.passes_value()),
-                            (":plan", s(after_profile.plan.as_deref().unwrap_or(&grant.plan))),
+                            (":plan", s(after_profile.plan.as_deref().unwrap_or(&plan))),
                             (
                                 ":until",
                                 n(after_profile.paid_until.unwrap_or(until).unix_seconds()),
@@ -248,7 +260,7 @@ impl Store {
                             let profile = account
                                 .profile
                                 .get_or_insert_with(|| UserRecord::empty(grant.user_id.clone()));
-                            profile.set_pass(&grant.plan, Some(until));
+                            profile.set_pass(&plan, Some(until));
                             profile.refunded = revoke;
                         })
                         .await?;

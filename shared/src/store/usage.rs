@@ -86,6 +86,11 @@ fn is_later_period(stored: &str, asked: &str) -> bool {
     }
 }
 
+/// When the period a key names ends (its last number).
+fn period_end(key: &str) -> Option<i64> {
+    key.rsplit_once(':')?.1.parse().ok()
+}
+
 fn counter_key(user: &UserId, limit: &str) -> Item {
     key(format!("USER#{user}"), &format!("{USAGE_PREFIX}{limit}"))
 }
@@ -122,12 +127,15 @@ impl Store {
                 .transpose()?
                 .flatten()
                 .map(|(_, counter)| counter);
-            // A request that computed its period before a boundary must not put the
-            // counter back to the older period (which would reset it again for the next
-            // caller, and again: L6). It answers 503; its retry computes the period anew.
+            // A request that computed its period before a boundary (a period that has ended
+            // by now) must not put the counter back to it (which would reset it again for
+            // the next caller, and again: L6). It answers 503; its retry computes the
+            // period anew. A period that still runs (another pass that now speaks) is
+            // simply counted.
             if stored
                 .as_ref()
                 .is_some_and(|c| is_later_period(&c.period, request.period))
+                && period_end(request.period).is_some_and(|end| end <= now.unix_seconds())
             {
                 return Err(StoreError::Contention.into());
             }

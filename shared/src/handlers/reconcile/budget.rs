@@ -28,7 +28,10 @@ impl Budget {
     }
 
     pub(super) fn left(&self) -> u32 {
-        if self.started.elapsed() >= self.limits.time_budget {
+        // The reserve keeps its time too: the items stop early enough for the sweep's
+        // paced calls to fit in the run's time budget.
+        let reserved_time = self.limits.min_call_interval * self.reserved;
+        if self.started.elapsed() + reserved_time >= self.limits.time_budget {
             return 0;
         }
         self.limits

@@ -103,6 +103,9 @@ pub struct Summary {
     pub list_pages: u32,
     /// Due items this run did not reach (budget or time): the next run takes them.
     pub left_behind: u32,
+    /// Due checkouts past the per-run cap, left for the next run (not a failure: a
+    /// flood of abandoned checkouts must not make every run fail and alarm).
+    pub checkouts_deferred: u32,
     /// Items taken out of the index for good: unknown to Dodo, or checked too often
     /// without result (each also counts as failed, once).
     pub dropped: u32,
@@ -295,7 +298,7 @@ impl Reconciler {
         let checkouts = checkouts
             .into_iter()
             .take(self.limits.max_checkouts_per_run);
-        summary.left_behind +=
+        summary.checkouts_deferred +=
             checkouts_due.saturating_sub(self.limits.max_checkouts_per_run) as u32;
         for item in rest.into_iter().chain(checkouts) {
             if budget.left() == 0 {
