@@ -581,7 +581,9 @@ fn resolve(
     (resources.get(id)?["Type"] == "AWS::SQS::Queue").then(|| Resource::Queue(id.to_owned()))
 }
 
-fn untag(value: serde_yaml_ng::Value) -> serde_yaml_ng::Value {
+/// `template.yaml` with CloudFormation's short tags (`!Ref`, `!Sub`, `!If`...) replaced by
+/// their values: what the template tests and the roles read.
+pub fn untag(value: serde_yaml_ng::Value) -> serde_yaml_ng::Value {
     use serde_yaml_ng::Value as Y;
     match value {
         Y::Tagged(tagged) => untag(tagged.value),

@@ -14,17 +14,7 @@ fn load(name: &str) -> Value {
         .expect("readable");
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
     // CloudFormation's short tags (`!Ref`, `!Sub`...) become their values.
-    serde_json::to_value(untag(yaml)).expect("JSON-compatible")
-}
-
-fn untag(value: serde_yaml_ng::Value) -> serde_yaml_ng::Value {
-    use serde_yaml_ng::Value as Y;
-    match value {
-        Y::Tagged(tagged) => untag(tagged.value),
-        Y::Sequence(items) => Y::Sequence(items.into_iter().map(untag).collect()),
-        Y::Mapping(map) => Y::Mapping(map.into_iter().map(|(k, v)| (k, untag(v))).collect()),
-        other => other,
-    }
+    serde_json::to_value(dev::iam::untag(yaml)).expect("JSON-compatible")
 }
 
 /// `(method, path, authorizer)` of every HTTP API route in the template.

@@ -114,23 +114,32 @@ impl Store {
                     AttributeValue::Ns(calls.iter().map(i64::to_string).collect()),
                 ),
             ]));
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk) OR version = :version")
-                .expression_attribute_values(":version", n(version))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(RateDecision::Allowed),
-                // Another call of the same user counted first: read again.
-                Err(err) if is_condition_failed(&err) => tokio::time::sleep(backoff(attempt)).await,
-                Err(err) => return Err(err.into()),
+            if self.put_if_version(item, version).await? {
+                return Ok(RateDecision::Allowed);
             }
+            // Another call of the same user counted first: read again.
+            tokio::time::sleep(backoff(attempt)).await;
         }
         Err(StoreError::Contention)
+    }
+
+    /// Writes `item` if its stored `version` is still `version` (or it is new): `false`
+    /// when another writer got there first.
+    async fn put_if_version(&self, item: Item, version: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR version = :version")
+            .expression_attribute_values(":version", n(version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failed(&err) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// The same store, with this budget for users' Dodo calls.
@@ -180,20 +189,10 @@ impl Store {
                 ("tokens", n(tokens - needed)),
                 ("updated_ms", n(now_ms.max(at))),
             ]));
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk) OR version = :version")
-                .expression_attribute_values(":version", n(version))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(RateDecision::Allowed),
-                Err(err) if is_condition_failed(&err) => tokio::time::sleep(backoff(attempt)).await,
-                Err(err) => return Err(err.into()),
+            if self.put_if_version(item, version).await? {
+                return Ok(RateDecision::Allowed);
             }
+            tokio::time::sleep(backoff(attempt)).await;
         }
         Err(StoreError::Contention)
     }
