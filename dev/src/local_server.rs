@@ -73,10 +73,13 @@ pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
 /// and a free tier to show entitlements.
 pub(crate) const DEMO_PLANS: &str = r#"{
  "free": {"features": ["basic"], "limits": {"api_calls": 20}},
- "monthly": {"product_id": "pdt_local_demo", "kind": "pass", "days": 30,
+ "monthly": {"product_id": "pdt_local_demo", "kind": "pass", "days": 30, "price": "$19",
              "features": ["basic", "export"], "limits": {"api_calls": 1000}},
- "pro": {"product_id": "pdt_local_pro", "kind": "subscription",
-         "features": ["basic", "export", "priority_support"], "limits": {"api_calls": 10000, "seats": 5}}}"#;
+ "pro": {"product_id": "pdt_local_pro", "kind": "subscription", "price": "$49/month",
+         "features": ["basic", "export", "priority_support"], "limits": {"api_calls": 10000, "seats": 5}},
+ "team": {"product_id": "pdt_local_team", "kind": "subscription", "price": "$99/month",
+          "trial": {"days": 14, "card": false},
+          "features": ["basic", "export", "priority_support", "sso"], "limits": {"api_calls": 50000, "seats": 25}}}"#;
 
 struct App {
     status: StatusHandler,
@@ -328,7 +331,8 @@ impl LocalStack {
             .with_clock(clock.clone()),
             success: SuccessHandler::new(store_as("success"), dodo.clone(), catalog.clone())
                 .with_clock(clock.clone()),
-            portal: PortalHandler::new(store_as("portal"), dodo).with_clock(clock.clone()),
+            portal: PortalHandler::new(store_as("portal"), dodo, catalog.clone())
+                .with_clock(clock.clone()),
             webhook: WebhookHandler::new(store_as("webhook"), webhook_secret, catalog.clone())
                 .with_clock(clock.clone()),
             jwt_secret: jwt_secret.into_bytes(),
@@ -345,11 +349,16 @@ impl LocalStack {
             .route("/dev/events", get(list_access_events))
             .route("/payment/status", get(status))
             .route("/payment/entitlements", get(status))
+            .route("/payment/plans", get(plans))
             .route("/server", any(server))
             .route("/server/{*rest}", any(server))
             .route("/payment/create-checkout-session", post(create_checkout))
             .route("/payment/success", post(success))
             .route("/payment/portal", post(portal))
+            .route("/payment/trial", post(portal))
+            .route("/payment/change-plan", post(portal).delete(portal))
+            .route("/payment/cancel", post(portal))
+            .route("/payment/resume", post(portal))
             .route("/payment/webhook", any(webhook))
             .route("/payment/webhook/{*rest}", any(webhook))
             .route("/webhook", any(webhook))
@@ -776,7 +785,7 @@ async fn cors(request: Request, next: Next) -> Response {
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
     );
     response
 }
@@ -923,6 +932,11 @@ async fn call<H: Handler>(
 
 async fn status(State(app): State<Arc<App>>, request: Request) -> Response {
     authorized(&app, &app.status, request).await
+}
+
+/// `GET /payment/plans` is public (no authorizer in the template): no token needed.
+async fn plans(State(app): State<Arc<App>>, request: Request) -> Response {
+    call(&app.status, request, None).await
 }
 
 async fn create_checkout(State(app): State<Arc<App>>, request: Request) -> Response {

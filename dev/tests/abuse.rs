@@ -132,7 +132,11 @@ async fn a_burst_of_one_users_calls_is_cut_at_ten_a_minute_without_calling_dodo(
     .await;
     assert_eq!(status, StatusCode::OK);
     // The portal counts too.
-    let portal = PortalHandler::new(world.store_as("portal"), world.dodo_client());
+    let portal = PortalHandler::new(
+        world.store_as("portal"),
+        world.dodo_client(),
+        common::catalog(),
+    );
     let (status, body) = read(
         portal
             .handle(api_event(

@@ -22,6 +22,7 @@ fn checkout_request() -> CheckoutRequest<'static> {
         return_url: "https://app.example.com/back",
         feature_flags: None,
         metadata: BTreeMap::from([("user_id", "u1".to_owned())]),
+        subscription_data: None,
     }
 }
 

@@ -865,8 +865,11 @@ async fn a_non_post_webhook_is_405() {
 #[tokio::test]
 async fn the_portal_opens_for_the_callers_own_customer_only() {
     let world = World::new().await;
-    let portal =
-        paywall::handlers::PortalHandler::new(world.store_as("portal"), world.dodo_client());
+    let portal = paywall::handlers::PortalHandler::new(
+        world.store_as("portal"),
+        world.dodo_client(),
+        common::catalog(),
+    );
     let call = |user: &'static str| {
         let portal = &portal;
         async move {

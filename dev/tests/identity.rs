@@ -103,7 +103,11 @@ async fn buy(world: &World, who: &str, verified: bool) -> String {
 }
 
 async fn portal_page(world: &World, who: &str) -> (String, String) {
-    let portal = PortalHandler::new(world.store_as("portal"), world.dodo_client());
+    let portal = PortalHandler::new(
+        world.store_as("portal"),
+        world.dodo_client(),
+        common::catalog(),
+    );
     let (status, body) = read(
         portal
             .handle(as_user(
@@ -194,7 +198,11 @@ async fn two_accounts_sharing_an_email_get_two_customers_and_two_portals() {
     );
 
     // The second account has no portal of ours; the first opens its own payments only.
-    let portal = PortalHandler::new(world.store_as("portal"), world.dodo_client());
+    let portal = PortalHandler::new(
+        world.store_as("portal"),
+        world.dodo_client(),
+        common::catalog(),
+    );
     let (status, _) = read(
         portal
             .handle(as_user(

@@ -213,8 +213,11 @@ async fn every_answer_conforms_to_openapi_yaml() {
     world.sim().set_fault(None);
 
     // portal
-    let portal =
-        paywall::handlers::PortalHandler::new(world.store_as("portal"), world.dodo_client());
+    let portal = paywall::handlers::PortalHandler::new(
+        world.store_as("portal"),
+        world.dodo_client(),
+        common::catalog(),
+    );
     check(
         "post",
         "/payment/portal",

@@ -18,14 +18,26 @@ pub struct AccessView {
     /// `none` -> `pending_monthly` (checkout opened) -> `monthly` (paid): the plan's name.
     pub subscription_plan: String,
     pub plan_expires_at: Option<Timestamp>,
-    /// `none`, `pending`, `active`, `past_due`, `on_hold`, `cancelled`, `expired` or
-    /// `refunded`.
+    /// `none`, `pending`, `active`, `trialing`, `past_due`, `on_hold`, `cancelled`,
+    /// `expired` or `refunded`.
     pub status: &'static str,
     pub plan: Option<String>,
     /// The subscription ends at `plan_expires_at` instead of renewing.
     pub cancel_at_period_end: bool,
     pub subscription_id: Option<String>,
     pub dodo_payment_id: Option<String>,
+    /// While on a trial (`status: trialing`): when it ends.
+    pub trial_ends_at: Option<Timestamp>,
+    /// A plan change Dodo will apply at the next billing date (a downgrade, by default).
+    pub scheduled_change: Option<ScheduledChangeView>,
+}
+
+/// `scheduled_change` of the status: the plan the subscription moves to, and when.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ScheduledChangeView {
+    /// The catalogue's name of the product it moves to (`null` if not one we sell).
+    pub plan: Option<String>,
+    pub at: Timestamp,
 }
 
 /// The subscription that speaks for the user: one that gives access now (the longest),
@@ -101,16 +113,32 @@ impl AccessView {
                 (status, pass_plan.clone(), pass_until)
             }
         };
-        // Access given by the founder's backend counts when nothing paid speaks.
-        let grant = account
-            .grant
-            .as_ref()
-            .filter(|g| g.grants_access(now) && !pass_active && !subscription_active);
-        let (status, plan, expires) = match grant {
-            Some(grant) => ("active", Some(grant.plan.clone()), Some(grant.until)),
-            None => (status, plan, expires),
+        // A card-less trial counts when nothing paid speaks; then the founder's grant.
+        let trial = account.trial.as_ref().filter(|t| {
+            t.grants_access(now)
+                && catalog.get(&t.plan).is_some()
+                && !pass_active
+                && !subscription_active
+        });
+        let grant = account.grant.as_ref().filter(|g| {
+            g.grants_access(now) && !pass_active && !subscription_active && trial.is_none()
+        });
+        let (status, plan, expires) = match (trial, grant) {
+            (Some(trial), _) => ("trialing", Some(trial.plan.clone()), Some(trial.until)),
+            (None, Some(grant)) => ("active", Some(grant.plan.clone()), Some(grant.until)),
+            (None, None) => (status, plan, expires),
         };
-        let has_paid = pass_active || subscription_active || grant.is_some();
+        // Dodo's trial: the subscription that speaks has not been charged past it yet.
+        let subscription_trial = subscription
+            .filter(|_| subscription_active)
+            .and_then(|s| s.trialing_until(now));
+        let status = if subscription_trial.is_some() && status == "active" {
+            "trialing"
+        } else {
+            status
+        };
+        let trial_ends_at = trial.map(|t| t.until).or(subscription_trial);
+        let has_paid = pass_active || subscription_active || trial.is_some() || grant.is_some();
         let subscription_plan = match (&plan, pending) {
             (Some(plan), _) if has_paid => plan.clone(),
             (_, Some(checkout)) => format!("pending_{}", checkout.plan),
@@ -145,6 +173,15 @@ impl AccessView {
             cancel_at_period_end: subscription.is_some_and(|s| s.cancel_at_next_billing_date),
             subscription_id: subscription.map(|s| s.subscription_id.clone()),
             dodo_payment_id,
+            trial_ends_at,
+            scheduled_change: subscription.filter(|s| s.grants_access(now)).and_then(|s| {
+                Some(ScheduledChangeView {
+                    plan: catalog
+                        .by_product(s.scheduled_product_id.as_deref()?)
+                        .map(|p| p.name.clone()),
+                    at: s.scheduled_at?,
+                })
+            }),
         }
     }
 }

@@ -33,13 +33,31 @@ struct Detail<'a> {
 }
 
 /// The kind of change, from what access was and is: `granted`, `renewed`, `plan_changed`,
-/// `on_hold`, `revoked`, `restored`, `comp_granted`, `comp_revoked`, `expired`, `changed`.
+/// `on_hold`, `revoked`, `restored`, `comp_granted`, `comp_revoked`, `expired`,
+/// `trial_started`, `trial_converted` (its first paid charge, or the plan bought),
+/// `trial_ended` (over without a conversion), `cancellation_scheduled`, `resumed`,
+/// `changed`.
 pub fn change_kind(before: &Entitlements, after: &Entitlements, trigger: &Trigger) -> &'static str {
     let had = before.source.is_some();
     let has = after.source.is_some();
+    let was_trial = before.trial_ends_at.is_some();
+    let is_trial = after.trial_ends_at.is_some();
     match (trigger, had, has) {
         (Trigger::ServerGrant, _, _) => "comp_granted",
         (Trigger::ServerRevoke, _, _) => "comp_revoked",
+        (_, _, true) if is_trial && !was_trial => "trial_started",
+        (_, true, true) if was_trial && !is_trial => "trial_converted",
+        (_, true, false) if was_trial => "trial_ended",
+        (_, true, true)
+            if before.plan == after.plan
+                && before.cancel_at_period_end != after.cancel_at_period_end =>
+        {
+            if after.cancel_at_period_end {
+                "cancellation_scheduled"
+            } else {
+                "resumed"
+            }
+        }
         (Trigger::Expiry, _, _) => "expired",
         (Trigger::Claim, true, false) => "revoked",
         (Trigger::Claim, false, true) => "restored",

@@ -107,6 +107,70 @@ pub struct CheckoutRequest<'a> {
     pub feature_flags: Option<CheckoutFlags>,
     /// String values only: the oldest API version Dodo documents accepts nothing else.
     pub metadata: BTreeMap<&'static str, String>,
+    /// A subscription's trial (Dodo takes the card now and charges at its end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_data: Option<SubscriptionData>,
+}
+
+/// `subscription_data` of a checkout session.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionData {
+    /// Overrides the product's trial; 0 to 10,000 days.
+    pub trial_period_days: u32,
+}
+
+/// The body of `POST /subscriptions/{id}/change-plan` (and of its preview).
+#[derive(Debug, Serialize)]
+pub struct PlanChange<'a> {
+    pub product_id: &'a str,
+    pub quantity: u32,
+    pub proration_billing_mode: &'a str,
+    /// `immediately` or `next_billing_date`.
+    pub effective_at: &'a str,
+    /// `prevent_change` (keep the current plan if the charge fails) or `apply_change`.
+    pub on_payment_failure: &'a str,
+    /// The latest request wins over a change scheduled before.
+    pub cancel_scheduled_change_plan: bool,
+}
+
+/// What Dodo's preview of a plan change says it will charge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChangePreview {
+    /// Charged at once (minor units; 0 when nothing is, negative never: a credit shows as
+    /// `credit`).
+    pub charge_now: i64,
+    /// Credits moved to the customer's balance (minor units; positive: credited).
+    pub credit: i64,
+    pub currency: String,
+    /// When the change takes effect.
+    pub effective_at: Option<crate::time::Timestamp>,
+    /// Each later charge of the new plan (before tax), and the next one's date.
+    pub next_charge: i64,
+    pub next_charge_at: Option<crate::time::Timestamp>,
+}
+
+impl ChangePreview {
+    fn from_json(answer: &Value) -> Result<Self, DodoError> {
+        let charge = answer.get("immediate_charge").ok_or_else(|| {
+            DodoError::Decode("plan change preview without immediate_charge".to_owned())
+        })?;
+        let summary = charge.get("summary").unwrap_or(&Value::Null);
+        let new_plan = answer.get("new_plan").unwrap_or(&Value::Null);
+        let int = |value: &Value, key: &str| value.get(key).and_then(Value::as_i64);
+        let time = |value: &Value, key: &str| {
+            str_field(value, key).and_then(crate::time::Timestamp::parse_rfc3339)
+        };
+        Ok(Self {
+            charge_now: int(summary, "total_amount").ok_or_else(|| {
+                DodoError::Decode("plan change preview without summary.total_amount".to_owned())
+            })?,
+            credit: int(summary, "customer_credits").unwrap_or(0),
+            currency: str_field(summary, "currency").unwrap_or("USD").to_owned(),
+            effective_at: time(charge, "effective_at"),
+            next_charge: int(new_plan, "recurring_pre_tax_amount").unwrap_or(0),
+            next_charge_at: time(new_plan, "next_billing_date"),
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -303,6 +367,11 @@ pub fn display_price(product: &Value) -> Option<String> {
     })
 }
 
+/// An id from our own records, checked to be a plain token before it goes in a path.
+fn token(id: &str) -> Result<crate::ids::PaymentId, DodoError> {
+    crate::ids::PaymentId::parse(id).map_err(|e| DodoError::Decode(e.to_string()))
+}
+
 /// The largest answer read from Dodo.
 const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -395,6 +464,85 @@ impl DodoClient {
                 Method::GET,
                 &format!("/subscriptions/{id}"),
                 None,
+                Retry::Safe,
+            )
+            .await?;
+        crate::subscription::Subscription::from_json(&answer).map_err(DodoError::Decode)
+    }
+
+    /// `POST /subscriptions/{id}/change-plan`: applies (or schedules) a plan change; the
+    /// payment that settles it, if Dodo made one. Not retried unless the connection never
+    /// opened: a retry could charge twice.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_plan(
+        &self,
+        subscription_id: &str,
+        change: &PlanChange<'_>,
+    ) -> Result<Option<String>, DodoError> {
+        let id = token(subscription_id)?;
+        let body = serde_json::to_value(change).map_err(|e| DodoError::Decode(e.to_string()))?;
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("/subscriptions/{id}/change-plan"),
+                Some(&body),
+                Retry::OnlyIfNotSent,
+            )
+            .await?;
+        Ok(str_field(&answer, "payment_id").map(str::to_owned))
+    }
+
+    /// `POST /subscriptions/{id}/change-plan/preview`: what the change would charge;
+    /// changes nothing, so it is retried as a read.
+    #[tracing::instrument(skip_all)]
+    pub async fn preview_change_plan(
+        &self,
+        subscription_id: &str,
+        change: &PlanChange<'_>,
+    ) -> Result<ChangePreview, DodoError> {
+        let id = token(subscription_id)?;
+        let body = serde_json::to_value(change).map_err(|e| DodoError::Decode(e.to_string()))?;
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("/subscriptions/{id}/change-plan/preview"),
+                Some(&body),
+                Retry::Safe,
+            )
+            .await?;
+        ChangePreview::from_json(&answer)
+    }
+
+    /// `DELETE /subscriptions/{id}/change-plan/scheduled`: drops the scheduled change.
+    #[tracing::instrument(skip_all)]
+    pub async fn cancel_scheduled_change(&self, subscription_id: &str) -> Result<(), DodoError> {
+        let id = token(subscription_id)?;
+        self.call(
+            Method::DELETE,
+            &format!("/subscriptions/{id}/change-plan/scheduled"),
+            None,
+            Retry::Safe,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `PATCH /subscriptions/{id}` `{cancel_at_next_billing_date}`: cancels at the end of
+    /// the paid period (`true`) or takes that back (`false`); the subscription as Dodo
+    /// now has it. Setting a value is idempotent, so it is retried as a read.
+    #[tracing::instrument(skip_all)]
+    pub async fn set_cancel_at_period_end(
+        &self,
+        subscription_id: &str,
+        cancel: bool,
+    ) -> Result<crate::subscription::Subscription, DodoError> {
+        let id = token(subscription_id)?;
+        let body = serde_json::json!({ "cancel_at_next_billing_date": cancel });
+        let answer = self
+            .call(
+                Method::PATCH,
+                &format!("/subscriptions/{id}"),
+                Some(&body),
                 Retry::Safe,
             )
             .await?;
@@ -596,6 +744,10 @@ impl DodoClient {
             )));
         }
         if status.is_success() {
+            // Some routes answer nothing (`DELETE .../change-plan/scheduled`).
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Null);
+            }
             return serde_json::from_slice(&bytes)
                 .map_err(|e| Attempt::Failed(DodoError::Decode(format!("body is not JSON: {e}"))));
         }

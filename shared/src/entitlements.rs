@@ -2,8 +2,8 @@
 //! their access (one read), and the paid period their usage counts against.
 //!
 //! The plan that speaks is the first of: an active subscription (the one that runs
-//! longest), an active pass, a grant from the founder's backend, else the free tier (the
-//! catalogue's plan `free`), else nothing. Limits reset at the start of each paid period:
+//! longest), an active pass, a card-less trial, a grant from the founder's backend, else
+//! the free tier (the catalogue's plan `free`), else nothing. Limits reset at the start of each paid period:
 //! a subscription's billing period; each `days`-long stretch of a pass (two passes bought
 //! back to back are two periods); each 30 days of a grant; each calendar month (UTC) on
 //! the free tier.
@@ -24,6 +24,8 @@ pub const GRANT_PERIOD_DAYS: i64 = 30;
 pub enum Source {
     Pass,
     Subscription,
+    /// A card-less trial the paywall runs (`POST /payment/trial`).
+    Trial,
     Grant,
 }
 
@@ -42,6 +44,11 @@ pub struct Entitlements {
     pub plan: Option<String>,
     pub source: Option<Source>,
     pub valid_until: Option<Timestamp>,
+    /// While the plan is a trial (Dodo's, before its first charge, or a card-less one):
+    /// when the trial ends. `null` otherwise.
+    pub trial_ends_at: Option<Timestamp>,
+    /// The subscription that speaks ends at `valid_until` instead of renewing.
+    pub cancel_at_period_end: bool,
     pub features: Vec<String>,
     pub limits: BTreeMap<String, LimitState>,
 }
@@ -61,6 +68,9 @@ pub struct Standing {
     pub source: Option<Source>,
     pub valid_until: Option<Timestamp>,
     pub period: Option<Period>,
+    /// When the trial that gives access ends, if one does.
+    pub trial_ends_at: Option<Timestamp>,
+    pub cancel_at_period_end: bool,
 }
 
 impl Standing {
@@ -76,6 +86,8 @@ impl Standing {
                 plan: Some(sub.plan.clone()),
                 source: Some(Source::Subscription),
                 valid_until: sub.access_until(),
+                trial_ends_at: sub.trialing_until(now),
+                cancel_at_period_end: sub.cancel_at_next_billing_date,
                 period: Some(Period {
                     key: format!(
                         "sub:{}:{}",
@@ -109,6 +121,26 @@ impl Standing {
                     key: format!("pass:{}", end.unix_seconds()),
                     resets_at: Some(end),
                 }),
+                trial_ends_at: None,
+                cancel_at_period_end: false,
+            };
+        }
+        // A card-less trial of a plan still sold: its limits count over the whole trial.
+        if let Some(trial) = account
+            .trial
+            .as_ref()
+            .filter(|t| t.grants_access(now) && catalog.get(&t.plan).is_some())
+        {
+            return Self {
+                plan: Some(trial.plan.clone()),
+                source: Some(Source::Trial),
+                valid_until: Some(trial.until),
+                period: Some(Period {
+                    key: format!("trial:{}:{}", trial.plan, trial.until.unix_seconds()),
+                    resets_at: Some(trial.until),
+                }),
+                trial_ends_at: Some(trial.until),
+                cancel_at_period_end: false,
             };
         }
         if let Some(grant) = account.grant.as_ref().filter(|g| g.grants_access(now)) {
@@ -126,6 +158,8 @@ impl Standing {
                     key: format!("grant:{}:{}", grant.from.unix_seconds(), end.unix_seconds()),
                     resets_at: Some(end),
                 }),
+                trial_ends_at: None,
+                cancel_at_period_end: false,
             };
         }
         if catalog.free_tier().is_some() {
@@ -138,6 +172,8 @@ impl Standing {
                     key: format!("free:{}", end.unix_seconds()),
                     resets_at: Some(end),
                 }),
+                trial_ends_at: None,
+                cancel_at_period_end: false,
             };
         }
         Self {
@@ -145,6 +181,8 @@ impl Standing {
             source: None,
             valid_until: None,
             period: None,
+            trial_ends_at: None,
+            cancel_at_period_end: false,
         }
     }
 
@@ -193,6 +231,8 @@ impl Entitlements {
             plan: standing.plan,
             source: standing.source,
             valid_until: standing.valid_until,
+            trial_ends_at: standing.trial_ends_at,
+            cancel_at_period_end: standing.cancel_at_period_end,
             features: allowance.features,
             limits,
         }
@@ -200,14 +240,21 @@ impl Entitlements {
 
     /// The same access (what an access event reports a change of): usage aside.
     pub fn same_access(&self, other: &Self) -> bool {
-        (&self.plan, self.source, self.valid_until, &self.features)
-            == (
-                &other.plan,
-                other.source,
-                other.valid_until,
-                &other.features,
-            )
-            && self.limits.keys().eq(other.limits.keys())
+        (
+            &self.plan,
+            self.source,
+            self.valid_until,
+            &self.features,
+            self.trial_ends_at,
+            self.cancel_at_period_end,
+        ) == (
+            &other.plan,
+            other.source,
+            other.valid_until,
+            &other.features,
+            other.trial_ends_at,
+            other.cancel_at_period_end,
+        ) && self.limits.keys().eq(other.limits.keys())
             && self
                 .limits
                 .values()

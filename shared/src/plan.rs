@@ -56,7 +56,103 @@ pub struct Plan {
     /// A display price set in `PLANS`; otherwise Dodo's product price is shown.
     pub price: Option<String>,
     pub allowance: Allowance,
+    /// A free trial of the plan, once per person (see [`Trial`]).
+    pub trial: Option<Trial>,
+    /// How a subscriber moves to this plan from another (subscriptions only).
+    pub change: ChangePolicy,
+    /// How often a subscription bills, for display (`month` unless the catalogue says).
+    pub interval: Option<String>,
 }
+
+/// A plan's free trial: `days` long, once per person (a user, or a verified e-mail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Trial {
+    pub days: u32,
+    /// `true`: Dodo runs it, with the card taken at checkout (`trial_days`, subscriptions
+    /// only; the first charge at its end). `false`: the paywall runs it, no card and no
+    /// Dodo (`POST /payment/trial`).
+    pub card: bool,
+}
+
+/// When a plan change takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeTiming {
+    Immediately,
+    NextBillingDate,
+}
+
+impl ChangeTiming {
+    /// Dodo's `effective_at`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Immediately => "immediately",
+            Self::NextBillingDate => "next_billing_date",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "immediately" => Some(Self::Immediately),
+            "next_billing_date" => Some(Self::NextBillingDate),
+            _ => None,
+        }
+    }
+}
+
+/// Dodo's proration billing modes (`POST /subscriptions/{id}/change-plan`).
+pub const PRORATION_MODES: [&str; 5] = [
+    "prorated_immediately",
+    "full_immediately",
+    "difference_immediately",
+    "do_not_bill",
+    "prorated_immediately_keep_cycle",
+];
+
+/// How a subscriber moves to a plan: an upgrade (to a higher price) and a downgrade each
+/// at their moment, billed by `proration`; a failed payment keeps the current plan
+/// (`prevent_change`) unless the catalogue says `apply_change`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangePolicy {
+    pub upgrade: ChangeTiming,
+    pub downgrade: ChangeTiming,
+    pub proration: &'static str,
+    pub on_payment_failure: &'static str,
+}
+
+impl Default for ChangePolicy {
+    fn default() -> Self {
+        Self {
+            upgrade: ChangeTiming::Immediately,
+            downgrade: ChangeTiming::NextBillingDate,
+            proration: "prorated_immediately",
+            on_payment_failure: "prevent_change",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrialEntry {
+    days: u32,
+    #[serde(default = "card_by_default")]
+    card: bool,
+}
+
+fn card_by_default() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeEntry {
+    upgrade: Option<String>,
+    downgrade: Option<String>,
+    proration: Option<String>,
+    on_payment_failure: Option<String>,
+}
+
+/// The longest trial a plan may offer.
+pub const MAX_TRIAL_DAYS: u32 = 365;
 
 impl Plan {
     /// A pass of `days` on `product_id`.
@@ -68,6 +164,9 @@ impl Plan {
             kind: PlanKind::Pass { days },
             price: None,
             allowance: Allowance::default(),
+            trial: None,
+            change: ChangePolicy::default(),
+            interval: None,
         }
     }
 
@@ -82,6 +181,27 @@ impl Plan {
 
     pub fn is_subscription(&self) -> bool {
         self.kind == PlanKind::Subscription
+    }
+
+    /// How many days one payment covers: a pass's `days`, a subscription's interval.
+    pub fn period_days(&self) -> u32 {
+        match (self.kind, self.interval.as_deref()) {
+            (PlanKind::Pass { days }, _) => days,
+            (PlanKind::Subscription, Some("day")) => 1,
+            (PlanKind::Subscription, Some("week")) => 7,
+            (PlanKind::Subscription, Some("year")) => 365,
+            (PlanKind::Subscription, _) => 30,
+        }
+    }
+
+    /// The trial Dodo runs on this plan's checkout (a card taken), if any.
+    pub fn card_trial_days(&self) -> Option<u32> {
+        self.trial.filter(|t| t.card).map(|t| t.days)
+    }
+
+    /// The trial the paywall runs without a card (`POST /payment/trial`), if any.
+    pub fn cardless_trial_days(&self) -> Option<u32> {
+        self.trial.filter(|t| !t.card).map(|t| t.days)
     }
 
     /// The amount in the display price, in hundredths (`$19` -> 1900, `€9,99/month`
@@ -123,6 +243,11 @@ struct PlanEntry {
     features: Vec<String>,
     #[serde(default)]
     limits: BTreeMap<String, serde_json::Value>,
+    /// A trial with the card taken by Dodo: `trial_days = 14` is `trial = { days = 14 }`.
+    trial_days: Option<u32>,
+    trial: Option<TrialEntry>,
+    change: Option<ChangeEntry>,
+    interval: Option<String>,
 }
 
 /// Plan, feature and limit names: what a URL, a JSON key and a log line carry safely.
@@ -167,6 +292,9 @@ fn parse_plans(
                 ("kind", entry.kind.is_some()),
                 ("days", entry.days.is_some()),
                 ("price", entry.price.is_some()),
+                ("trial", entry.trial.is_some() || entry.trial_days.is_some()),
+                ("change", entry.change.is_some()),
+                ("interval", entry.interval.is_some()),
             ] {
                 if given {
                     return Err(error(format!(
@@ -212,6 +340,24 @@ fn parse_plans(
                 other.name
             )));
         }
+        let plan_error = |reason: &str| error(format!("plan `{name}`: {reason}"));
+        let trial = parse_trial(&entry, kind).map_err(|r| plan_error(&r))?;
+        let change = parse_change(entry.change.as_ref(), kind).map_err(|r| plan_error(&r))?;
+        let interval = match (&entry.interval, kind) {
+            (Some(_), PlanKind::Pass { .. }) => {
+                return Err(plan_error(
+                    "interval is not allowed (a pass lasts its days)",
+                ));
+            }
+            (Some(interval), _)
+                if !["day", "week", "month", "year"].contains(&interval.as_str()) =>
+            {
+                return Err(plan_error("interval must be day, week, month or year"));
+            }
+            (Some(interval), _) => Some(interval.clone()),
+            (None, PlanKind::Subscription) => Some("month".to_owned()),
+            (None, _) => None,
+        };
         plans.push(Plan {
             name,
             product_id,
@@ -219,12 +365,70 @@ fn parse_plans(
             kind,
             price: entry.price.filter(|p| !p.trim().is_empty()),
             allowance,
+            trial,
+            change,
+            interval,
         });
     }
     if plans.is_empty() {
         return Err(error("names no plan to sell".to_owned()));
     }
     Ok((plans, free))
+}
+
+/// `trial_days` or `trial`: a card trial (Dodo's) only on a subscription.
+fn parse_trial(entry: &PlanEntry, kind: PlanKind) -> Result<Option<Trial>, String> {
+    let trial = match (entry.trial_days, &entry.trial) {
+        (Some(_), Some(_)) => return Err("give trial_days or trial, not both".into()),
+        (Some(days), None) => Trial { days, card: true },
+        (None, Some(t)) => Trial {
+            days: t.days,
+            card: t.card,
+        },
+        (None, None) => return Ok(None),
+    };
+    if !(1..=MAX_TRIAL_DAYS).contains(&trial.days) {
+        return Err(format!("trial days must be 1 to {MAX_TRIAL_DAYS}"));
+    }
+    if trial.card && kind != PlanKind::Subscription {
+        return Err(
+            "a trial with a card is Dodo's subscription trial: use `trial = { days = N, card = false }` on a pass"
+                .into(),
+        );
+    }
+    Ok(Some(trial))
+}
+
+fn parse_change(entry: Option<&ChangeEntry>, kind: PlanKind) -> Result<ChangePolicy, String> {
+    let mut policy = ChangePolicy::default();
+    let Some(entry) = entry else {
+        return Ok(policy);
+    };
+    if kind != PlanKind::Subscription {
+        return Err("change is for subscriptions (a pass is bought, not changed to)".into());
+    }
+    let timing = |field: &str, raw: &Option<String>, default: ChangeTiming| match raw {
+        None => Ok(default),
+        Some(raw) => ChangeTiming::parse(raw)
+            .ok_or_else(|| format!("change.{field} must be `immediately` or `next_billing_date`")),
+    };
+    policy.upgrade = timing("upgrade", &entry.upgrade, policy.upgrade)?;
+    policy.downgrade = timing("downgrade", &entry.downgrade, policy.downgrade)?;
+    if let Some(mode) = &entry.proration {
+        policy.proration = PRORATION_MODES.iter().find(|m| *m == mode).ok_or_else(|| {
+            format!(
+                "change.proration must be one of {}",
+                PRORATION_MODES.join(", ")
+            )
+        })?;
+    }
+    if let Some(failure) = &entry.on_payment_failure {
+        policy.on_payment_failure = ["prevent_change", "apply_change"]
+            .into_iter()
+            .find(|f| f == failure)
+            .ok_or("change.on_payment_failure must be `prevent_change` or `apply_change`")?;
+    }
+    Ok(policy)
 }
 
 fn parse_allowance(
@@ -358,7 +562,7 @@ impl Catalog {
         match self.get(name) {
             Some(plan) => (
                 plan.price_amount().map_or(0, |amount| {
-                    amount.saturating_mul(1000) / u64::from(plan.days.max(1))
+                    amount.saturating_mul(1000) / u64::from(plan.period_days().max(1))
                 }),
                 plan.allowance.features.len(),
                 plan.allowance.limits.values().map(|v| u128::from(*v)).sum(),
@@ -366,6 +570,12 @@ impl Catalog {
             ),
             None => (0, 0, 0, String::new()),
         }
+    }
+
+    /// Whether moving from `from` to `to` is an upgrade: `to` ranks higher (price per
+    /// day, then features, then limits; see [`Catalog::rank`]).
+    pub fn is_upgrade(&self, from: &str, to: &str) -> bool {
+        self.rank(to) > self.rank(from)
     }
 
     pub fn plans(&self) -> &[Plan] {

@@ -72,6 +72,19 @@ pub struct Subscription {
     pub customer_id: Option<String>,
     pub customer_email: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// When it was created (a trial runs from here).
+    pub created_at: Option<Timestamp>,
+    /// Dodo's `trial_period_days` (0: no trial).
+    pub trial_period_days: u32,
+    /// A plan change Dodo will apply at `effective_at` (Dodo's `scheduled_change`).
+    pub scheduled_change: Option<ScheduledChange>,
+}
+
+/// Dodo's `ScheduledPlanChange`: the product the subscription moves to, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledChange {
+    pub product_id: String,
+    pub effective_at: Timestamp,
 }
 
 /// How long an active subscription that is due to renew keeps access past its
@@ -158,7 +171,30 @@ impl Subscription {
             customer_id: text(customer, "customer_id").map(str::to_owned),
             customer_email: text(customer, "email").map(str::to_owned),
             metadata: crate::dodo::metadata_of(value),
+            created_at: time(value, "created_at"),
+            trial_period_days: value
+                .get("trial_period_days")
+                .and_then(Value::as_u64)
+                .map_or(0, |days| days.min(10_000) as u32),
+            scheduled_change: value.get("scheduled_change").and_then(|change| {
+                Some(ScheduledChange {
+                    product_id: text(change, "product_id")?.to_owned(),
+                    effective_at: time(change, "effective_at")?,
+                })
+            }),
         })
+    }
+
+    /// When its trial ends, if it was created with one: Dodo has no trial status ("there
+    /// is no direct field to detect trial status"), so the trial is its creation plus
+    /// `trial_period_days`.
+    pub fn trial_ends_at(&self) -> Option<Timestamp> {
+        (self.trial_period_days > 0)
+            .then(|| {
+                self.created_at
+                    .map(|created| created.plus_days(self.trial_period_days))
+            })
+            .flatten()
     }
 
     pub fn access_until(&self) -> Option<Timestamp> {

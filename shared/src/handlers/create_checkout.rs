@@ -13,7 +13,8 @@ use super::{StartError, dodo_budget, user_limit};
 use crate::api::{ApiError, Caller, answer, caller, json_body, json_response};
 use crate::config::{CheckoutConfig, DodoConfig, StoreConfig, Vars};
 use crate::dodo::{
-    CartLine, CheckoutCustomer, CheckoutFlags, CheckoutRequest, DodoClient, display_price,
+    CartLine, CheckoutCustomer, CheckoutFlags, CheckoutRequest, DodoClient, SubscriptionData,
+    display_price,
 };
 use crate::ids::UserId;
 use crate::plan::{Catalog, FREE_PLAN, Plan};
@@ -193,6 +194,7 @@ impl CreateCheckoutHandler {
         if let Some(visitor) = visitor {
             metadata.insert(DATAFAST_VISITOR_KEY, visitor);
         }
+        let trial = self.trial_for(caller, plan, now).await?;
         let checkout_request = CheckoutRequest {
             product_cart: vec![CartLine {
                 product_id: plan.product_id.as_str(),
@@ -208,6 +210,9 @@ impl CreateCheckoutHandler {
                 always_create_new_customer: true,
             }),
             metadata,
+            subscription_data: trial.map(|days| SubscriptionData {
+                trial_period_days: days,
+            }),
         };
         let session = self.dodo.create_checkout(&checkout_request).await?;
         let pending = PendingCheckout {
@@ -223,6 +228,30 @@ impl CreateCheckoutHandler {
             .await?;
         tracing::info!(user_id = %caller.user_id, session_id = %pending.session_id, plan = %plan.name, "checkout opened");
         Ok(pending)
+    }
+
+    /// The days of Dodo's trial this checkout offers: the plan's card trial, once per
+    /// person (the user, and their verified e-mail, normalised): one who had a trial of
+    /// the plan, or whose e-mail another user has on offer, checks out without one.
+    async fn trial_for(
+        &self,
+        caller: &Caller,
+        plan: &Plan,
+        now: Timestamp,
+    ) -> Result<Option<u32>, ApiError> {
+        let Some(days) = plan.card_trial_days() else {
+            return Ok(None);
+        };
+        let email = caller.verified_email().map(|e| e.as_str());
+        let offered = self
+            .store
+            .trial_available(&plan.name, &caller.user_id, email)
+            .await?
+            && self
+                .store
+                .offer_trial(&plan.name, &caller.user_id, email, now)
+                .await?;
+        Ok(offered.then_some(days))
     }
 
     /// The caller's Dodo customer: the one bound to them, else a new one created for

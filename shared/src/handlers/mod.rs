@@ -2,12 +2,15 @@
 //! and answering every request through [`crate::runtime::Handler`].
 
 pub mod access_events;
+mod cancellation;
+mod change_plan;
 pub mod create_checkout;
 pub mod portal;
 pub mod reconcile;
 pub mod server;
 pub mod status;
 pub mod success;
+mod trial;
 pub mod webhook;
 
 pub use access_events::AccessEventPublisher;

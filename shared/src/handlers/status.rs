@@ -1,5 +1,6 @@
-//! `GET /payment/status`: the caller's access, derived at read time from the expiry; and
-//! `GET /payment/entitlements`: what that access lets them use, from the same one read.
+//! `GET /payment/status`: the caller's access, derived at read time from the expiry;
+//! `GET /payment/entitlements`: what that access lets them use, from the same one read;
+//! and `GET /payment/plans` (public): the catalogue, for a pricing table.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -47,6 +48,9 @@ impl StatusHandler {
         request: &Request,
         now: Timestamp,
     ) -> Result<Response<Body>, ApiError> {
+        if request.uri().path().ends_with("/plans") {
+            return Ok(crate::plan_listing::plans_response(&self.catalog));
+        }
         let caller = caller(request)?;
         // An unknown user has simply not paid: `none`, not an error.
         let account = self.store.get_account(&caller.user_id).await?;

@@ -55,6 +55,7 @@ mod rate_limits;
 mod reconcile_index;
 mod server_grants;
 mod subscriptions;
+mod trials;
 mod usage;
 
 pub use access_events::{
@@ -74,6 +75,7 @@ pub use subscriptions::{SubscriptionOutcome, SubscriptionPayment, SubscriptionRe
 use subscriptions::{
     subscription_from_item, subscription_key, subscription_payment_key, unchanged_since,
 };
+pub use trials::TrialRefused;
 pub use usage::{UsageAnswer, UsageCounter, UsageError, UsageRequest};
 
 pub const EMAIL_INDEX: &str = "email-index";

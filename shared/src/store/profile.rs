@@ -98,6 +98,8 @@ pub struct Account {
     pub subscriptions: Vec<SubscriptionRecord>,
     /// Access given by the founder's backend, without a payment.
     pub grant: Option<ServerGrant>,
+    /// A trial of a plan the paywall runs without a card.
+    pub trial: Option<crate::trial::CardlessTrial>,
     /// Limit name -> what was used of it, in the period the counter names.
     pub usage: std::collections::BTreeMap<String, UsageCounter>,
     /// How many access-changing writes this user has had (`USER#{sub}` / `REV`): each
@@ -186,6 +188,9 @@ impl Store {
                 }
                 Some(super::server_grants::SERVER_GRANT) => {
                     account.grant = Some(super::server_grants::server_grant_from_item(item)?)
+                }
+                Some(super::trials::CARDLESS_TRIAL) => {
+                    account.trial = Some(super::trials::cardless_trial_from_item(item)?)
                 }
                 Some(super::access_events::ACCESS_REV) => {
                     account.access_rev = get_n(item, "rev")?.unwrap_or(0);

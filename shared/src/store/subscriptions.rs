@@ -30,6 +30,12 @@ pub struct SubscriptionRecord {
     pub period_start: Option<Timestamp>,
     /// Payments of it whose dispute was lost: while any is, it gives no access.
     pub lost_dispute_payment_ids: std::collections::BTreeSet<String>,
+    /// When the trial it was created with ends (its creation plus Dodo's
+    /// `trial_period_days`); `None` without a trial.
+    pub trial_ends_at: Option<Timestamp>,
+    /// A plan change Dodo has scheduled: the product, and when it applies.
+    pub scheduled_product_id: Option<String>,
+    pub scheduled_at: Option<Timestamp>,
     /// Optimistic-concurrency counter of the item.
     pub rev: i64,
 }
@@ -52,8 +58,23 @@ impl SubscriptionRecord {
             refunded_payment_id: None,
             period_start: None,
             lost_dispute_payment_ids: Default::default(),
+            trial_ends_at: None,
+            scheduled_product_id: None,
+            scheduled_at: None,
             rev: 0,
         }
+    }
+
+    /// The end of its trial while it is still on it: it gives access and has not been
+    /// charged past the trial (its period still ends at the trial's end; an hour's slack,
+    /// as Dodo stamps the two a moment apart). The first paid charge moves
+    /// `next_billing_date` a period on, which converts it.
+    pub fn trialing_until(&self, now: Timestamp) -> Option<Timestamp> {
+        let ends = self.trial_ends_at?;
+        let on_trial = self
+            .next_billing_date
+            .is_some_and(|next| next.unix_seconds() <= ends.unix_seconds() + 3600);
+        (on_trial && self.grants_access(now)).then_some(ends)
     }
 
     /// Until when this subscription gives access: the state's own rule (see
@@ -175,6 +196,9 @@ pub(super) fn subscription_from_item(item: &Item) -> Result<SubscriptionRecord, 
             .and_then(|v| v.as_ss().ok())
             .map(|ids| ids.iter().cloned().collect())
             .unwrap_or_default(),
+        trial_ends_at: get_time(item, "trial_ends_at")?,
+        scheduled_product_id: optional_s(item, "scheduled_product_id"),
+        scheduled_at: get_time(item, "scheduled_at")?,
         rev: get_n(item, "rev")?.unwrap_or(0),
     })
 }
@@ -449,6 +473,15 @@ impl Store {
                 event_at,
                 sold: plan.is_some(),
                 paid_through,
+                trial_ends_at: subscription.trial_ends_at(),
+                scheduled_product_id: subscription
+                    .scheduled_change
+                    .as_ref()
+                    .map(|c| c.product_id.clone()),
+                scheduled_at: subscription
+                    .scheduled_change
+                    .as_ref()
+                    .map(|c| c.effective_at),
                 ..stored
                     .clone()
                     .unwrap_or_else(|| SubscriptionRecord::fresh(&subscription.subscription_id))
@@ -490,6 +523,8 @@ impl Store {
                 ("past_due_ends_at", record.past_due_ends_at),
                 ("period_start", record.period_start),
                 ("paid_through", record.paid_through),
+                ("trial_ends_at", record.trial_ends_at),
+                ("scheduled_at", record.scheduled_at),
                 ("due_at", due_at),
             ] {
                 match value {
@@ -499,6 +534,13 @@ impl Store {
                     }
                     None => remove.push(name),
                 }
+            }
+            match &record.scheduled_product_id {
+                Some(product) => {
+                    set.push("scheduled_product_id = :scheduled_product".to_owned());
+                    attribute_values.insert(":scheduled_product".to_owned(), s(product));
+                }
+                None => remove.push("scheduled_product_id"),
             }
             if due_at.is_some() {
                 set.push("due_bucket = :due".to_owned());
@@ -533,6 +575,23 @@ impl Store {
                 now_of(event_at),
                 |account| replace_subscription(account, record.clone()),
             )?;
+            // A trial Dodo started is this person's trial of the plan, for good: the
+            // user's claim and their e-mails' (the customer's, and the verified one on
+            // their profile), written when its state is first stored.
+            let trial_claims = match (plan, record.trial_ends_at) {
+                (Some(plan), Some(_))
+                    if stored.as_ref().is_none_or(|s| s.trial_ends_at.is_none()) =>
+                {
+                    let emails: Vec<&str> = subscription
+                        .customer_email
+                        .as_deref()
+                        .into_iter()
+                        .chain(account.profile.as_ref().and_then(|p| p.email.as_deref()))
+                        .collect();
+                    self.started_trial_puts(plan, user, &emails, now_of(event_at))?
+                }
+                _ => Vec::new(),
+            };
             let request = self
                 .client
                 .transact_write_items()
@@ -542,6 +601,7 @@ impl Store {
                         .put(self.owner_link(user, &subscription.subscription_id)?)
                         .build(),
                 )
+                .with_items(trial_claims)
                 .with_items(event);
             match conflict_of(request.send().await) {
                 Ok(()) => return Ok(SubscriptionOutcome::Applied),

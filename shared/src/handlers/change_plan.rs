@@ -1,0 +1,261 @@
+//! `POST /payment/change-plan {"plan": …, "preview": true}`: moves the caller's
+//! subscription to another subscription plan, or (with `preview`) answers what Dodo will
+//! charge for it, changing nothing. `DELETE /payment/change-plan` drops a change Dodo has
+//! scheduled.
+//!
+//! The target plan's `change` settings in the catalogue say how: by default an upgrade
+//! (a plan that ranks higher: price per day, then features, then limits) takes effect
+//! at once, prorated; a downgrade at the next billing date (shown in status as
+//! `scheduled_change`); a failed charge keeps the current plan. Access follows what Dodo
+//! confirms: after the change the subscription is read back from Dodo and stored as it
+//! says (its webhooks say the same later), never as the request asked.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+
+use super::portal::PortalHandler;
+use super::{dodo_budget, user_limit};
+use crate::access::AccessView;
+use crate::api::{ApiError, Caller, json_body, json_response};
+use crate::dodo::{ChangePreview, DodoError, PlanChange};
+use crate::plan::{ChangeTiming, Plan};
+
+/// Dodo calls of a change: the change, then reading the subscription back.
+const APPLY_CALLS: i64 = 2;
+/// A preview is one call.
+const PREVIEW_CALLS: i64 = 1;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeInput {
+    plan: Option<String>,
+    #[serde(default)]
+    preview: bool,
+}
+
+/// What a change does: from which plan to which, upgrade or downgrade, and when.
+#[derive(Debug, Serialize)]
+struct ChangeSummary {
+    from: String,
+    plan: String,
+    /// `upgrade` or `downgrade`.
+    direction: &'static str,
+    /// `immediately` or `next_billing_date`.
+    effective_at: &'static str,
+    proration_billing_mode: &'static str,
+    on_payment_failure: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct PreviewAnswer {
+    #[serde(flatten)]
+    change: ChangeSummary,
+    preview: ChangePreview,
+}
+
+#[derive(Debug, Serialize)]
+struct AppliedAnswer {
+    #[serde(flatten)]
+    change: ChangeSummary,
+    /// Dodo's payment settling the change, when it charged one.
+    payment_id: Option<String>,
+    /// Whether Dodo now has the subscription on the new plan (`immediately`) or the change
+    /// scheduled (`next_billing_date`). `false`: Dodo kept the current plan (the charge
+    /// failed under `prevent_change`).
+    applied: bool,
+    /// The caller's status as Dodo's answer left it.
+    status: AccessView,
+}
+
+impl PortalHandler {
+    pub(super) async fn change_plan(
+        &self,
+        request: &Request,
+        caller: &Caller,
+    ) -> Result<Response<Body>, ApiError> {
+        let input: ChangeInput = json_body(request)?;
+        let name = input
+            .plan
+            .ok_or_else(|| ApiError::bad_request("name the `plan` to change to"))?;
+        let target = self.catalog.get(&name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_plan",
+                format!(
+                    "there is no plan named `{}`",
+                    name.chars().take(64).collect::<String>()
+                ),
+            )
+        })?;
+        if !target.is_subscription() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "not_a_subscription_plan",
+                "a subscription changes only to another subscription plan; a pass is bought with POST /payment/create-checkout-session",
+            ));
+        }
+        user_limit(&self.store, &caller.user_id, &self.clock).await?;
+        let now = self.clock.now();
+        let account = self.store.get_account(&caller.user_id).await?;
+        let current = self.running_subscription(&account.subscriptions, now)?;
+        if current.plan == target.name {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "same_plan",
+                format!("the subscription is already on `{}`", target.name),
+            ));
+        }
+        let change = self.change_to(&current.plan, target);
+        let body = PlanChange {
+            product_id: target.product_id.as_str(),
+            quantity: 1,
+            proration_billing_mode: change.proration_billing_mode,
+            effective_at: change.effective_at,
+            on_payment_failure: change.on_payment_failure,
+            cancel_scheduled_change_plan: true,
+        };
+        if input.preview {
+            dodo_budget(&self.store, &self.clock, PREVIEW_CALLS).await?;
+            let preview = self
+                .dodo
+                .preview_change_plan(&current.subscription_id, &body)
+                .await
+                .map_err(refused_change)?;
+            return Ok(json_response(
+                StatusCode::OK,
+                &PreviewAnswer { change, preview },
+            ));
+        }
+        // Asked again for a change Dodo has already scheduled: nothing to do.
+        if change.effective_at == ChangeTiming::NextBillingDate.as_str()
+            && current.scheduled_product_id.as_deref() == Some(target.product_id.as_str())
+        {
+            let status = self.status_of(&caller.user_id).await?;
+            return Ok(json_response(
+                StatusCode::OK,
+                &AppliedAnswer {
+                    change,
+                    payment_id: None,
+                    applied: true,
+                    status,
+                },
+            ));
+        }
+        dodo_budget(&self.store, &self.clock, APPLY_CALLS).await?;
+        let payment_id = self
+            .dodo
+            .change_plan(&current.subscription_id, &body)
+            .await
+            .map_err(refused_change)?;
+        let subscription = self.dodo.get_subscription(&current.subscription_id).await?;
+        let applied = match change.effective_at {
+            "immediately" => subscription.product_id.as_deref() == Some(target.product_id.as_str()),
+            _ => subscription
+                .scheduled_change
+                .as_ref()
+                .is_some_and(|c| c.product_id == target.product_id.as_str()),
+        };
+        self.store_from_dodo(&caller.user_id, &subscription).await?;
+        let audit = self.audit(
+            request,
+            caller,
+            "user.change_plan",
+            if applied {
+                change.effective_at
+            } else {
+                "kept_current_plan"
+            },
+            &current.subscription_id,
+        );
+        self.store.record_event(&caller.user_id, &audit).await?;
+        tracing::info!(user_id = %caller.user_id, subscription_id = %current.subscription_id, from = %change.from, to = %change.plan, effective_at = change.effective_at, applied, "plan change");
+        let status = self.status_of(&caller.user_id).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &AppliedAnswer {
+                change,
+                payment_id,
+                applied,
+                status,
+            },
+        ))
+    }
+
+    /// `DELETE /payment/change-plan`: Dodo drops the scheduled change; the subscription
+    /// is read back and stored. Idempotent: with nothing scheduled, the status as it is.
+    pub(super) async fn cancel_scheduled_change(
+        &self,
+        request: &Request,
+        caller: &Caller,
+    ) -> Result<Response<Body>, ApiError> {
+        user_limit(&self.store, &caller.user_id, &self.clock).await?;
+        let now = self.clock.now();
+        let account = self.store.get_account(&caller.user_id).await?;
+        let current = self.running_subscription(&account.subscriptions, now)?;
+        if current.scheduled_product_id.is_some() {
+            dodo_budget(&self.store, &self.clock, APPLY_CALLS).await?;
+            match self
+                .dodo
+                .cancel_scheduled_change(&current.subscription_id)
+                .await
+            {
+                // Dropped already (at Dodo, or by the portal): what we store is late.
+                Ok(()) | Err(DodoError::Api { status: 404, .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+            let subscription = self.dodo.get_subscription(&current.subscription_id).await?;
+            self.store_from_dodo(&caller.user_id, &subscription).await?;
+            let audit = self.audit(
+                request,
+                caller,
+                "user.change_plan",
+                "scheduled_change_cancelled",
+                &current.subscription_id,
+            );
+            self.store.record_event(&caller.user_id, &audit).await?;
+        }
+        let status = self.status_of(&caller.user_id).await?;
+        Ok(json_response(StatusCode::OK, &status))
+    }
+
+    /// How a subscription on `from` moves to `target`, by `target`'s catalogue settings.
+    fn change_to(&self, from: &str, target: &Plan) -> ChangeSummary {
+        let upgrade = self.catalog.is_upgrade(from, &target.name);
+        let policy = &target.change;
+        ChangeSummary {
+            from: from.to_owned(),
+            plan: target.name.clone(),
+            direction: if upgrade { "upgrade" } else { "downgrade" },
+            effective_at: if upgrade {
+                policy.upgrade
+            } else {
+                policy.downgrade
+            }
+            .as_str(),
+            proration_billing_mode: policy.proration,
+            on_payment_failure: policy.on_payment_failure,
+        }
+    }
+}
+
+/// Dodo refusing the change itself (a change pending payment, a subscription it will not
+/// change): a `409` the caller can act on, with Dodo's code; anything else as usual.
+fn refused_change(err: DodoError) -> ApiError {
+    match err {
+        DodoError::Api {
+            status: 400 | 409 | 422,
+            ref code,
+            ..
+        } => {
+            let mut error = ApiError::new(
+                StatusCode::CONFLICT,
+                "change_refused",
+                "Dodo Payments refused this plan change (see dodo_code); the subscription is unchanged",
+            );
+            error.dodo_code = Some(code.as_str().into());
+            error.with_detail(err.to_string())
+        }
+        other => other.into(),
+    }
+}
