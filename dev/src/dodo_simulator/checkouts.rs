@@ -11,7 +11,10 @@ use super::*;
 
 impl DodoSimulator {
     /// Creates the payment for a session (and, for a subscription product, the
-    /// subscription) and sends its webhooks where Dodo would.
+    /// subscription) and sends its webhooks where Dodo would. With a free trial
+    /// (`subscription_data.trial_period_days`), the subscription alone: no payment until
+    /// the trial ends. What the buyer is sent back with: the payment's id (or, for a
+    /// trial, the subscription's) and the redirect to `return_url`.
     pub(super) async fn complete(
         &self,
         session_id: &str,
@@ -19,16 +22,37 @@ impl DodoSimulator {
         renewal_fails: bool,
     ) -> Result<(String, String), Refusal> {
         let now = self.now();
-        let (payment_id, status, emitted, return_url) = self.with(|inner| {
+        let (answer_query, answer_id, emitted, return_url) = self.with(|inner| {
             let subscription_products = inner.subscription_products.clone();
-            let records = &mut inner.records;
-            let Some(checkout) = records.checkouts.get(session_id).cloned() else {
+            let Some(checkout) = inner.records.checkouts.get(session_id).cloned() else {
                 return Err(Refusal {
                     status: StatusCode::NOT_FOUND,
                     code: "NOT_FOUND",
                     message: "Checkout session not found",
                 });
             };
+            let request = &checkout.request;
+            // What each line costs: its product's price times its quantity.
+            let product_cart = request.get("product_cart").cloned().unwrap_or(json!([]));
+            let lines: Vec<(String, i64)> = product_cart
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| {
+                    Some((
+                        l.get("product_id")?.as_str()?.to_owned(),
+                        l.get("quantity")?.as_i64()?,
+                    ))
+                })
+                .collect();
+            let amount: i64 = lines
+                .iter()
+                .map(|(product, quantity)| inner.price_of(product) * quantity)
+                .sum();
+            let first_price = lines
+                .first()
+                .map_or(DEFAULT_PRICE_MINOR, |(product, _)| inner.price_of(product));
+            let records = &mut inner.records;
             let already_paid = checkout
                 .payment_id
                 .as_ref()
@@ -36,14 +60,13 @@ impl DodoSimulator {
                 .and_then(|p| p.get("status"))
                 .and_then(Value::as_str)
                 == Some("succeeded");
-            if already_paid {
+            if already_paid || checkout.subscription_id.is_some() {
                 return Err(Refusal {
                     status: StatusCode::CONFLICT,
                     code: "CHECKOUT_ALREADY_COMPLETED",
                     message: "This checkout session has already been paid",
                 });
             }
-            let request = &checkout.request;
             // The customer the session was attached to, else the one for the e-mail
             // the buyer types on the page (here: a stand-in address).
             let customer_id = match &checkout.customer_id {
@@ -58,29 +81,26 @@ impl DodoSimulator {
             let customer = find_customer(records, &customer_id)
                 .cloned()
                 .unwrap_or_else(|| json!({"customer_id": customer_id}));
-            let product_cart = request.get("product_cart").cloned().unwrap_or(json!([]));
-            let quantity: i64 = product_cart
-                .as_array()
-                .map(|lines| {
-                    lines
-                        .iter()
-                        .filter_map(|l| l.get("quantity")?.as_i64())
-                        .sum()
-                })
-                .unwrap_or(1);
             let metadata = request.get("metadata").cloned().unwrap_or(json!({}));
-            let subscription_product = request
-                .pointer("/product_cart/0/product_id")
-                .and_then(Value::as_str)
-                .filter(|product| subscription_products.contains(*product));
-            // A subscription is created only when its first charge is paid.
-            let subscription = match subscription_product {
-                Some(product) if succeeded => Some(records.start_subscription(
+            let subscription_line = lines
+                .first()
+                .filter(|(product, _)| subscription_products.contains(product))
+                .cloned();
+            let trial_days = trial_days(request).unwrap_or(0);
+            // A subscription is created only when its first charge is paid (or, with a
+            // trial, when the card is accepted).
+            let subscription = match &subscription_line {
+                Some((product, quantity)) if succeeded => Some(records.start_subscription(
                     now,
-                    product,
-                    &customer,
-                    &metadata,
-                    renewal_fails,
+                    billing::NewSubscription {
+                        product_id: product,
+                        unit_price: first_price,
+                        quantity: *quantity,
+                        customer: &customer,
+                        metadata: &metadata,
+                        renewal_fails,
+                        trial_days,
+                    },
                 )),
                 _ => None,
             };
@@ -88,21 +108,41 @@ impl DodoSimulator {
                 .as_ref()
                 .and_then(|s| s["subscription_id"].as_str())
                 .map(str::to_owned);
+            let return_url = request
+                .get("return_url")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let mut emitted: Emitted = Vec::new();
+            if let Some(subscription) = subscription {
+                emitted.push(("subscription.active".into(), subscription));
+            }
+            if let (Some(subscription_id), true) = (&subscription_id, trial_days > 0) {
+                // A free trial: nothing is charged now (Dodo's first `payment.succeeded`
+                // comes "whenever [the trial] ends").
+                if let Some(stored) = records.checkouts.get_mut(session_id) {
+                    stored.subscription_id = Some(subscription_id.clone());
+                    stored.customer_id = Some(customer_id);
+                }
+                self.persist(records);
+                let query = format!("subscription_id={subscription_id}&status=active");
+                return Ok((query, subscription_id.clone(), emitted, return_url));
+            }
             let payment = NewPayment {
                 id: records.new_id("pay"),
                 now,
                 succeeded,
-                quantity,
+                amount,
                 customer: &customer,
                 metadata,
                 checkout_session_id: Some(session_id),
                 subscription_id: subscription_id.as_deref(),
                 // Dodo sends no cart with a subscription's payments.
-                product_cart: subscription_product.is_none().then_some(product_cart),
+                product_cart: subscription_line.is_none().then_some(product_cart),
                 retry_attempt: 0,
                 charge: subscription_id
                     .is_some()
                     .then_some(("new", (now, add_months(now, 1)))),
+                proration_factor: None,
             }
             .into_json();
             let payment_id = payment["payment_id"]
@@ -116,14 +156,6 @@ impl DodoSimulator {
             records.note_object(&payment_id, &payment);
             records.payments.insert(payment_id.clone(), payment.clone());
             self.persist(records);
-            let return_url = request
-                .get("return_url")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let mut emitted: Emitted = Vec::new();
-            if let Some(subscription) = subscription {
-                emitted.push(("subscription.active".into(), subscription));
-            }
             let event = if succeeded {
                 "payment.succeeded"
             } else {
@@ -131,16 +163,29 @@ impl DodoSimulator {
             };
             let status = payment["status"].as_str().unwrap_or_default().to_owned();
             emitted.push((event.into(), payment));
-            Ok((payment_id, status, emitted, return_url))
+            let query = format!("payment_id={payment_id}&status={status}");
+            Ok((query, payment_id, emitted, return_url))
         })?;
 
         self.emit(emitted).await;
         let redirect = return_url.map(|url| {
             let separator = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{separator}payment_id={payment_id}&status={status}")
+            format!("{url}{separator}{answer_query}")
         });
-        Ok((payment_id, redirect.unwrap_or_default()))
+        Ok((answer_id, redirect.unwrap_or_default()))
     }
+}
+
+/// `1900` → `$19.00`.
+fn dollars(minor: i64) -> String {
+    format!("${}.{:02}", minor / 100, minor % 100)
+}
+
+/// `subscription_data.trial_period_days`: `Some(days)` when given (checked at creation).
+fn trial_days(request: &Value) -> Option<i64> {
+    request
+        .pointer("/subscription_data/trial_period_days")
+        .and_then(Value::as_i64)
 }
 
 /// Metadata values must be strings in the API version Dodo documents (1.53.2).
@@ -170,6 +215,13 @@ pub(super) fn validate_checkout(body: &Value) -> Result<(), String> {
         && !url.is_string()
     {
         return Err("return_url must be a string".into());
+    }
+    // "Must be between 0 and 10000 days" (SDK `SubscriptionDataParam.trial_period_days`).
+    if let Some(days) = body.pointer("/subscription_data/trial_period_days")
+        && !days.is_null()
+        && !days.as_i64().is_some_and(|d| (0..=10_000).contains(&d))
+    {
+        return Err("subscription_data.trial_period_days must be between 0 and 10000".into());
     }
     Ok(())
 }
@@ -233,6 +285,7 @@ pub(super) async fn create_checkout(
             Checkout {
                 request: request.clone(),
                 payment_id: None,
+                subscription_id: None,
                 customer_id,
             },
         );
@@ -319,11 +372,11 @@ pub(super) async fn checkout_page(
 <body><div class="card">
 <p class="note">Dodo Payments simulator: no money moves.</p>
 <h1>Checkout</h1>
-<p>Product <code>{product}</code>: <strong>$19.00</strong></p>
+<p>Product <code>{product}</code>: <strong>{price}</strong></p>
 <p>Customer: <span id="customer-email">{email}</span></p>
 <p class="note">Three test cards:</p>
 <form method="post">
-<button id="pay" name="outcome" value="succeeded">Pay $19.00</button>
+<button id="pay" name="outcome" value="succeeded">Pay {price}</button>
 <button id="decline" name="outcome" value="failed">Declined card</button>
 </form>
 <form method="post"><input type="hidden" name="outcome" value="succeeded">
@@ -332,6 +385,7 @@ pub(super) async fn checkout_page(
 </form></div></body></html>"#,
         product = escape_html(product),
         email = escape_html(&email),
+        price = escape_html(&dollars(sim.product_price(product))),
     ))
     .into_response()
 }
@@ -379,6 +433,10 @@ pub(super) async fn complete_checkout(
         }
     };
     match sim.complete(&session, succeeded, renewal_fails).await {
+        // A trial's answer names its subscription: there is no payment yet.
+        Ok((id, redirect)) if redirect.is_empty() && id.starts_with("sub_") => {
+            axum::Json(json!({"subscription_id": id})).into_response()
+        }
         Ok((payment_id, redirect)) if redirect.is_empty() => {
             axum::Json(json!({"payment_id": payment_id})).into_response()
         }

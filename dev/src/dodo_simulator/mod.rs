@@ -33,11 +33,12 @@
 //! e-mail-only checkout to the existing customer — follows Dodo's documentation as
 //! DESIGN.md cites it, each at the code that does it.
 //!
-//! One file per Dodo resource, each reading alone: [`checkouts`] (sessions and the hosted
-//! page), [`payments`] (and the list pages), [`products`], [`subscriptions`],
-//! [`customers`] (and the portal), [`claims`] (refunds and disputes), [`delivery`]
-//! (signed webhooks and their retries), [`billing`] (what happens on the clock); this file
-//! keeps the shared state, the router and the API gate.
+//! One file per Dodo resource, each reading alone: `checkouts.rs` (sessions and the hosted
+//! page), `payments.rs` (and the list pages), `products.rs`, `subscriptions.rs` (with plan
+//! changes, trials, cancel and resume: the rules modelled and their sources are at its
+//! top), `customers.rs` (and the portal), `claims.rs` (refunds and disputes),
+//! `delivery.rs` (signed webhooks and their retries), `billing.rs` (what happens on the
+//! clock); this file keeps the shared state, the router and the API gate.
 
 mod billing;
 mod checkouts;
@@ -91,8 +92,13 @@ pub const DODO_RETRY_SCHEDULE: [Duration; 7] = [
     Duration::from_secs(10 * 3600),
 ];
 
-/// The price every simulated product has: $19.00, the original router's price.
+/// The price of a simulated product whose price was not set
+/// ([`DodoSimulator::set_product_prices`]): $19.00, the original router's price.
 pub const DEFAULT_PRICE_MINOR: i64 = 1900;
+
+/// The name every simulated product has (`GET /products/{id}`, a scheduled change's
+/// `product_name`).
+const PRODUCT_NAME: &str = "Paywall access";
 
 /// Where and how the simulator delivers webhooks.
 #[derive(Clone)]
@@ -138,6 +144,9 @@ pub struct Delivery {
 struct Checkout {
     request: Value,
     payment_id: Option<String>,
+    /// The subscription a trial checkout started (no payment until the trial ends).
+    #[serde(default)]
+    subscription_id: Option<String>,
     /// The customer the session is attached to, once known (at creation when the
     /// request names a customer or an e-mail; else when the buyer types one on the page).
     #[serde(default)]
@@ -174,6 +183,16 @@ struct Records {
     /// before, as Dodo's are, even when one change sends several in the same instant.
     #[serde(default)]
     last_event_ms: i64,
+    /// Subscriptions in a free trial: when it ends (s). Gone at the first charge.
+    #[serde(default)]
+    trial_ends: HashMap<String, i64>,
+    /// Each subscription's credit (minor units) from downgrades, spent on later charges.
+    #[serde(default)]
+    credits: HashMap<String, i64>,
+    /// What the subscription's `scheduled_change` does not say: the new recurring amount
+    /// and whether a failed payment cancels the change (`prevent_change`).
+    #[serde(default)]
+    scheduled_terms: HashMap<String, subscriptions::ScheduledTerms>,
     /// Lookups by user and by payment (rebuilt when the records are read back).
     #[serde(skip)]
     index: Index,
@@ -273,6 +292,8 @@ struct Inner {
     rng: Option<Rng>,
     /// Products sold as subscriptions (the rest are one-time).
     subscription_products: std::collections::HashSet<String>,
+    /// Each product's price in minor units (else [`DEFAULT_PRICE_MINOR`]).
+    product_prices: HashMap<String, i64>,
     faults_injected: u64,
     /// The seed, when seeded, and how many of each API call came so far.
     seed: Option<u64>,
@@ -280,6 +301,15 @@ struct Inner {
     fault: Option<Fault>,
     deliveries: Vec<Delivery>,
     api_calls: Vec<String>,
+}
+
+impl Inner {
+    fn price_of(&self, product_id: &str) -> i64 {
+        self.product_prices
+            .get(product_id)
+            .copied()
+            .unwrap_or(DEFAULT_PRICE_MINOR)
+    }
 }
 
 struct Shared {
@@ -444,6 +474,19 @@ impl DodoSimulator {
     pub fn set_subscription_products(&self, products: impl IntoIterator<Item = String>) {
         let products = products.into_iter().collect();
         self.with(|inner| inner.subscription_products = products);
+    }
+
+    /// Each product's price in minor units (cents), for `GET /products/{id}`, checkouts,
+    /// a subscription's `recurring_pre_tax_amount` and so its renewals and plan changes.
+    /// A product left out costs [`DEFAULT_PRICE_MINOR`]. Replaces the prices set before.
+    pub fn set_product_prices(&self, prices: impl IntoIterator<Item = (String, i64)>) {
+        let prices = prices.into_iter().collect();
+        self.with(|inner| inner.product_prices = prices);
+    }
+
+    /// A product's price in minor units.
+    pub fn product_price(&self, product_id: &str) -> i64 {
+        self.with(|inner| inner.price_of(product_id))
     }
 
     /// Faults from now on (`Faults::default()`: none).
@@ -793,6 +836,18 @@ impl DodoSimulator {
             .route(
                 "/subscriptions/{id}",
                 get(get_subscription).patch(patch_subscription),
+            )
+            .route(
+                "/subscriptions/{id}/change-plan",
+                axum::routing::post(change_plan),
+            )
+            .route(
+                "/subscriptions/{id}/change-plan/preview",
+                axum::routing::post(preview_change_plan),
+            )
+            .route(
+                "/subscriptions/{id}/change-plan/scheduled",
+                axum::routing::delete(cancel_scheduled_change),
             )
             .route("/refunds", get(list_refunds).post(create_refund))
             .route("/disputes", get(list_disputes))

@@ -15,14 +15,19 @@ pub(super) async fn get_product(
     if let Err(answer) = sim.gate(&headers, format!("GET /products/{id}")).await {
         return answer;
     }
-    let is_recurring = sim.with(|inner| inner.subscription_products.contains(&id));
+    let (is_recurring, price) = sim.with(|inner| {
+        (
+            inner.subscription_products.contains(&id),
+            inner.price_of(&id),
+        )
+    });
     let price = if is_recurring {
-        json!({"type": "recurring_price", "price": DEFAULT_PRICE_MINOR, "currency": "USD",
+        json!({"type": "recurring_price", "price": price, "currency": "USD",
                "discount": 0, "purchasing_power_parity": false,
                "payment_frequency_count": 1, "payment_frequency_interval": "Month",
                "subscription_period_count": 10, "subscription_period_interval": "Year"})
     } else {
-        json!({"type": "one_time_price", "price": DEFAULT_PRICE_MINOR, "currency": "USD",
+        json!({"type": "one_time_price", "price": price, "currency": "USD",
                "discount": 0, "purchasing_power_parity": false})
     };
     // Every field Dodo's `Product` requires (SDK `types/product.py`).
@@ -30,7 +35,7 @@ pub(super) async fn get_product(
         "product_id": id,
         "business_id": "bus_simulator",
         "brand_id": "bus_simulator",
-        "name": "Paywall access",
+        "name": PRODUCT_NAME,
         "is_recurring": is_recurring,
         "price": price,
         "tax_category": "saas",
