@@ -561,3 +561,24 @@ async fn an_upgrade_applies_now_prorated_and_a_downgrade_at_the_renewal() {
         "{changes:?}"
     );
 }
+
+/// A checkout with Dodo's trial makes no payment: when the subscription's webhook is
+/// lost, the hourly reconcile finds it by our metadata and the trial starts anyway.
+#[tokio::test]
+async fn a_trial_whose_webhook_is_lost_is_found_by_the_hourly_reconcile() {
+    let s = stack("lost-trial").await;
+    let (status, _) = s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    assert_eq!(status, 200);
+    let wes = s.token("wes");
+    checkout(&s, &wes, "starter", "outcome=succeeded").await;
+    let waiting = s.status("wes").await;
+    assert_eq!(waiting["status"], "pending", "not heard of yet: {waiting}");
+    s.advance("2h").await;
+    let found = s.status("wes").await;
+    assert_eq!(found["status"], "trialing", "{found}");
+    assert_eq!(at(&found["trial_ends_at"]), start() + 7 * SECONDS_PER_DAY);
+    assert_eq!(
+        found["subscription_id"],
+        subscription_of(&s, "wes")["subscription_id"]
+    );
+}

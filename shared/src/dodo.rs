@@ -622,6 +622,36 @@ impl DodoClient {
         Ok((readable, items.len()))
     }
 
+    /// `GET /subscriptions?product_id=P&created_at_gte=T&page_size=100`: the newest
+    /// subscriptions to one product created since `since` (one page: a checkout's own
+    /// subscription is among the first).
+    #[tracing::instrument(skip_all)]
+    pub async fn list_new_subscriptions(
+        &self,
+        product_id: &ProductId,
+        since: crate::time::Timestamp,
+    ) -> Result<Vec<crate::subscription::Subscription>, DodoError> {
+        let answer = self
+            .call(
+                Method::GET,
+                &format!(
+                    "/subscriptions?product_id={product_id}&created_at_gte={}&page_size={LIST_PAGE_SIZE}&page_number=0",
+                    since.to_rfc3339()
+                ),
+                None,
+                Retry::Safe,
+            )
+            .await?;
+        let items = answer
+            .get("items")
+            .and_then(Value::as_array)
+            .ok_or_else(|| DodoError::Decode("subscription list without items".to_owned()))?;
+        Ok(items
+            .iter()
+            .filter_map(|item| crate::subscription::Subscription::from_json(item).ok())
+            .collect())
+    }
+
     /// One page (newest first) of `GET /payments?status=succeeded`, `GET /refunds` or
     /// `GET /disputes` created at or after
     /// `since`: the raw items, and whether the page was full (more may follow).

@@ -132,10 +132,13 @@ pub(super) struct ListQuery {
     page_size: Option<usize>,
     page_number: Option<usize>,
     status: Option<String>,
+    product_id: Option<String>,
+    created_at_gte: Option<String>,
 }
 
 /// `GET /subscriptions`: newest first, `page_size` (default 10, at most 100) from
-/// `page_number` (from 0), only those in `status` when it is given.
+/// `page_number` (from 0), only those in `status`, on `product_id` and created at or
+/// after `created_at_gte` when they are given.
 pub(super) async fn list_subscriptions(
     State(sim): State<DodoSimulator>,
     headers: HeaderMap,
@@ -151,6 +154,19 @@ pub(super) async fn list_subscriptions(
             "page_size and page_number must be non-negative integers",
         );
     };
+    let since = match query.created_at_gte.as_deref() {
+        None => None,
+        Some(text) => match paywall::time::Timestamp::parse_rfc3339(text) {
+            Some(at) => Some(at.unix_seconds()),
+            None => {
+                return dodo_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "INVALID_QUERY",
+                    "created_at_gte must be an RFC 3339 date-time",
+                );
+            }
+        },
+    };
     let size = query.page_size.unwrap_or(10).min(100);
     let page = query.page_number.unwrap_or(0);
     let items = sim.with(|inner| {
@@ -164,6 +180,16 @@ pub(super) async fn list_subscriptions(
                     .status
                     .as_deref()
                     .is_none_or(|wanted| s["status"].as_str() == Some(wanted))
+                    && query
+                        .product_id
+                        .as_deref()
+                        .is_none_or(|wanted| s["product_id"].as_str() == Some(wanted))
+                    && since.is_none_or(|since| {
+                        s["created_at"]
+                            .as_str()
+                            .and_then(paywall::time::Timestamp::parse_rfc3339)
+                            .is_some_and(|created| created.unix_seconds() >= since)
+                    })
             })
             .map(|s| {
                 (

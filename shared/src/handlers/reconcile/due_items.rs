@@ -125,7 +125,14 @@ impl Reconciler {
         };
         let age = now.unix_seconds() - created_at.unix_seconds();
         let abandoned = age > self.limits.abandon_checkout_after;
-        let paid = self.checkout_paid(user, session_id, now, budget).await;
+        let mut paid = self.checkout_paid(user, session_id, now, budget).await;
+        // No payment: a checkout with Dodo's free trial has none; its subscription is
+        // found by our metadata on it (when its webhook was lost).
+        if matches!(paid, Ok(None)) {
+            paid = self
+                .trial_subscription_of(user, session_id, *created_at, budget)
+                .await;
+        }
         match paid {
             Ok(Some(done)) => Ok(done),
             // Unpaid (or Dodo cannot say) this long after it opened: the buyer walked
@@ -137,6 +144,47 @@ impl Reconciler {
             Ok(None) => Ok(Repair::Unchanged),
             Err(err) => Err(err),
         }
+    }
+
+    /// The subscription a checkout with Dodo's trial started, stored, if Dodo has one:
+    /// such a checkout makes no payment to find it by, so the subscriptions to the plan's
+    /// product created since the checkout opened are read, and the one whose metadata
+    /// names this user is it. `None` for any other checkout (no Dodo call), or while
+    /// there is none.
+    async fn trial_subscription_of(
+        &self,
+        user: &UserId,
+        session_id: &str,
+        opened_at: Timestamp,
+        budget: &mut Budget,
+    ) -> Result<Option<Repair>, ItemError> {
+        let profile = self.store.get_user(user).await?;
+        let Some(plan) = profile
+            .and_then(|p| p.pending_checkout)
+            .filter(|c| c.session_id == session_id)
+            .and_then(|c| self.catalog.get(&c.plan).cloned())
+            .filter(|p| p.is_subscription() && p.card_trial_days().is_some())
+        else {
+            return Ok(None);
+        };
+        budget.take().await?;
+        let observed_at = self.clock.now_millis();
+        let found = self
+            .dodo
+            .list_new_subscriptions(&plan.product_id, opened_at)
+            .await
+            .map_err(gone_if_unknown)?
+            .into_iter()
+            .find(|s| crate::purchase::metadata_user(&s.metadata).as_ref() == Some(user));
+        let Some(subscription) = found else {
+            return Ok(None);
+        };
+        self.store
+            .apply_subscription(user, &subscription, Some(&plan.name), observed_at)
+            .await?;
+        self.store.complete_checkout(user, session_id).await?;
+        tracing::info!(user_id = %user, subscription_id = %subscription.subscription_id, "reconcile found a trial subscription whose webhook was lost");
+        Ok(Some(Repair::Granted))
     }
 
     /// The checkout's payment, applied if it succeeded; `None` while unpaid.
