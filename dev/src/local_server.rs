@@ -75,6 +75,8 @@ pub(crate) const DEMO_PLANS: &str = r#"{
  "free": {"features": ["basic"], "limits": {"api_calls": 20}},
  "monthly": {"product_id": "pdt_local_demo", "kind": "pass", "days": 30, "price": "$19",
              "features": ["basic", "export"], "limits": {"api_calls": 1000}},
+ "starter": {"product_id": "pdt_local_starter", "kind": "subscription", "price": "$9/month",
+             "trial_days": 7, "features": ["basic", "export"], "limits": {"api_calls": 5000}},
  "pro": {"product_id": "pdt_local_pro", "kind": "subscription", "price": "$49/month",
          "features": ["basic", "export", "priority_support"], "limits": {"api_calls": 10000, "seats": 5}},
  "team": {"product_id": "pdt_local_team", "kind": "subscription", "price": "$99/month",

@@ -127,7 +127,8 @@ async fn an_unknown_user_is_none_not_an_error() {
         json!({
             "has_paid": false, "payment_date": null, "subscription_plan": "none",
             "plan_expires_at": null, "status": "none", "plan": null, "dodo_payment_id": null,
-            "cancel_at_period_end": false, "subscription_id": null
+            "cancel_at_period_end": false, "subscription_id": null,
+            "trial_ends_at": null, "scheduled_change": null
         })
     );
 }

@@ -2,141 +2,16 @@
 //! simulator's renewals, declined cards and retries, cancellations at period end, passes
 //! running out, lost webhooks repaired by the hourly reconcile, and faults on demand.
 
-use std::sync::Arc;
-
 use dev::dodo_simulator::RETRY_AFTER_FAILURE;
-use dev::local_server::{DEFAULT_JWT_SECRET, LocalStack, TestStack};
 use paywall::subscription::RENEWAL_GRACE_SECONDS;
 use paywall::time::{Clock, SECONDS_PER_DAY, Timestamp};
 use serde_json::{Value, json};
 
+#[path = "common/clock_stack.rs"]
+mod clock_stack;
+use clock_stack::*;
+
 const START: &str = "2027-01-15T10:00:00Z";
-
-struct Stack {
-    stack: Arc<LocalStack>,
-    base: String,
-    http: reqwest::Client,
-    clock: Clock,
-    _running: TestStack,
-}
-
-async fn stack(name: &str) -> Stack {
-    let running = TestStack::start(&format!("clock-{name}"), START, 7)
-        .await
-        .expect("the stack starts");
-    Stack {
-        stack: Arc::clone(&running.stack),
-        base: running.base.clone(),
-        http: paywall::http::client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client"),
-        clock: running.clock.clone(),
-        _running: running,
-    }
-}
-
-impl Stack {
-    fn token(&self, user: &str) -> String {
-        dev::dev_jwt::mint_with(
-            DEFAULT_JWT_SECRET.as_bytes(),
-            user,
-            Some(&format!("{user}@example.com")),
-            true,
-            self.clock.now().unix_seconds(),
-        )
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let answer = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("answered");
-        let status = answer.status().as_u16();
-        (status, answer.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn advance(&self, by: &str) -> Value {
-        let (status, body) = self.post("/dev/clock", json!({"advance": by})).await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    async fn status(&self, user: &str) -> Value {
-        self.http
-            .get(format!("{}/payment/status", self.base))
-            .bearer_auth(self.token(user))
-            .send()
-            .await
-            .expect("answered")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    /// Opens a checkout for `plan` and submits the simulator's page with `form`; the
-    /// payment id, confirmed on the success route when paid.
-    async fn buy(&self, user: &str, plan: &str, form: &str) -> String {
-        let token = self.token(user);
-        let session: Value = self
-            .http
-            .post(format!("{}/payment/create-checkout-session", self.base))
-            .bearer_auth(&token)
-            .json(&json!({"plan": plan}))
-            .send()
-            .await
-            .expect("answered")
-            .json()
-            .await
-            .expect("json");
-        let url = session["checkout_url"].as_str().expect("a checkout url");
-        let paid = self
-            .http
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.to_owned())
-            .send()
-            .await
-            .expect("answered");
-        assert_eq!(paid.status().as_u16(), 303);
-        let location = paid.headers()["location"]
-            .to_str()
-            .expect("text")
-            .to_owned();
-        let payment_id = location
-            .split(['?', '&'])
-            .find_map(|pair| pair.strip_prefix("payment_id="))
-            .expect("a payment id")
-            .to_owned();
-        if location.contains("status=succeeded") {
-            let confirmed = self
-                .http
-                .post(format!("{}/payment/success", self.base))
-                .bearer_auth(&token)
-                .json(&json!({"payment_id": payment_id}))
-                .send()
-                .await
-                .expect("answered");
-            assert_eq!(confirmed.status().as_u16(), 200);
-        }
-        payment_id
-    }
-
-    fn sim(&self) -> &dev::dodo_simulator::DodoSimulator {
-        self.stack.simulator.as_ref().expect("the simulator")
-    }
-
-    fn events(&self, kind: &str) -> usize {
-        self.sim()
-            .deliveries()
-            .iter()
-            .filter(|d| d.attempt == 1 && d.event_type == kind)
-            .count()
-    }
-}
 
 fn at(value: &Value) -> i64 {
     Timestamp::parse_rfc3339(value.as_str().expect("a time"))

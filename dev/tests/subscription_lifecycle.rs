@@ -1,0 +1,266 @@
+//! The subscription lifecycle users drive from the app (issue 18), through the local
+//! stack's HTTP routes on the test clock: the public plan listing, card-less trials once
+//! per person, Dodo's trials with a card, plan changes (upgrade now, downgrade at the
+//! renewal, a scheduled change cancelled), and cancel / resume.
+
+#[path = "common/clock_stack.rs"]
+mod clock_stack;
+
+use clock_stack::*;
+use paywall::time::{SECONDS_PER_DAY, Timestamp};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn at(value: &Value) -> i64 {
+    Timestamp::parse_rfc3339(value.as_str().expect("a time"))
+        .expect("RFC 3339")
+        .unix_seconds()
+}
+
+fn start() -> i64 {
+    at(&json!(START_AT))
+}
+
+#[tokio::test]
+async fn the_plans_are_listed_publicly_from_the_catalogue() {
+    let s = stack("plans").await;
+    let answer = s
+        .http
+        .get(format!("{}/payment/plans", s.base))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status().as_u16(), 200, "no token needed");
+    assert_eq!(
+        answer.headers()["cache-control"].to_str().expect("text"),
+        "public, max-age=60"
+    );
+    let listing: Value = answer.json().await.expect("json");
+    let names: Vec<&str> = listing["plans"]
+        .as_array()
+        .expect("plans")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        ["starter", "monthly", "pro", "team"],
+        "cheapest first"
+    );
+    let team = &listing["plans"][3];
+    assert_eq!(team["trial"], json!({"days": 14, "card": false}));
+    assert_eq!(team["price_amount"], 9900);
+    assert_eq!(team["interval"], "month");
+    assert_eq!(
+        listing["plans"][0]["trial"],
+        json!({"days": 7, "card": true})
+    );
+    assert_eq!(listing["plans"][1]["days"], 30);
+    assert_eq!(listing["free"]["limits"]["api_calls"], 20);
+    assert!(
+        !listing.to_string().contains("pdt_"),
+        "no product id leaves the catalogue: {listing}"
+    );
+}
+
+#[tokio::test]
+async fn a_cardless_trial_runs_its_days_once_per_person_and_ends_with_its_event() {
+    let s = stack("cardless").await;
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/payment/trial",
+            "ann",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "trialing");
+    assert_eq!(body["has_paid"], true);
+    assert_eq!(body["plan"], "team");
+    assert_eq!(at(&body["trial_ends_at"]), start() + 14 * SECONDS_PER_DAY);
+    let (_, entitlements) = s
+        .call(Method::GET, "/payment/entitlements", "ann", None)
+        .await;
+    assert_eq!(entitlements["source"], "trial");
+    assert!(
+        entitlements["features"]
+            .as_array()
+            .expect("features")
+            .contains(&json!("sso")),
+        "{entitlements}"
+    );
+    assert_eq!(entitlements["limits"]["seats"]["limit"], 25);
+
+    // Once per person: the same user, another account with the same Gmail mailbox, an
+    // unverified address, a plan without a card-less trial.
+    let again = s
+        .call(
+            Method::POST,
+            "/payment/trial",
+            "ann",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(
+        (again.0, again.1["error"]["code"].clone()),
+        (409, json!("trial_used"))
+    );
+    let twin = |user: &str, email: &str, verified: bool| {
+        s.http
+            .post(format!("{}/payment/trial", s.base))
+            .bearer_auth(s.token_with(user, email, verified))
+            .json(&json!({"plan": "team"}))
+            .send()
+    };
+    let first = twin("gmail-1", "Ann.Smith+work@gmail.com", true)
+        .await
+        .expect("answered");
+    assert_eq!(first.status().as_u16(), 201);
+    let second = twin("gmail-2", "annsmith@googlemail.com", true)
+        .await
+        .expect("answered");
+    assert_eq!(
+        second.status().as_u16(),
+        409,
+        "the same mailbox is the same person"
+    );
+    let unverified = twin("nobody", "new@example.com", false)
+        .await
+        .expect("answered");
+    assert_eq!(unverified.status().as_u16(), 403);
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/payment/trial",
+            "bob",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("trial_not_offered"))
+    );
+
+    // It ends on time, through the hourly expiry sweep, with its event.
+    s.post("/dev/clock", json!({"to": "2027-01-29T09:59:59Z"}))
+        .await;
+    assert_eq!(s.status("ann").await["status"], "trialing");
+    s.advance("2h").await;
+    let ended = s.status("ann").await;
+    assert_eq!(ended["has_paid"], false, "{ended}");
+    assert_eq!(ended["trial_ends_at"], Value::Null);
+    let changes = s.changes("ann").await;
+    assert_eq!(changes, ["trial_started", "trial_ended"], "{changes:?}");
+    // Ended, it is still used: no second trial.
+    let later = s
+        .call(
+            Method::POST,
+            "/payment/trial",
+            "ann",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(later.0, 409);
+}
+
+#[tokio::test]
+async fn buying_during_a_cardless_trial_converts_it() {
+    let s = stack("converts").await;
+    let (status, _) = s
+        .call(
+            Method::POST,
+            "/payment/trial",
+            "cara",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    s.advance("3d").await;
+    s.buy("cara", "pro", "outcome=succeeded").await;
+    let paid = s.status("cara").await;
+    assert_eq!(
+        (paid["status"].clone(), paid["plan"].clone()),
+        (json!("active"), json!("pro"))
+    );
+    assert_eq!(paid["trial_ends_at"], Value::Null);
+    let changes = s.changes("cara").await;
+    assert_eq!(changes, ["trial_started", "trial_converted"], "{changes:?}");
+    // A paid plan running: a trial would mask nothing it paid for.
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/payment/trial",
+            "cara",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test]
+async fn cancel_and_resume_from_the_app_follow_dodo_and_are_idempotent() {
+    let s = stack("cancel-resume").await;
+    let (status, body) = s.call(Method::POST, "/payment/cancel", "dan", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("no_subscription"))
+    );
+    s.buy("dan", "pro", "outcome=succeeded").await;
+    let patches = || {
+        s.sim()
+            .api_calls()
+            .iter()
+            .filter(|c| c.starts_with("PATCH "))
+            .count()
+    };
+    let (status, body) = s.call(Method::POST, "/payment/cancel", "dan", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cancel_at_period_end"], true);
+    assert_eq!(body["has_paid"], true, "access runs to the period's end");
+    assert_eq!(
+        s.sim().subscriptions()[0]["cancel_at_next_billing_date"],
+        true
+    );
+    let (status, _) = s.call(Method::POST, "/payment/cancel", "dan", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(patches(), 1, "asked again, Dodo is not called again");
+
+    s.advance("5d").await;
+    let (status, body) = s.call(Method::POST, "/payment/resume", "dan", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cancel_at_period_end"], false);
+    assert_eq!(
+        s.sim().subscriptions()[0]["cancel_at_next_billing_date"],
+        false
+    );
+    let (status, _) = s.call(Method::POST, "/payment/resume", "dan", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(patches(), 2);
+
+    // Cancelled again, it ends at the period's end; then it is too late to resume.
+    s.call(Method::POST, "/payment/cancel", "dan", None).await;
+    s.post("/dev/clock", json!({"to": "2027-02-15T10:00:00Z"}))
+        .await;
+    let gone = s.status("dan").await;
+    assert_eq!(
+        (gone["has_paid"].clone(), gone["status"].clone()),
+        (json!(false), json!("cancelled"))
+    );
+    let (status, body) = s.call(Method::POST, "/payment/resume", "dan", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("subscription_ended"))
+    );
+    assert_eq!(s.events("subscription.renewed"), 0);
+    let changes = s.changes("dan").await;
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| *c == "cancellation_scheduled")
+            .count(),
+        2,
+        "{changes:?}"
+    );
+    assert!(changes.contains(&"resumed".to_owned()), "{changes:?}");
+}
