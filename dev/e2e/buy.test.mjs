@@ -249,7 +249,8 @@ async function answerTo(page, method, path, action, matches = () => true) {
 test("the pricing table is built from GET /payment/plans, with each plan's options for the user", async () => {
   const listing = await (await fetch(baseUrl + "/payment/plans")).json();
   // The demo catalogue (DEMO_PLANS): what the walk below relies on.
-  assert.deepEqual(listing.plans.map((p) => p.name), ["monthly", "pro", "team"]);
+  assert.deepEqual(listing.plans.map((p) => p.name), ["starter", "monthly", "pro", "team"]);
+  assert.deepEqual(listing.plans.find((p) => p.name === "starter").trial, { days: 7, card: true });
   assert.deepEqual(listing.plans.find((p) => p.name === "team").trial, { days: 14, card: false });
 
   const page = await browser.newPage();
@@ -278,12 +279,15 @@ test("the pricing table is built from GET /payment/plans, with each plan's optio
   const free = await page.locator(`${row("free")} li`).allTextContents();
   assert.deepEqual(free, [...listing.free.features, ...Object.entries(listing.free.limits).map(([k, v]) => `${k}: ${v}`)]);
 
-  // Signed in with nothing paid: buy, subscribe, or try the card-less trial.
+  // Signed in with nothing paid: buy, subscribe, try the card-less trial, or start the
+  // card trial (at checkout, so no separate Subscribe).
   await signIn(page, "browser-shopper");
   await waitForButton(page, "Buy monthly");
   await waitForButton(page, "Subscribe to pro");
   await waitForButton(page, "Start 14-day trial of team");
   await waitForButton(page, "Subscribe to team");
+  await waitForButton(page, "Start 7-day trial of starter");
+  await assertNoButton(page, "Subscribe to starter");
   assert.equal(await page.getByRole("button", { name: /^(Upgrade|Downgrade|Cancel|Resume)/ }).count(), 0);
   assert.equal((await statusOf(page)).status, "none");
 
@@ -302,8 +306,9 @@ test("the pricing table is built from GET /payment/plans, with each plan's optio
   await assertText(page, row("enterprise"), "billed every year");
   await assertText(page, row("enterprise"), "7 days, card required");
   assert.deepEqual(await page.locator(`${row("enterprise")} li`).allTextContents(), ["sso", "audit_log", "seats: 500"]);
-  await waitForButton(page, "Subscribe, 7 days free to enterprise");
-  await assertNoButton(page, "Start 7-day trial of enterprise"); // a card trial starts at checkout
+  await waitForButton(page, "Start 7-day trial of enterprise");
+  await assertNoButton(page, "Subscribe to enterprise");
+  await assertNoButton(page, "Start 14-day trial of team");
   await page.unroute("**/payment/plans");
   await page.close();
 });
@@ -352,6 +357,34 @@ test("Start 14-day trial: the team trial runs at once, card-less, with its end d
   await page.close();
 });
 
+test("Start 7-day trial with a card: Dodo's checkout, then trialing until the first charge", async () => {
+  const page = await browser.newPage();
+  await signIn(page, "browser-card-trialist");
+  const clock = await (await fetch(baseUrl + "/dev/clock")).json();
+  await button(page, "Start 7-day trial of starter").click();
+  await page.waitForURL(/\/dodo\/checkout\/cks_/);
+  await page.click("#pay");
+  await page.waitForURL((url) => url.pathname === "/");
+  await assertText(page, "#message", "Payment confirmed");
+  await assertText(page, "#plan", "starter");
+  await assertText(page, "#status", "trialing");
+
+  const status = await statusOf(page);
+  assert.equal(status.status, "trialing");
+  assert.equal(status.plan, "starter");
+  assert.equal(status.has_paid, true);
+  assert.ok(status.subscription_id, "a card trial is Dodo's subscription");
+  const days = (Date.parse(status.trial_ends_at) - Date.parse(clock.now)) / 86400000;
+  assert.ok(days > 6.99 && days < 7.01, `the trial lasts ${days} days`);
+  await assertText(page, "#trial-ends", `starter trial ends ${status.trial_ends_at}`);
+  // A subscriber on trial: theirs to cancel, the others to change to.
+  await assertText(page, row("starter"), "Your plan (trial)");
+  await waitForButton(page, "Cancel starter subscription");
+  await waitForButton(page, "Upgrade to pro");
+  await assertNoButton(page, "Start 7-day trial of starter");
+  await page.close();
+});
+
 test("a subscriber cancels at the end of the period from the table, and resumes", async () => {
   const page = await browser.newPage();
   await signIn(page, "browser-canceller");
@@ -365,6 +398,7 @@ test("a subscriber cancels at the end of the period from the table, and resumes"
   // A subscriber's options: cancel theirs, change to the other; no trial, no checkout.
   await waitForButton(page, "Cancel pro subscription");
   await waitForButton(page, "Upgrade to team");
+  await waitForButton(page, "Downgrade to starter");
   await assertNoButton(page, "Subscribe to pro");
   await assertNoButton(page, "Start 14-day trial of team");
 
