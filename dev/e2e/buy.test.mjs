@@ -218,10 +218,16 @@ function money(amount, currency) {
   return new Intl.NumberFormat("en-US", { style: "currency", currency }).format(amount / 100);
 }
 
-function previewWords(preview, interval) {
-  const now = preview.charge_now > 0 ? `${money(preview.charge_now, preview.currency)} now` : "nothing now";
-  const credit = preview.credit > 0 ? ` (${money(preview.credit, preview.currency)} credited)` : "";
-  return `${now}${credit}, then ${money(preview.next_charge, preview.currency)}/${interval} from ${preview.next_charge_at.slice(0, 10)}`;
+// A scheduled change charges nothing now: the preview's charge is made at its date.
+function previewWords(change, interval) {
+  const p = change.preview;
+  const credit = p.credit > 0 ? ` (${money(p.credit, p.currency)} credited)` : "";
+  const next = `then ${money(p.next_charge, p.currency)}/${interval} from ${p.next_charge_at.slice(0, 10)}`;
+  if (change.effective_at === "immediately") {
+    return `${p.charge_now > 0 ? `${money(p.charge_now, p.currency)} now` : "nothing now"}${credit}, ${next}`;
+  }
+  const first = p.charge_now !== p.next_charge ? `${money(p.charge_now, p.currency)} on ${p.effective_at.slice(0, 10)}, ` : "";
+  return `nothing now${credit}, ${first}${next}`;
 }
 
 // Subscribes the signed-in user to `plan` through the pricing table and Dodo's page.
@@ -365,11 +371,14 @@ test("Start 7-day trial with a card: Dodo's checkout, then trialing until the fi
   await page.waitForURL(/\/dodo\/checkout\/cks_/);
   await page.click("#pay");
   await page.waitForURL((url) => url.pathname === "/");
-  await assertText(page, "#message", "Payment confirmed");
+  // Nothing is paid until the trial ends: Dodo sends back a subscription, not a payment.
+  await assertText(page, "#message", "Subscription started: your trial runs until ");
   await assertText(page, "#plan", "starter");
   await assertText(page, "#status", "trialing");
 
   const status = await statusOf(page);
+  await assertText(page, "#message", `your trial runs until ${status.trial_ends_at}.`);
+  assert.equal(status.dodo_payment_id, null);
   assert.equal(status.status, "trialing");
   assert.equal(status.plan, "starter");
   assert.equal(status.has_paid, true);
@@ -446,7 +455,7 @@ test("a subscriber previews an upgrade, confirms it, schedules a downgrade and c
   assert.ok(up.data.preview.charge_now > 0 && up.data.preview.charge_now <= 9900, JSON.stringify(up.data.preview));
   assert.equal(up.data.preview.next_charge, 9900); // team's $99/month
   await page.waitForSelector("#change-preview:not([hidden])");
-  await assertText(page, "#change-preview-text", "Upgrade to team, effective immediately: " + previewWords(up.data.preview, "month"));
+  await assertText(page, "#change-preview-text", "Upgrade to team, effective immediately: " + previewWords(up.data, "month"));
   assert.match(await page.textContent("#change-preview-text"), /: \$\d+\.\d\d now, then \$99\.00\/month from \d{4}-\d\d-\d\d\./);
   await page.screenshot({ path: join(screenshots, "upgrade-preview.png") });
   const previewed = await statusOf(page);
@@ -473,11 +482,12 @@ test("a subscriber previews an upgrade, confirms it, schedules a downgrade and c
   assert.equal(down.status, 200, JSON.stringify(down.data));
   assert.equal(down.data.direction, "downgrade");
   assert.equal(down.data.effective_at, "next_billing_date");
-  assert.equal(down.data.preview.charge_now, 0);
   assert.equal(down.data.preview.next_charge, 4900); // pro's $49/month
   const billingDate = down.data.preview.effective_at.slice(0, 10);
+  assert.equal(down.data.preview.next_charge_at.slice(0, 10), billingDate);
   await assertText(page, "#change-preview-text",
-    `Downgrade to pro, effective at the next billing date (${billingDate}): ` + previewWords(down.data.preview, "month"));
+    `Downgrade to pro, effective at the next billing date (${billingDate}): ` + previewWords(down.data, "month"));
+  await assertText(page, "#change-preview-text", `: nothing now, then $49.00/month from ${billingDate}.`);
   await button(page, "Confirm downgrade to pro").click();
   await assertText(page, "#plans-message", "Your plan moves to pro at ");
 
