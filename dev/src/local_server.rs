@@ -273,6 +273,11 @@ impl LocalStack {
                         .filter(|plan| plan.is_subscription())
                         .map(|plan| plan.product_id.as_str().to_owned()),
                 );
+                // Each product costs what the catalogue's `price` says (else the default).
+                simulator.set_product_prices(catalog.plans().iter().filter_map(|plan| {
+                    let cents = i64::try_from(plan.price_amount()?).ok()?;
+                    Some((plan.product_id.as_str().to_owned(), cents))
+                }));
                 (
                     DodoConfig {
                         api_key: SecretString::from(SIMULATOR_API_KEY),

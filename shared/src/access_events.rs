@@ -142,3 +142,51 @@ pub fn observer(catalog: &Catalog) -> AccessObserver {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entitlements::Source;
+
+    fn access(plan: Option<&str>, trial_ends: Option<i64>, cancel: bool) -> Entitlements {
+        Entitlements {
+            plan: plan.map(str::to_owned),
+            source: plan.map(|_| Source::Subscription),
+            valid_until: plan.map(|_| Timestamp::from_unix_seconds(1_000)),
+            trial_ends_at: trial_ends.map(Timestamp::from_unix_seconds),
+            cancel_at_period_end: cancel,
+            features: Vec::new(),
+            limits: Default::default(),
+        }
+    }
+
+    #[test]
+    fn trials_and_cancellations_are_named() {
+        let active = Trigger::Subscription(SubscriptionStatus::Active);
+        let none = access(None, None, false);
+        let trialing = access(Some("pro"), Some(500), false);
+        let paid = access(Some("pro"), None, false);
+        let leaving = access(Some("pro"), None, true);
+        for (before, after, trigger, kind) in [
+            (&none, &trialing, &active, "trial_started"),
+            (&trialing, &paid, &active, "trial_converted"),
+            (&trialing, &none, &Trigger::Expiry, "trial_ended"),
+            (
+                &trialing,
+                &none,
+                &Trigger::Subscription(SubscriptionStatus::OnHold),
+                "trial_ended",
+            ),
+            (&none, &paid, &Trigger::Payment, "granted"),
+            (&paid, &leaving, &active, "cancellation_scheduled"),
+            (&leaving, &paid, &active, "resumed"),
+            (&paid, &none, &Trigger::Expiry, "expired"),
+        ] {
+            assert_eq!(
+                change_kind(before, after, trigger),
+                kind,
+                "{before:?} -> {after:?}"
+            );
+        }
+    }
+}

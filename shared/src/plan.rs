@@ -722,6 +722,77 @@ mod tests {
         assert_eq!(picked.map(|(n, _)| n), Some("month"));
     }
 
+    #[test]
+    fn trials_and_plan_changes_are_read_and_checked() {
+        let plans = r#"{"basic": {"product_id": "pdt_b", "kind": "subscription", "price": "$9/month", "trial_days": 7},
+                        "team": {"product_id": "pdt_t", "kind": "subscription", "price": "$99/month",
+                                 "trial": {"days": 14, "card": false},
+                                 "change": {"upgrade": "next_billing_date", "proration": "full_immediately",
+                                            "on_payment_failure": "apply_change"}},
+                        "week": {"product_id": "pdt_w", "kind": "pass", "days": 7, "trial": {"days": 3, "card": false}}}"#;
+        let lookup = |name: &str| (name == "PLANS").then(|| plans.to_owned());
+        let catalog = Catalog::from_vars(&Vars::new(&lookup)).expect("valid");
+        let basic = catalog.get("basic").expect("basic");
+        assert_eq!(basic.card_trial_days(), Some(7));
+        assert_eq!(basic.cardless_trial_days(), None);
+        assert_eq!(basic.change, ChangePolicy::default());
+        assert_eq!(basic.interval.as_deref(), Some("month"));
+        let team = catalog.get("team").expect("team");
+        assert_eq!(team.cardless_trial_days(), Some(14));
+        assert_eq!(team.change.upgrade, ChangeTiming::NextBillingDate);
+        assert_eq!(team.change.downgrade, ChangeTiming::NextBillingDate);
+        assert_eq!(team.change.proration, "full_immediately");
+        assert_eq!(team.change.on_payment_failure, "apply_change");
+        assert_eq!(
+            catalog.get("week").and_then(Plan::cardless_trial_days),
+            Some(3)
+        );
+        assert!(catalog.is_upgrade("basic", "team"));
+        assert!(!catalog.is_upgrade("team", "basic"));
+        // A monthly price and a pass's days compare per day.
+        assert!(
+            catalog.is_upgrade("week", "team"),
+            "$99 a month over no price"
+        );
+
+        for (plans, names) in [
+            (
+                r#"{"p": {"product_id": "pdt_p", "kind": "pass", "trial_days": 7}}"#,
+                vec!["`p`", "card = false"],
+            ),
+            (
+                r#"{"p": {"product_id": "pdt_p", "kind": "subscription", "trial_days": 0}}"#,
+                vec!["`p`", "trial days"],
+            ),
+            (
+                r#"{"p": {"product_id": "pdt_p", "kind": "subscription", "trial_days": 7, "trial": {"days": 7}}}"#,
+                vec!["not both"],
+            ),
+            (
+                r#"{"p": {"product_id": "pdt_p", "kind": "subscription", "change": {"proration": "sometimes"}}}"#,
+                vec!["change.proration", "prorated_immediately"],
+            ),
+            (
+                r#"{"p": {"product_id": "pdt_p", "kind": "subscription", "change": {"downgrade": "later"}}}"#,
+                vec!["change.downgrade"],
+            ),
+            (
+                r#"{"p": {"product_id": "pdt_p", "kind": "pass", "change": {}}}"#,
+                vec!["change is for subscriptions"],
+            ),
+            (
+                r#"{"p": {"product_id": "pdt_p", "kind": "subscription", "interval": "fortnight"}}"#,
+                vec!["interval"],
+            ),
+            (r#"{"free": {"trial_days": 7}}"#, vec!["`free`", "trial"]),
+        ] {
+            let err = error_of(plans);
+            for name in names {
+                assert!(err.contains(name), "{plans}: {err} should name {name}");
+            }
+        }
+    }
+
     fn error_of(plans: &str) -> String {
         let lookup = |name: &str| (name == "PLANS").then(|| plans.to_owned());
         Catalog::from_vars(&Vars::new(&lookup))

@@ -4,8 +4,12 @@
 //!
 //! The model (Dodo's documentation, 2026; README "Test clock" says the same):
 //! - A subscription is bought in a checkout: `subscription.active` and the first
-//!   `payment.succeeded` (the payment names the subscription and carries no cart).
-//! - Each month (calendar month, from the day it started) Dodo charges the card. Paid:
+//!   `payment.succeeded` (the payment names the subscription and carries no cart). With a
+//!   free trial (`subscription_data.trial_period_days`), `subscription.active` alone: the
+//!   first charge is at the trial's end, a renewal as below (`subscriptions.rs`).
+//! - Each month (calendar month, from the day it started) Dodo charges the card its
+//!   `recurring_pre_tax_amount`, less the subscription's credit from downgrades (a charge
+//!   the credit pays in full makes no payment). Paid:
 //!   `payment.succeeded` and `subscription.renewed`, `previous_billing_date` becomes the
 //!   old `next_billing_date`, which moves on a month. Declined: `payment.failed` and
 //!   `subscription.on_hold`; Dodo's payment retries (on, with the default 13-day recovery
@@ -13,6 +17,8 @@
 //!   failure another `payment.failed`. A retry that succeeds makes it `active` again
 //!   (`payment.succeeded`, `subscription.active`, a new period from then). When the window
 //!   ends it stays `on_hold` (Dodo neither cancels nor expires it).
+//! - A plan change scheduled for the renewal (`effective_at: next_billing_date`) is charged
+//!   instead of it, at the new price (`subscriptions.rs`).
 //! - A new card (the customer, in the portal) charges an on-hold subscription at once.
 //! - `cancel_at_next_billing_date` (`PATCH /subscriptions/{id}`): `subscription.updated`
 //!   now; at the period's end no charge, status `cancelled`, `subscription.cancelled`.
@@ -74,11 +80,11 @@ pub(super) enum Action {
 /// Events one change produces, in the order Dodo would send them.
 pub(super) type Emitted = Vec<(String, Value)>;
 
-fn rfc3339(seconds: i64) -> String {
+pub(super) fn rfc3339(seconds: i64) -> String {
     Timestamp::from_unix_seconds(seconds).to_rfc3339()
 }
 
-fn seconds_of(value: &Value, key: &str) -> Option<i64> {
+pub(super) fn seconds_of(value: &Value, key: &str) -> Option<i64> {
     value
         .get(key)
         .and_then(Value::as_str)
@@ -91,7 +97,9 @@ pub(super) struct NewPayment<'a> {
     pub id: String,
     pub now: i64,
     pub succeeded: bool,
-    pub quantity: i64,
+    /// What it charges, in minor units (the products' prices times their quantities, or a
+    /// subscription's charge after its credit).
+    pub amount: i64,
     pub customer: &'a Value,
     pub metadata: Value,
     pub checkout_session_id: Option<&'a str>,
@@ -99,14 +107,18 @@ pub(super) struct NewPayment<'a> {
     /// `None` for a subscription's payments: Dodo sends no cart with those.
     pub product_cart: Option<Value>,
     pub retry_attempt: usize,
-    /// What a subscription's charge pays for: Dodo's `charge_type` (`new`, `renewal`) and
-    /// the period it starts, `[start, end)` (its `service_periods` once succeeded).
+    /// What a subscription's charge pays for: Dodo's `charge_type` (`new`, `renewal`,
+    /// `plan_change`) and the period it starts, `[start, end)` (its `service_periods` once
+    /// succeeded).
     pub charge: Option<(&'a str, (i64, i64))>,
+    /// The part of a full period the charge pays for (`service_periods[].proration_factor`;
+    /// `None`: a full period, `"1"`).
+    pub proration_factor: Option<String>,
 }
 
 impl NewPayment<'_> {
     pub fn into_json(self) -> Value {
-        let amount = DEFAULT_PRICE_MINOR * self.quantity.max(1);
+        let amount = self.amount;
         // Dodo's `service_periods`: empty unless the payment succeeded and pays a
         // subscription's period (SDK `Payment.service_periods`).
         let service_periods = match (self.charge, self.subscription_id) {
@@ -114,7 +126,7 @@ impl NewPayment<'_> {
                 "subscription_id": subscription_id,
                 "starts_at": rfc3339(start),
                 "ends_at": rfc3339(end),
-                "proration_factor": "1",
+                "proration_factor": self.proration_factor.as_deref().unwrap_or("1"),
             }]),
             _ => json!([]),
         };
@@ -157,6 +169,20 @@ impl NewPayment<'_> {
     }
 }
 
+/// What a new subscription is: its product, price, and trial.
+pub(super) struct NewSubscription<'a> {
+    pub product_id: &'a str,
+    /// The product's price (minor units); `recurring_pre_tax_amount` is it times `quantity`.
+    pub unit_price: i64,
+    pub quantity: i64,
+    pub customer: &'a Value,
+    pub metadata: &'a Value,
+    /// The card is declined at every later charge.
+    pub renewal_fails: bool,
+    /// A free trial of this many days (0: none): the first charge is at its end.
+    pub trial_days: i64,
+}
+
 impl Records {
     pub(super) fn schedule(&mut self, at_seconds: i64, action: Action) {
         self.schedule_ms(at_seconds * 1000, action);
@@ -171,31 +197,30 @@ impl Records {
         });
     }
 
-    /// A subscription bought in checkout `session_id`, active from `now`.
-    pub(super) fn start_subscription(
-        &mut self,
-        now: i64,
-        product_id: &str,
-        customer: &Value,
-        metadata: &Value,
-        renewal_fails: bool,
-    ) -> Value {
+    /// A subscription bought in a checkout, active from `now`: its first period paid now,
+    /// or, with a trial, free until the trial ends (the first charge then).
+    pub(super) fn start_subscription(&mut self, now: i64, new: NewSubscription) -> Value {
         let id = self.new_id("sub");
-        let next = add_months(now, 1);
+        let next = if new.trial_days > 0 {
+            now + new.trial_days * SECONDS_PER_DAY
+        } else {
+            add_months(now, 1)
+        };
+        let customer = new.customer;
         // Every field Dodo's `Subscription` requires (SDK `types/subscription.py`); the
         // simulator sells no addons, meters or credits, so those lists are empty.
         let subscription = json!({
             "subscription_id": id,
             "brand_id": "bus_simulator",
             "status": "active",
-            "product_id": product_id,
-            "quantity": 1,
+            "product_id": new.product_id,
+            "quantity": new.quantity,
             "customer": {
                 "customer_id": customer["customer_id"],
                 "email": customer["email"],
                 "name": customer["name"],
             },
-            "metadata": metadata,
+            "metadata": new.metadata,
             "created_at": rfc3339(now),
             "previous_billing_date": rfc3339(now),
             "next_billing_date": rfc3339(next),
@@ -205,10 +230,12 @@ impl Records {
             "payment_frequency_interval": "Month",
             "subscription_period_count": 10,
             "subscription_period_interval": "Year",
-            "recurring_pre_tax_amount": DEFAULT_PRICE_MINOR,
+            "recurring_pre_tax_amount": new.unit_price * new.quantity,
             "currency": "USD",
             "tax_inclusive": false,
-            "trial_period_days": 0,
+            "trial_period_days": new.trial_days,
+            // A free trial: nothing charged for it (Dodo's paid trials are not simulated).
+            "trial_amount": null,
             "on_demand": false,
             "billing": {"country": "US"},
             "has_payment_method": true,
@@ -216,10 +243,14 @@ impl Records {
             "meters": [],
             "credit_entitlement_cart": [],
             "meter_credit_entitlement_cart": [],
+            "scheduled_change": null,
         });
         self.note_object(&id, &subscription);
         self.subscriptions.insert(id.clone(), subscription.clone());
-        self.renewal_fails.insert(id.clone(), renewal_fails);
+        self.renewal_fails.insert(id.clone(), new.renewal_fails);
+        if new.trial_days > 0 {
+            self.trial_ends.insert(id.clone(), next);
+        }
         self.schedule(
             next,
             Action::Renew {
@@ -230,14 +261,44 @@ impl Records {
         subscription
     }
 
-    /// One charge of a subscription, for the period `period` (a renewal's, or a new one
-    /// from now when it recovers from on hold): the payment, stored.
-    fn charge(
+    /// Whether the subscription's card pays.
+    pub(super) fn card_pays(&self, subscription_id: &str) -> bool {
+        !self
+            .renewal_fails
+            .get(subscription_id)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// What a charge of `gross` costs after the subscription's credit: (the amount to
+    /// charge, the credit it uses).
+    pub(super) fn after_credit(&self, subscription_id: &str, gross: i64) -> (i64, i64) {
+        let credit = self.credits.get(subscription_id).copied().unwrap_or(0);
+        let used = credit.clamp(0, gross.max(0));
+        (gross - used, used)
+    }
+
+    /// Adds `delta` (negative: spends) to the subscription's credit.
+    pub(super) fn add_credit(&mut self, subscription_id: &str, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let credit = self.credits.entry(subscription_id.to_owned()).or_insert(0);
+        *credit += delta;
+        if *credit <= 0 {
+            self.credits.remove(subscription_id);
+        }
+    }
+
+    /// One charge of a subscription of `amount`: the payment, stored.
+    pub(super) fn charge(
         &mut self,
         subscription_id: &str,
         now: i64,
         retry_attempt: usize,
-        period: (i64, i64),
+        amount: i64,
+        charge: (&str, (i64, i64)),
+        proration_factor: Option<String>,
     ) -> Value {
         let id = self.new_id("pay");
         let subscription = &self.subscriptions[subscription_id];
@@ -248,23 +309,19 @@ impl Records {
         let customer = find_customer(self, customer_id)
             .cloned()
             .unwrap_or_else(|| subscription["customer"].clone());
-        let succeeds = !self
-            .renewal_fails
-            .get(subscription_id)
-            .copied()
-            .unwrap_or(false);
         let payment = NewPayment {
             id,
             now,
-            succeeded: succeeds,
-            quantity: 1,
+            succeeded: self.card_pays(subscription_id),
+            amount,
             customer: &customer,
             metadata: subscription["metadata"].clone(),
             checkout_session_id: None,
             subscription_id: Some(subscription_id),
             product_cart: None,
             retry_attempt,
-            charge: Some(("renewal", period)),
+            charge: Some(charge),
+            proration_factor,
         }
         .into_json();
         let id = payment["payment_id"]
@@ -274,6 +331,39 @@ impl Records {
         self.note_object(&id, &payment);
         self.payments.insert(id, payment.clone());
         payment
+    }
+
+    /// Charges the subscription's recurring amount (less its credit) for `period`: the
+    /// payment, or `None` when the credit pays it all (no payment then). The credit is
+    /// spent only when paid.
+    fn charge_period(
+        &mut self,
+        subscription_id: &str,
+        now: i64,
+        retry_attempt: usize,
+        period: (i64, i64),
+        charge_type: &str,
+    ) -> Option<Value> {
+        let gross = self.subscriptions[subscription_id]["recurring_pre_tax_amount"]
+            .as_i64()
+            .unwrap_or(DEFAULT_PRICE_MINOR);
+        let (amount, used) = self.after_credit(subscription_id, gross);
+        if amount == 0 {
+            self.add_credit(subscription_id, -used);
+            return None;
+        }
+        let payment = self.charge(
+            subscription_id,
+            now,
+            retry_attempt,
+            amount,
+            (charge_type, period),
+            None,
+        );
+        if payment["status"] == "succeeded" {
+            self.add_credit(subscription_id, -used);
+        }
+        Some(payment)
     }
 
     /// Starts a new paid period at `now` (a recovered subscription).
@@ -300,7 +390,12 @@ impl Records {
 
     /// The charge that failed at `now` (`retry_attempt` 0: the renewal itself): on hold,
     /// with the next retry scheduled if the recovery window has one left.
-    fn hold(&mut self, subscription_id: &str, failed_at: i64, next_attempt: usize) -> Value {
+    pub(super) fn hold(
+        &mut self,
+        subscription_id: &str,
+        failed_at: i64,
+        next_attempt: usize,
+    ) -> Value {
         self.holds.insert(subscription_id.to_owned(), failed_at);
         if let Some(offset) = RETRY_AFTER_FAILURE.get(next_attempt - 1) {
             self.schedule(
@@ -320,57 +415,125 @@ impl Records {
         subscription.clone()
     }
 
+    /// The renewal due at `due` (the subscription's `next_billing_date`), at `now`.
+    fn renew(&mut self, subscription_id: &str, due: i64, now: i64) -> Emitted {
+        let Some(subscription) = self.subscriptions.get(subscription_id) else {
+            return vec![];
+        };
+        // Stale: the period moved (a recovery, a plan change) or the subscription stopped.
+        if subscription["status"] != "active"
+            || seconds_of(subscription, "next_billing_date") != Some(due)
+        {
+            return vec![];
+        }
+        // The trial, if any, ends now, whatever the charge does.
+        self.trial_ends.remove(subscription_id);
+        if subscription["cancel_at_next_billing_date"] == true {
+            self.clear_scheduled_change(subscription_id);
+            let subscription = self.subscriptions.get_mut(subscription_id).expect("exists");
+            subscription["status"] = json!("cancelled");
+            subscription["cancelled_at"] = json!(rfc3339(now));
+            return vec![("subscription.cancelled".into(), subscription.clone())];
+        }
+        // A change scheduled for this date: its payment replaces the renewal's and charges
+        // the new plan's price (SDK `SubscriptionChangePlanParams.on_payment_failure`).
+        let scheduled = subscription["scheduled_change"]
+            .get("product_id")
+            .is_some()
+            .then(|| self.scheduled_terms.get(subscription_id).cloned())
+            .flatten();
+        let period = (due, add_months(due, 1));
+        let mut emitted = Vec::new();
+        let paid = match &scheduled {
+            Some(terms) => {
+                let (amount, used) = self.after_credit(subscription_id, terms.amount);
+                let payment = (amount > 0).then(|| {
+                    self.charge(
+                        subscription_id,
+                        now,
+                        0,
+                        amount,
+                        ("plan_change", period),
+                        None,
+                    )
+                });
+                let paid = payment.as_ref().is_none_or(|p| p["status"] == "succeeded");
+                if paid {
+                    self.add_credit(subscription_id, -used);
+                }
+                if paid || !terms.prevent_change {
+                    self.apply_scheduled_change(subscription_id);
+                } else {
+                    // `prevent_change`: the change is cancelled; the subscription renews on
+                    // its current plan, with the usual retries.
+                    self.clear_scheduled_change(subscription_id);
+                }
+                if let Some(payment) = &payment {
+                    let event = if paid {
+                        "payment.succeeded"
+                    } else {
+                        "payment.failed"
+                    };
+                    emitted.push((event.into(), payment.clone()));
+                }
+                if paid || !terms.prevent_change {
+                    let snapshot = self.subscriptions[subscription_id].clone();
+                    emitted.push(("subscription.plan_changed".into(), snapshot));
+                }
+                // The renewal's own payment is the one above.
+                let payment_id = payment.map(|p| p["payment_id"].clone());
+                paid.then_some(payment_id.unwrap_or(Value::Null))
+            }
+            None => {
+                let payment = self.charge_period(subscription_id, now, 0, period, "renewal");
+                let paid = payment.as_ref().is_none_or(|p| p["status"] == "succeeded");
+                if let Some(payment) = &payment {
+                    let event = if paid {
+                        "payment.succeeded"
+                    } else {
+                        "payment.failed"
+                    };
+                    emitted.push((event.into(), payment.clone()));
+                }
+                let payment_id = payment.map(|p| p["payment_id"].clone());
+                paid.then_some(payment_id.unwrap_or(Value::Null))
+            }
+        };
+        match paid {
+            Some(payment_id) => {
+                let next = period.1;
+                let subscription = self.subscriptions.get_mut(subscription_id).expect("exists");
+                subscription["previous_billing_date"] = json!(rfc3339(due));
+                subscription["next_billing_date"] = json!(rfc3339(next));
+                let mut snapshot = subscription.clone();
+                // `subscription.renewed` names the payment that renewed it (SDK
+                // `SubscriptionRenewedWebhookEvent.Data.payment_id`); none when the
+                // subscription's credit paid it all.
+                snapshot["payment_id"] = payment_id;
+                self.schedule(
+                    next,
+                    Action::Renew {
+                        subscription_id: subscription_id.to_owned(),
+                        due: next,
+                    },
+                );
+                emitted.push(("subscription.renewed".into(), snapshot));
+            }
+            None => {
+                let snapshot = self.hold(subscription_id, now, 1);
+                emitted.push(("subscription.on_hold".into(), snapshot));
+            }
+        }
+        emitted
+    }
+
     /// Runs one scheduled billing action at `now`; what it emits.
     pub(super) fn run_billing(&mut self, action: &Action, now: i64) -> Emitted {
         match action {
             Action::Renew {
                 subscription_id,
                 due,
-            } => {
-                let Some(subscription) = self.subscriptions.get(subscription_id) else {
-                    return vec![];
-                };
-                // Stale: the period moved (a recovery) or the subscription stopped.
-                if subscription["status"] != "active"
-                    || seconds_of(subscription, "next_billing_date") != Some(*due)
-                {
-                    return vec![];
-                }
-                if subscription["cancel_at_next_billing_date"] == true {
-                    let subscription = self.subscriptions.get_mut(subscription_id).expect("exists");
-                    subscription["status"] = json!("cancelled");
-                    subscription["cancelled_at"] = json!(rfc3339(now));
-                    return vec![("subscription.cancelled".into(), subscription.clone())];
-                }
-                let payment = self.charge(subscription_id, now, 0, (*due, add_months(*due, 1)));
-                if payment["status"] == "succeeded" {
-                    let next = add_months(*due, 1);
-                    let subscription = self.subscriptions.get_mut(subscription_id).expect("exists");
-                    subscription["previous_billing_date"] = json!(rfc3339(*due));
-                    subscription["next_billing_date"] = json!(rfc3339(next));
-                    let mut snapshot = subscription.clone();
-                    // `subscription.renewed` names the payment that renewed it (SDK
-                    // `SubscriptionRenewedWebhookEvent.Data.payment_id`).
-                    snapshot["payment_id"] = payment["payment_id"].clone();
-                    self.schedule(
-                        next,
-                        Action::Renew {
-                            subscription_id: subscription_id.clone(),
-                            due: next,
-                        },
-                    );
-                    vec![
-                        ("payment.succeeded".into(), payment),
-                        ("subscription.renewed".into(), snapshot),
-                    ]
-                } else {
-                    let snapshot = self.hold(subscription_id, now, 1);
-                    vec![
-                        ("payment.failed".into(), payment),
-                        ("subscription.on_hold".into(), snapshot),
-                    ]
-                }
-            }
+            } => self.renew(subscription_id, *due, now),
             Action::RetryCharge {
                 subscription_id,
                 failed_at,
@@ -382,18 +545,23 @@ impl Records {
                 if !still_on_this_hold {
                     return vec![];
                 }
-                let payment =
-                    self.charge(subscription_id, now, *attempt, (now, add_months(now, 1)));
-                if payment["status"] == "succeeded" {
+                let period = (now, add_months(now, 1));
+                let payment = self.charge_period(subscription_id, now, *attempt, period, "renewal");
+                if payment.as_ref().is_none_or(|p| p["status"] == "succeeded") {
                     let snapshot = self.reactivate(subscription_id, now);
-                    vec![
-                        ("payment.succeeded".into(), payment),
-                        ("subscription.active".into(), snapshot),
-                    ]
+                    let mut emitted: Emitted = payment
+                        .map(|p| ("payment.succeeded".into(), p))
+                        .into_iter()
+                        .collect();
+                    emitted.push(("subscription.active".into(), snapshot));
+                    emitted
                 } else {
                     self.holds.remove(subscription_id);
                     self.hold(subscription_id, *failed_at, attempt + 1);
-                    vec![("payment.failed".into(), payment)]
+                    payment
+                        .map(|p| ("payment.failed".into(), p))
+                        .into_iter()
+                        .collect()
                 }
             }
             Action::ResolveDispute { dispute_id, won } => {
@@ -429,15 +597,21 @@ impl Records {
         if self.subscriptions[subscription_id]["status"] != "on_hold" {
             return vec![];
         }
-        let payment = self.charge(subscription_id, now, 0, (now, add_months(now, 1)));
-        if payment["status"] == "succeeded" {
+        let period = (now, add_months(now, 1));
+        let payment = self.charge_period(subscription_id, now, 0, period, "renewal");
+        if payment.as_ref().is_none_or(|p| p["status"] == "succeeded") {
             let snapshot = self.reactivate(subscription_id, now);
-            vec![
-                ("payment.succeeded".into(), payment),
-                ("subscription.active".into(), snapshot),
-            ]
+            let mut emitted: Emitted = payment
+                .map(|p| ("payment.succeeded".into(), p))
+                .into_iter()
+                .collect();
+            emitted.push(("subscription.active".into(), snapshot));
+            emitted
         } else {
-            vec![("payment.failed".into(), payment)]
+            payment
+                .map(|p| ("payment.failed".into(), p))
+                .into_iter()
+                .collect()
         }
     }
 
@@ -445,13 +619,21 @@ impl Records {
         &mut self,
         subscription_id: &str,
         cancel: bool,
-    ) -> Option<Emitted> {
+    ) -> Option<Result<Emitted, &'static str>> {
         let subscription = self.subscriptions.get_mut(subscription_id)?;
+        // Idempotent: asking again for what is already so changes nothing, sends nothing.
         if subscription["cancel_at_next_billing_date"] == cancel {
-            return Some(vec![]);
+            return Some(Ok(vec![]));
+        }
+        // Once cancelled there is no period end left to cancel at, nor to resume before.
+        if subscription["status"] == "cancelled" {
+            return Some(Err("The subscription is already cancelled"));
         }
         subscription["cancel_at_next_billing_date"] = json!(cancel);
-        Some(vec![("subscription.updated".into(), subscription.clone())])
+        Some(Ok(vec![(
+            "subscription.updated".into(),
+            subscription.clone(),
+        )]))
     }
 
     /// A full refund of a succeeded payment, once.

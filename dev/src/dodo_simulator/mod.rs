@@ -32,10 +32,32 @@
 //! schedule, no guaranteed order, each delivery carrying the latest state, attaching an
 //! e-mail-only checkout to the existing customer — follows Dodo's documentation as
 //! DESIGN.md cites it, each at the code that does it.
+//!
+//! One file per Dodo resource, each reading alone: `checkouts.rs` (sessions and the hosted
+//! page), `payments.rs` (and the list pages), `products.rs`, `subscriptions.rs` (with plan
+//! changes, trials, cancel and resume: the rules modelled and their sources are at its
+//! top), `customers.rs` (and the portal), `claims.rs` (refunds and disputes),
+//! `delivery.rs` (signed webhooks and their retries), `billing.rs` (what happens on the
+//! clock); this file keeps the shared state, the router and the API gate.
 
 mod billing;
+mod checkouts;
+mod claims;
+mod customers;
+mod delivery;
 pub mod faults;
+mod payments;
+mod products;
 pub mod record;
+mod subscriptions;
+
+use checkouts::*;
+use claims::*;
+use customers::*;
+use delivery::*;
+use payments::*;
+use products::*;
+use subscriptions::*;
 
 use std::collections::HashMap;
 use std::path::{Path as FilePath, PathBuf};
@@ -43,9 +65,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use paywall::time::{Clock, Timestamp};
 use paywall::webhook_signature::WebhookSecret;
@@ -71,8 +92,13 @@ pub const DODO_RETRY_SCHEDULE: [Duration; 7] = [
     Duration::from_secs(10 * 3600),
 ];
 
-/// The price every simulated product has: $19.00, the original router's price.
+/// The price of a simulated product whose price was not set
+/// ([`DodoSimulator::set_product_prices`]): $19.00, the original router's price.
 pub const DEFAULT_PRICE_MINOR: i64 = 1900;
+
+/// The name every simulated product has (`GET /products/{id}`, a scheduled change's
+/// `product_name`).
+const PRODUCT_NAME: &str = "Paywall access";
 
 /// Where and how the simulator delivers webhooks.
 #[derive(Clone)]
@@ -118,6 +144,9 @@ pub struct Delivery {
 struct Checkout {
     request: Value,
     payment_id: Option<String>,
+    /// The subscription a trial checkout started (no payment until the trial ends).
+    #[serde(default)]
+    subscription_id: Option<String>,
     /// The customer the session is attached to, once known (at creation when the
     /// request names a customer or an e-mail; else when the buyer types one on the page).
     #[serde(default)]
@@ -154,6 +183,16 @@ struct Records {
     /// before, as Dodo's are, even when one change sends several in the same instant.
     #[serde(default)]
     last_event_ms: i64,
+    /// Subscriptions in a free trial: when it ends (s). Gone at the first charge.
+    #[serde(default)]
+    trial_ends: HashMap<String, i64>,
+    /// Each subscription's credit (minor units) from downgrades, spent on later charges.
+    #[serde(default)]
+    credits: HashMap<String, i64>,
+    /// What the subscription's `scheduled_change` does not say: the new recurring amount
+    /// and whether a failed payment cancels the change (`prevent_change`).
+    #[serde(default)]
+    scheduled_terms: HashMap<String, subscriptions::ScheduledTerms>,
     /// Lookups by user and by payment (rebuilt when the records are read back).
     #[serde(skip)]
     index: Index,
@@ -253,6 +292,8 @@ struct Inner {
     rng: Option<Rng>,
     /// Products sold as subscriptions (the rest are one-time).
     subscription_products: std::collections::HashSet<String>,
+    /// Each product's price in minor units (else [`DEFAULT_PRICE_MINOR`]).
+    product_prices: HashMap<String, i64>,
     faults_injected: u64,
     /// The seed, when seeded, and how many of each API call came so far.
     seed: Option<u64>,
@@ -260,6 +301,15 @@ struct Inner {
     fault: Option<Fault>,
     deliveries: Vec<Delivery>,
     api_calls: Vec<String>,
+}
+
+impl Inner {
+    fn price_of(&self, product_id: &str) -> i64 {
+        self.product_prices
+            .get(product_id)
+            .copied()
+            .unwrap_or(DEFAULT_PRICE_MINOR)
+    }
 }
 
 struct Shared {
@@ -426,6 +476,19 @@ impl DodoSimulator {
         self.with(|inner| inner.subscription_products = products);
     }
 
+    /// Each product's price in minor units (cents), for `GET /products/{id}`, checkouts,
+    /// a subscription's `recurring_pre_tax_amount` and so its renewals and plan changes.
+    /// A product left out costs [`DEFAULT_PRICE_MINOR`]. Replaces the prices set before.
+    pub fn set_product_prices(&self, prices: impl IntoIterator<Item = (String, i64)>) {
+        let prices = prices.into_iter().collect();
+        self.with(|inner| inner.product_prices = prices);
+    }
+
+    /// A product's price in minor units.
+    pub fn product_price(&self, product_id: &str) -> i64 {
+        self.with(|inner| inner.price_of(product_id))
+    }
+
     /// Faults from now on (`Faults::default()`: none).
     pub fn set_faults(&self, faults: Faults) {
         self.with(|inner| inner.faults = faults);
@@ -526,45 +589,6 @@ impl DodoSimulator {
             }
         }
         true
-    }
-
-    /// The customer puts in a new card (in Dodo's portal); `succeeds` says whether it
-    /// pays. An on-hold subscription is charged with it at once. `false`: no such
-    /// subscription.
-    pub async fn new_card(&self, subscription_id: &str, succeeds: bool) -> bool {
-        let now = self.now();
-        let known = self.with(|inner| inner.records.subscriptions.contains_key(subscription_id));
-        let emitted = self.change(|records| records.new_card(subscription_id, succeeds, now));
-        self.emit(emitted).await;
-        known
-    }
-
-    /// `PATCH /subscriptions/{id}` with `cancel_at_next_billing_date`.
-    pub async fn cancel_at_period_end(&self, subscription_id: &str, cancel: bool) -> bool {
-        let emitted =
-            self.change(|records| records.set_cancel_at_period_end(subscription_id, cancel));
-        let found = emitted.is_some();
-        self.emit(emitted.unwrap_or_default()).await;
-        found
-    }
-
-    /// `POST /refunds`: a full refund of a succeeded payment.
-    pub async fn refund(&self, payment_id: &str) -> Result<Value, String> {
-        let now = self.now();
-        let emitted = self.change(|records| records.refund(payment_id, "requested", now))?;
-        let refund = emitted.first().map(|(_, r)| r.clone()).unwrap_or_default();
-        self.emit(emitted).await;
-        Ok(refund)
-    }
-
-    /// A bank raises a dispute of a payment: `dispute.opened` now, and the bank's answer
-    /// (`won` for the merchant, or lost) after [`DISPUTE_RESOLVES_AFTER`].
-    pub async fn open_dispute(&self, payment_id: &str, won: bool) -> Result<Value, String> {
-        let now = self.now();
-        let emitted = self.change(|records| records.open_dispute(payment_id, won, now))?;
-        let dispute = emitted.first().map(|(_, d)| d.clone()).unwrap_or_default();
-        self.emit(emitted).await;
-        Ok(dispute)
     }
 
     /// Every payment, subscription, refund and dispute Dodo knows (the truth a test
@@ -813,6 +837,18 @@ impl DodoSimulator {
                 "/subscriptions/{id}",
                 get(get_subscription).patch(patch_subscription),
             )
+            .route(
+                "/subscriptions/{id}/change-plan",
+                axum::routing::post(change_plan),
+            )
+            .route(
+                "/subscriptions/{id}/change-plan/preview",
+                axum::routing::post(preview_change_plan),
+            )
+            .route(
+                "/subscriptions/{id}/change-plan/scheduled",
+                axum::routing::delete(cancel_scheduled_change),
+            )
             .route("/refunds", get(list_refunds).post(create_refund))
             .route("/disputes", get(list_disputes))
             // Off unless DODO_SIMULATOR_RECORD_DIR is set: Dodo's routes' JSON answers,
@@ -899,356 +935,6 @@ impl DodoSimulator {
             )),
         }
     }
-
-    /// Creates the payment for a session (and, for a subscription product, the
-    /// subscription) and sends its webhooks where Dodo would.
-    async fn complete(
-        &self,
-        session_id: &str,
-        succeeded: bool,
-        renewal_fails: bool,
-    ) -> Result<(String, String), Refusal> {
-        let now = self.now();
-        let (payment_id, status, emitted, return_url) = self.with(|inner| {
-            let subscription_products = inner.subscription_products.clone();
-            let records = &mut inner.records;
-            let Some(checkout) = records.checkouts.get(session_id).cloned() else {
-                return Err(Refusal {
-                    status: StatusCode::NOT_FOUND,
-                    code: "NOT_FOUND",
-                    message: "Checkout session not found",
-                });
-            };
-            let already_paid = checkout
-                .payment_id
-                .as_ref()
-                .and_then(|paid| records.payments.get(paid))
-                .and_then(|p| p.get("status"))
-                .and_then(Value::as_str)
-                == Some("succeeded");
-            if already_paid {
-                return Err(Refusal {
-                    status: StatusCode::CONFLICT,
-                    code: "CHECKOUT_ALREADY_COMPLETED",
-                    message: "This checkout session has already been paid",
-                });
-            }
-            let request = &checkout.request;
-            // The customer the session was attached to, else the one for the e-mail
-            // the buyer types on the page (here: a stand-in address).
-            let customer_id = match &checkout.customer_id {
-                Some(id) => id.clone(),
-                None => attach_customer(
-                    records,
-                    "buyer@example.com",
-                    "Buyer",
-                    always_create_new_customer(request),
-                ),
-            };
-            let customer = find_customer(records, &customer_id)
-                .cloned()
-                .unwrap_or_else(|| json!({"customer_id": customer_id}));
-            let product_cart = request.get("product_cart").cloned().unwrap_or(json!([]));
-            let quantity: i64 = product_cart
-                .as_array()
-                .map(|lines| {
-                    lines
-                        .iter()
-                        .filter_map(|l| l.get("quantity")?.as_i64())
-                        .sum()
-                })
-                .unwrap_or(1);
-            let metadata = request.get("metadata").cloned().unwrap_or(json!({}));
-            let subscription_product = request
-                .pointer("/product_cart/0/product_id")
-                .and_then(Value::as_str)
-                .filter(|product| subscription_products.contains(*product));
-            // A subscription is created only when its first charge is paid.
-            let subscription = match subscription_product {
-                Some(product) if succeeded => Some(records.start_subscription(
-                    now,
-                    product,
-                    &customer,
-                    &metadata,
-                    renewal_fails,
-                )),
-                _ => None,
-            };
-            let subscription_id = subscription
-                .as_ref()
-                .and_then(|s| s["subscription_id"].as_str())
-                .map(str::to_owned);
-            let payment = NewPayment {
-                id: records.new_id("pay"),
-                now,
-                succeeded,
-                quantity,
-                customer: &customer,
-                metadata,
-                checkout_session_id: Some(session_id),
-                subscription_id: subscription_id.as_deref(),
-                // Dodo sends no cart with a subscription's payments.
-                product_cart: subscription_product.is_none().then_some(product_cart),
-                retry_attempt: 0,
-                charge: subscription_id
-                    .is_some()
-                    .then_some(("new", (now, add_months(now, 1)))),
-            }
-            .into_json();
-            let payment_id = payment["payment_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if let Some(stored) = records.checkouts.get_mut(session_id) {
-                stored.payment_id = Some(payment_id.clone());
-                stored.customer_id = Some(customer_id);
-            }
-            records.note_object(&payment_id, &payment);
-            records.payments.insert(payment_id.clone(), payment.clone());
-            self.persist(records);
-            let return_url = request
-                .get("return_url")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let mut emitted: Emitted = Vec::new();
-            if let Some(subscription) = subscription {
-                emitted.push(("subscription.active".into(), subscription));
-            }
-            let event = if succeeded {
-                "payment.succeeded"
-            } else {
-                "payment.failed"
-            };
-            let status = payment["status"].as_str().unwrap_or_default().to_owned();
-            emitted.push((event.into(), payment));
-            Ok((payment_id, status, emitted, return_url))
-        })?;
-
-        self.emit(emitted).await;
-        let redirect = return_url.map(|url| {
-            let separator = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{separator}payment_id={payment_id}&status={status}")
-        });
-        Ok((payment_id, redirect.unwrap_or_default()))
-    }
-
-    /// Sends the events of one change, in Dodo's order (newest first under the
-    /// `reorder_webhooks` fault: Dodo's documentation says delivery order is "not
-    /// guaranteed", and each delivery carries the object's latest state).
-    async fn emit(&self, mut events: Emitted) {
-        if self.faults().reorder_webhooks {
-            events.reverse();
-        }
-        for (event_type, data) in events {
-            self.send_event(&event_type, data).await;
-        }
-    }
-
-    /// Sends one event to the webhook URL, Standard-Webhooks signed. The first attempt is
-    /// made before returning, so that a local flow is deterministic (the redirect follows
-    /// the delivery); non-2xx answers are retried on Dodo's schedule: on the simulator's
-    /// test clock when it has one (run by [`Self::run_next_due`]), else in the background,
-    /// compressed in time. Faults apply here: a dropped delivery is never sent nor
-    /// retried, a delayed one waits, a duplicated one is sent twice.
-    ///
-    /// For a test's own event: its `data` is the test's, not the simulator's (recorded as
-    /// shaped by the test).
-    pub async fn deliver(&self, event_type: &str, data: Value) {
-        self.mark_shaped_by_test();
-        self.send_event(event_type, data).await;
-    }
-
-    /// Sends one event of the simulator's own (see [`Self::deliver`]).
-    async fn send_event(&self, event_type: &str, data: Value) {
-        let Some(target) = self.webhook_target() else {
-            return;
-        };
-        // `data` is the object itself, as the SDK's `*WebhookEvent` models have it (they
-        // have no `payload_type`, so the simulator sends none and the paywall reads none).
-        let is_subscription = event_type.starts_with("subscription.");
-        let now_ms = self.now_millis();
-        let (sent_at_ms, webhook_id) = self.change(|records| {
-            let at = now_ms.max(records.last_event_ms + 1);
-            records.last_event_ms = at;
-            if let Some(user) = records.owner_of(&data) {
-                records.index.last_event_by_user.insert(user, at);
-            }
-            (at, records.new_id("msg"))
-        });
-        let body = json!({
-            "business_id": "bus_simulator",
-            "type": event_type,
-            "timestamp": rfc3339_millis(sent_at_ms),
-            "data": data,
-        })
-        .to_string();
-        record::webhook(self, event_type, &body);
-        let object_id = data
-            .get(if is_subscription {
-                "subscription_id"
-            } else {
-                "payment_id"
-            })
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let delivery = Pending {
-            simulator: self.clone(),
-            target,
-            event_type: event_type.to_owned(),
-            webhook_id,
-            body,
-            object_id,
-        };
-        let (dropped, delay) = self.with(|inner| {
-            let p = inner.faults.drop_webhooks;
-            let dropped = Self::chance(inner, p);
-            let delay = inner.faults.delay().filter(|_| !dropped);
-            inner.faults_injected += u64::from(delay.is_some());
-            (dropped, delay)
-        });
-        if dropped {
-            self.with(|inner| {
-                inner.deliveries.push(Delivery {
-                    event_type: delivery.event_type.clone(),
-                    webhook_id: delivery.webhook_id.clone(),
-                    attempt: 1,
-                    status: 0,
-                    dropped: true,
-                    at_ms: now_ms,
-                    outcome: None,
-                    object_id: delivery.object_id.clone(),
-                })
-            });
-            return;
-        }
-        match delay {
-            Some(delay) if self.clock().is_test() => {
-                self.change(|records| {
-                    records.schedule_ms(now_ms + delay.as_millis() as i64, delivery.as_action(1))
-                });
-            }
-            Some(delay) => {
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    delivery.attempt_and_follow_up(1).await;
-                });
-            }
-            None => delivery.attempt_and_follow_up(1).await,
-        }
-    }
-}
-
-/// `2026-11-28T04:35:26.123Z`
-fn rfc3339_millis(ms: i64) -> String {
-    let text = Timestamp::from_unix_seconds(ms.div_euclid(1000)).to_rfc3339();
-    match text.strip_suffix('Z') {
-        Some(seconds) => format!("{seconds}.{:03}Z", ms.rem_euclid(1000)),
-        None => text,
-    }
-}
-
-/// One event on its way to the webhook, across its attempts (same `webhook-id`, a fresh
-/// timestamp and signature each time, as Standard Webhooks senders do).
-struct Pending {
-    simulator: DodoSimulator,
-    target: WebhookTarget,
-    event_type: String,
-    webhook_id: String,
-    body: String,
-    object_id: String,
-}
-
-impl Pending {
-    fn as_action(&self, attempt: u32) -> Action {
-        Action::Deliver {
-            event_type: self.event_type.clone(),
-            webhook_id: self.webhook_id.clone(),
-            body: self.body.clone(),
-            attempt,
-            object_id: self.object_id.clone(),
-        }
-    }
-
-    /// Attempt `attempt`; then a duplicate (the fault), or the next retry when refused.
-    async fn attempt_and_follow_up(self, attempt: u32) {
-        if self.attempt(attempt).await {
-            let duplicate = self.simulator.with(|inner| {
-                let p = inner.faults.duplicate_webhooks;
-                DodoSimulator::chance(inner, p)
-            });
-            if duplicate {
-                self.attempt(attempt).await;
-            }
-            return;
-        }
-        let Some(pause) = DODO_RETRY_SCHEDULE.get(attempt as usize - 1).copied() else {
-            return; // Dodo gives up after its last attempt.
-        };
-        let clock = self.simulator.clock();
-        if clock.is_test() {
-            let at = clock.now_millis() + pause.as_millis() as i64;
-            let action = self.as_action(attempt + 1);
-            self.simulator
-                .change(|records| records.schedule_ms(at, action));
-            return;
-        }
-        tokio::spawn(async move {
-            let compression = self.target.time_compression.max(1);
-            let mut attempt = attempt;
-            for pause in &DODO_RETRY_SCHEDULE[attempt as usize - 1..] {
-                tokio::time::sleep(*pause / compression).await;
-                attempt += 1;
-                if self.attempt(attempt).await {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Returns whether the endpoint answered 2xx.
-    async fn attempt(&self, attempt: u32) -> bool {
-        let now_ms = self.simulator.now_millis();
-        let timestamp = now_ms.div_euclid(1000);
-        let signature = self
-            .target
-            .secret
-            .sign(&self.webhook_id, timestamp, self.body.as_bytes());
-        let answer = self
-            .simulator
-            .shared
-            .http
-            .post(&self.target.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &self.webhook_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(self.body.clone())
-            .send()
-            .await;
-        let (status, outcome) = match answer {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let body: Value = response.json().await.unwrap_or_default();
-                let outcome = body["outcome"].as_str().map(str::to_owned);
-                (status, outcome)
-            }
-            Err(_) => (0, None),
-        };
-        self.simulator.with(|inner| {
-            inner.deliveries.push(Delivery {
-                event_type: self.event_type.clone(),
-                webhook_id: self.webhook_id.clone(),
-                attempt,
-                status,
-                dropped: false,
-                at_ms: now_ms,
-                outcome,
-                object_id: self.object_id.clone(),
-            })
-        });
-        (200..300).contains(&status)
-    }
 }
 
 /// A simulator serving on its own loopback port; stops when dropped.
@@ -1258,972 +944,9 @@ pub struct RunningSimulator {
     _stop: oneshot::Sender<()>,
 }
 
-/// Metadata values must be strings in the API version Dodo documents (1.53.2).
-fn validate_checkout(body: &Value) -> Result<(), String> {
-    let lines = body
-        .get("product_cart")
-        .and_then(Value::as_array)
-        .filter(|lines| !lines.is_empty())
-        .ok_or("product_cart must be a non-empty array")?;
-    for line in lines {
-        if line.get("product_id").and_then(Value::as_str).is_none() {
-            return Err("product_cart[].product_id is required".into());
-        }
-        if line.get("quantity").and_then(Value::as_u64).unwrap_or(0) < 1 {
-            return Err("product_cart[].quantity must be a positive integer".into());
-        }
-    }
-    if let Some(metadata) = body.get("metadata") {
-        let strings_only = metadata
-            .as_object()
-            .is_some_and(|m| m.values().all(Value::is_string));
-        if !strings_only {
-            return Err("metadata must map to string values".into());
-        }
-    }
-    if let Some(url) = body.get("return_url")
-        && !url.is_string()
-    {
-        return Err("return_url must be a string".into());
-    }
-    Ok(())
-}
-
-async fn create_checkout(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, "POST /checkouts".into()).await {
-        return answer;
-    }
-    let Ok(body) = body else {
-        return dodo_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "Request body is too large",
-        );
-    };
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST_BODY",
-            "Request body is not valid JSON",
-        );
-    };
-    if let Err(message) = validate_checkout(&request) {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST_BODY",
-            &message,
-        );
-    }
-    let session_id = sim.change(|records| records.new_id("cks"));
-    let checkout_url = format!("{}/checkout/{session_id}", sim.shared.public_url);
-    let attached = sim.change(|records| {
-        let customer = request.get("customer");
-        let customer_id = match customer.and_then(|c| c.get("customer_id")) {
-            Some(id) => {
-                let id = id.as_str().unwrap_or_default().to_owned();
-                if find_customer(records, &id).is_none() {
-                    return Err(());
-                }
-                Some(id)
-            }
-            // An e-mail alone: attached to the existing customer with that e-mail, unless
-            // told to always create a new one (Dodo's documented default).
-            None => customer
-                .and_then(|c| c.get("email"))
-                .and_then(Value::as_str)
-                .map(|email| {
-                    let name = customer
-                        .and_then(|c| c.get("name"))
-                        .and_then(Value::as_str)
-                        .unwrap_or(email);
-                    attach_customer(records, email, name, always_create_new_customer(&request))
-                }),
-        };
-        records.checkouts.insert(
-            session_id.clone(),
-            Checkout {
-                request: request.clone(),
-                payment_id: None,
-                customer_id,
-            },
-        );
-        Ok(())
-    });
-    if attached.is_err() {
-        return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Customer not found");
-    }
-    axum::Json(json!({"session_id": session_id, "checkout_url": checkout_url})).into_response()
-}
-
-async fn get_checkout(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, format!("GET /checkouts/{id}")).await {
-        return answer;
-    }
-    let found = sim.with(|inner| {
-        let checkout = inner.records.checkouts.get(&id)?;
-        let payment = checkout
-            .payment_id
-            .as_ref()
-            .and_then(|p| inner.records.payments.get(p));
-        Some(json!({
-            "id": id,
-            "created_at": paywall::time::Clock::system().now().to_rfc3339(),
-            "customer_email": checkout.request.pointer("/customer/email"),
-            "payment_id": checkout.payment_id,
-            "payment_status": payment.and_then(|p| p.get("status")),
-        }))
-    });
-    match found {
-        Some(session) => axum::Json(session).into_response(),
-        None => dodo_error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "Checkout session not found",
-        ),
-    }
-}
-
-async fn get_payment(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, format!("GET /payments/{id}")).await {
-        return answer;
-    }
-    match sim.payment(&id) {
-        Some(payment) => axum::Json(payment).into_response(),
-        None => dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Payment not found"),
-    }
-}
-
-async fn get_subscription(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, format!("GET /subscriptions/{id}")).await {
-        return answer;
-    }
-    match sim.with(|inner| inner.records.subscriptions.get(&id).cloned()) {
-        Some(subscription) => axum::Json(subscription).into_response(),
-        None => dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Subscription not found"),
-    }
-}
-
-async fn get_product(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, format!("GET /products/{id}")).await {
-        return answer;
-    }
-    let is_recurring = sim.with(|inner| inner.subscription_products.contains(&id));
-    let price = if is_recurring {
-        json!({"type": "recurring_price", "price": DEFAULT_PRICE_MINOR, "currency": "USD",
-               "discount": 0, "purchasing_power_parity": false,
-               "payment_frequency_count": 1, "payment_frequency_interval": "Month",
-               "subscription_period_count": 10, "subscription_period_interval": "Year"})
-    } else {
-        json!({"type": "one_time_price", "price": DEFAULT_PRICE_MINOR, "currency": "USD",
-               "discount": 0, "purchasing_power_parity": false})
-    };
-    // Every field Dodo's `Product` requires (SDK `types/product.py`).
-    axum::Json(json!({
-        "product_id": id,
-        "business_id": "bus_simulator",
-        "brand_id": "bus_simulator",
-        "name": "Paywall access",
-        "is_recurring": is_recurring,
-        "price": price,
-        "tax_category": "saas",
-        "license_key_enabled": false,
-        "metadata": {},
-        "entitlements": [],
-        "credit_entitlements": [],
-        "created_at": "2026-01-01T00:00:00Z",
-        "updated_at": "2026-01-01T00:00:00Z",
-    }))
-    .into_response()
-}
-
-fn find_customer<'r>(records: &'r Records, id: &str) -> Option<&'r Value> {
-    records
-        .customers
-        .iter()
-        .find(|c| c["customer_id"].as_str() == Some(id))
-}
-
-fn new_customer(records: &mut Records, email: &str, name: &str) -> String {
-    let customer_id = records.new_id("cus");
-    records.customers.push(json!({
-        "customer_id": customer_id,
-        "business_id": "bus_simulator",
-        "email": email,
-        "name": name,
-        "created_at": paywall::time::Clock::system().now().to_rfc3339(),
-        "metadata": {},
-    }));
-    customer_id
-}
-
-/// The customer a checkout with only an e-mail is attached to: the existing customer with
-/// that e-mail (the oldest), unless `always_create_new` — as Dodo does.
-fn attach_customer(
-    records: &mut Records,
-    email: &str,
-    name: &str,
-    always_create_new: bool,
-) -> String {
-    if !always_create_new
-        && let Some(existing) = records
-            .customers
-            .iter()
-            .find(|c| c["email"].as_str() == Some(email))
-            .and_then(|c| c["customer_id"].as_str())
-    {
-        return existing.to_owned();
-    }
-    new_customer(records, email, name)
-}
-
-fn always_create_new_customer(request: &Value) -> bool {
-    request
-        .pointer("/feature_flags/always_create_new_customer")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-}
-
-async fn create_customer(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, "POST /customers".into()).await {
-        return answer;
-    }
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (Some(email), Some(name)) = (
-        request.get("email").and_then(Value::as_str),
-        request.get("name").and_then(Value::as_str),
-    ) else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST_BODY",
-            "email and name are required",
-        );
-    };
-    let customer = sim.change(|records| {
-        let id = new_customer(records, email, name);
-        find_customer(records, &id).cloned()
-    });
-    axum::Json(customer.unwrap_or(Value::Null)).into_response()
-}
-
-async fn get_customer(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, format!("GET /customers/{id}")).await {
-        return answer;
-    }
-    match sim.customer(&id) {
-        Some(customer) => axum::Json(customer).into_response(),
-        None => dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Customer not found"),
-    }
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    page_size: Option<usize>,
-    page_number: Option<usize>,
-    status: Option<String>,
-}
-
-/// `GET /subscriptions`: newest first, `page_size` (default 10, at most 100) from
-/// `page_number` (from 0), only those in `status` when it is given.
-async fn list_subscriptions(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, "GET /subscriptions".into()).await {
-        return answer;
-    }
-    let Ok(axum::extract::Query(query)) = query else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_QUERY",
-            "page_size and page_number must be non-negative integers",
-        );
-    };
-    let size = query.page_size.unwrap_or(10).min(100);
-    let page = query.page_number.unwrap_or(0);
-    let items = sim.with(|inner| {
-        // Newest first; ties by id so that pages are stable.
-        let mut all: Vec<(&str, &str, &Value)> = inner
-            .records
-            .subscriptions
-            .values()
-            .filter(|s| {
-                query
-                    .status
-                    .as_deref()
-                    .is_none_or(|wanted| s["status"].as_str() == Some(wanted))
-            })
-            .map(|s| {
-                (
-                    s["created_at"].as_str().unwrap_or_default(),
-                    s["subscription_id"].as_str().unwrap_or_default(),
-                    s,
-                )
-            })
-            .collect();
-        all.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
-        all.into_iter()
-            .skip(page.saturating_mul(size))
-            .take(size)
-            .map(|(_, _, s)| subscription_list_item(s))
-            .collect::<Vec<_>>()
-    });
-    axum::Json(json!({ "items": items })).into_response()
-}
-
-async fn portal_session(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(answer) = sim
-        .gate(
-            &headers,
-            format!("POST /customers/{id}/customer-portal/session"),
-        )
-        .await
-    {
-        return answer;
-    }
-    if sim.customer(&id).is_none() {
-        return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Customer not found");
-    }
-    axum::Json(json!({"link": format!("{}/portal/{id}", sim.shared.public_url)})).into_response()
-}
-
-/// The portal page names its customer and what they bought, so a person (or a test) can
-/// see whose portal a link opens.
-async fn portal_page(State(sim): State<DodoSimulator>, Path(customer): Path<String>) -> Response {
-    let Some(record) = sim.customer(&customer) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Html("<h1>Customer not found</h1>".to_owned()),
-        )
-            .into_response();
-    };
-    let payments: Vec<String> = sim.with(|inner| {
-        let mut ids: Vec<String> = inner
-            .records
-            .payments
-            .values()
-            .filter(|p| {
-                p.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer)
-            })
-            .filter_map(|p| p["payment_id"].as_str().map(str::to_owned))
-            .collect();
-        ids.sort();
-        ids
-    });
-    let items: String = payments
-        .iter()
-        .map(|id| format!("<li class=\"payment\">{}</li>", escape_html(id)))
-        .collect();
-    let mut subscriptions: Vec<Value> = sim
-        .subscriptions()
-        .into_iter()
-        .filter(|s| s.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer))
-        .collect();
-    subscriptions.sort_by(|a, b| {
-        a["subscription_id"]
-            .as_str()
-            .cmp(&b["subscription_id"].as_str())
-    });
-    let subscription_items: String = subscriptions
-        .iter()
-        .map(|s| {
-            let id = escape_html(s["subscription_id"].as_str().unwrap_or_default());
-            let status = escape_html(s["status"].as_str().unwrap_or_default());
-            let next = escape_html(s["next_billing_date"].as_str().unwrap_or_default());
-            let cancelling = s["cancel_at_next_billing_date"] == true;
-            let (action, label, when) = if cancelling {
-                ("resume", "Keep renewing", format!("cancels at period end ({next})"))
-            } else {
-                ("cancel", "Cancel at period end", format!("next charge {next}"))
-            };
-            format!(
-                "<li class=\"subscription\"><p><code>{id}</code> <span class=\"status\">{status}</span>, \
-                 <span class=\"renewal\">{when}</span></p>\
-                 <form method=\"post\" action=\"{p}/portal/{c}/subscriptions/{id}\">\
-                 <input type=\"hidden\" name=\"action\" value=\"card\">\
-                 <button name=\"renewal\" value=\"succeeds\">New card</button>\
-                 <button name=\"renewal\" value=\"fails\">New card (declined)</button></form>\
-                 <form method=\"post\" action=\"{p}/portal/{c}/subscriptions/{id}\">\
-                 <button name=\"action\" value=\"{action}\">{label}</button></form></li>",
-                c = escape_html(&customer),
-                p = escape_html(&sim.shared.public_url),
-            )
-        })
-        .collect();
-    let none = |items: &str, what: &str| {
-        if items.is_empty() {
-            format!("<li class=\"note\">No {what}.</li>")
-        } else {
-            String::new()
-        }
-    };
-    // The app that sent the customer here: the local server the simulator is served on.
-    let app = sim
-        .shared
-        .public_url
-        .strip_suffix("/dodo")
-        .map(|origin| format!("{origin}/"))
-        .unwrap_or_else(|| "/".to_owned());
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Customer portal (Dodo simulator)</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body {{ font-family: system-ui, sans-serif; max-width: 32rem; margin: 4rem auto; padding: 0 1rem; color: #1b1b1f; }}
- .card {{ border: 1px solid #ddd; border-radius: 12px; padding: 1.5rem; }}
- .note {{ color: #666; font-size: .85rem; }}
- ul {{ padding-left: 0; list-style: none; }}
- li.subscription {{ border-top: 1px solid #eee; padding: .5rem 0; }}
- form {{ display: inline; }}
- button {{ font-size: .95rem; padding: .4rem .9rem; border-radius: 8px; border: 1px solid #888; cursor: pointer; margin: 0 .4rem .4rem 0; }}
- a.back {{ display: inline-block; margin-top: 1rem; }}
-</style></head>
-<body><div class="card">
-<p class="note">Dodo Payments simulator: no money moves.</p>
-<h1>Customer portal</h1>
-<p>Customer <code id="customer">{customer}</code> (<span id="email">{email}</span>):
-subscriptions, cards and invoices would be managed here.</p>
-<h2>Subscriptions</h2>
-<ul id="subscriptions">{subscription_items}{no_subscriptions}</ul>
-<h2>Payments</h2>
-<ul id="payments">{items}{no_payments}</ul>
-<a class="back" id="back" href="{app}">← Back to the app</a>
-</div></body></html>"#,
-        customer = escape_html(&customer),
-        email = escape_html(record["email"].as_str().unwrap_or_default()),
-        no_subscriptions = none(&subscription_items, "subscriptions"),
-        no_payments = none(&items, "payments"),
-        app = escape_html(&app),
-    ))
-    .into_response()
-}
-
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-async fn checkout_page(State(sim): State<DodoSimulator>, Path(session): Path<String>) -> Response {
-    let Some(request) = sim.checkout_request(&session) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Html("<h1>Checkout session not found</h1>".to_owned()),
-        )
-            .into_response();
-    };
-    // The customer the session is attached to (the paywall names its user's own), else
-    // the e-mail the request gave, else the page would ask for one.
-    let attached = sim
-        .checkout_customer(&session)
-        .and_then(|id| sim.customer(&id))
-        .and_then(|customer| customer["email"].as_str().map(str::to_owned));
-    let email = attached
-        .or_else(|| {
-            request
-                .pointer("/customer/email")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "(Dodo would ask for it here)".to_owned());
-    let product = request
-        .pointer("/product_cart/0/product_id")
-        .and_then(Value::as_str)
-        .unwrap_or("?");
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Checkout (Dodo simulator)</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body {{ font-family: system-ui, sans-serif; max-width: 28rem; margin: 4rem auto; padding: 0 1rem; color: #1b1b1f; }}
- .card {{ border: 1px solid #ddd; border-radius: 12px; padding: 1.5rem; }}
- .note {{ color: #666; font-size: .85rem; }}
- button {{ font-size: 1rem; padding: .6rem 1.2rem; border-radius: 8px; border: 1px solid #888; cursor: pointer; margin-right: .5rem; }}
- #pay {{ background: #1b1b1f; color: white; border-color: #1b1b1f; }}
-</style></head>
-<body><div class="card">
-<p class="note">Dodo Payments simulator: no money moves.</p>
-<h1>Checkout</h1>
-<p>Product <code>{product}</code>: <strong>$19.00</strong></p>
-<p>Customer: <span id="customer-email">{email}</span></p>
-<p class="note">Three test cards:</p>
-<form method="post">
-<button id="pay" name="outcome" value="succeeded">Pay $19.00</button>
-<button id="decline" name="outcome" value="failed">Declined card</button>
-</form>
-<form method="post"><input type="hidden" name="outcome" value="succeeded">
-<input type="hidden" name="renewal" value="fails">
-<button id="pay-then-fail">Pay now, declined at renewal</button>
-</form></div></body></html>"#,
-        product = escape_html(product),
-        email = escape_html(&email),
-    ))
-    .into_response()
-}
-
-#[derive(Deserialize)]
-struct Outcome {
-    outcome: String,
-    /// `fails`: the card pays now and is declined at every later charge.
-    renewal: Option<String>,
-}
-
-async fn complete_checkout(
-    State(sim): State<DodoSimulator>,
-    Path(session): Path<String>,
-    form: Result<Form<Outcome>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    // A malformed form is Dodo's JSON error, not axum's plain-text rejection.
-    let Ok(Form(form)) = form else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST_BODY",
-            "the form needs outcome=succeeded or outcome=failed",
-        );
-    };
-    let succeeded = match form.outcome.as_str() {
-        "succeeded" => true,
-        "failed" => false,
-        _ => {
-            return dodo_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_REQUEST_BODY",
-                "outcome must be `succeeded` or `failed`",
-            );
-        }
-    };
-    let renewal_fails = match form.renewal.as_deref() {
-        None | Some("succeeds") => false,
-        Some("fails") => true,
-        Some(_) => {
-            return dodo_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_REQUEST_BODY",
-                "renewal must be `succeeds` or `fails`",
-            );
-        }
-    };
-    match sim.complete(&session, succeeded, renewal_fails).await {
-        Ok((payment_id, redirect)) if redirect.is_empty() => {
-            axum::Json(json!({"payment_id": payment_id})).into_response()
-        }
-        Ok((_, redirect)) => Redirect::to(&redirect).into_response(),
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct SubscriptionPatch {
-    cancel_at_next_billing_date: Option<bool>,
-}
-
-/// `PATCH /subscriptions/{id}`: `cancel_at_next_billing_date` (the rest of Dodo's fields
-/// are not simulated and are refused).
-async fn patch_subscription(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    if let Err(answer) = sim
-        .gate(&headers, format!("PATCH /subscriptions/{id}"))
-        .await
-    {
-        return answer;
-    }
-    let Ok(SubscriptionPatch {
-        cancel_at_next_billing_date: Some(cancel),
-    }) = serde_json::from_slice(&body)
-    else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST_BODY",
-            "the simulator changes only cancel_at_next_billing_date (a boolean)",
-        );
-    };
-    if !sim.cancel_at_period_end(&id, cancel).await {
-        return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Subscription not found");
-    }
-    axum::Json(sim.subscription(&id).unwrap_or_default()).into_response()
-}
-
-#[derive(Deserialize)]
-struct PortalAction {
-    /// `card`: a new card (`renewal=succeeds|fails`); `cancel`/`resume`: at period end.
-    action: String,
-    renewal: Option<String>,
-}
-
-/// The portal's buttons: a new card for a subscription, or cancel it at period end (or
-/// take that back), as the customer would in Dodo's portal.
-async fn portal_action(
-    State(sim): State<DodoSimulator>,
-    Path((customer, id)): Path<(String, String)>,
-    form: Result<Form<PortalAction>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let owned = sim.subscription(&id).is_some_and(|s| {
-        s.pointer("/customer/customer_id").and_then(Value::as_str) == Some(&customer)
-    });
-    if !owned {
-        return dodo_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Subscription not found");
-    }
-    let Ok(Form(form)) = form else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST_BODY",
-            "the form needs action=card|cancel|resume",
-        );
-    };
-    match (form.action.as_str(), form.renewal.as_deref()) {
-        ("card", None | Some("succeeds")) => sim.new_card(&id, true).await,
-        ("card", Some("fails")) => sim.new_card(&id, false).await,
-        ("cancel", _) => sim.cancel_at_period_end(&id, true).await,
-        ("resume", _) => sim.cancel_at_period_end(&id, false).await,
-        _ => {
-            return dodo_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_REQUEST_BODY",
-                "action must be card, cancel or resume; renewal succeeds or fails",
-            );
-        }
-    };
-    Redirect::to(&format!("{}/portal/{customer}", sim.shared.public_url)).into_response()
-}
-
-#[derive(Deserialize)]
-struct RefundRequest {
-    payment_id: String,
-}
-
-/// `POST /refunds`: a full refund (the simulator does not split payments).
-async fn create_refund(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if let Err(answer) = sim.gate(&headers, "POST /refunds".into()).await {
-        return answer;
-    }
-    let Ok(request) = serde_json::from_slice::<RefundRequest>(&body) else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST_BODY",
-            "payment_id is required",
-        );
-    };
-    match sim.refund(&request.payment_id).await {
-        Ok(refund) => axum::Json(refund).into_response(),
-        Err(message) => dodo_error(StatusCode::UNPROCESSABLE_ENTITY, "REFUND_REFUSED", &message),
-    }
-}
-
-#[derive(Deserialize)]
-struct DisputeRequest {
-    payment_id: String,
-    /// The bank's answer in seven days: `won` (for the merchant) or `lost`.
-    outcome: String,
-}
-
-async fn raise_dispute(State(sim): State<DodoSimulator>, body: axum::body::Bytes) -> Response {
-    let request = serde_json::from_slice::<DisputeRequest>(&body)
-        .ok()
-        .filter(|r| r.outcome == "won" || r.outcome == "lost");
-    let Some(request) = request else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST_BODY",
-            "payment_id and outcome (won or lost) are required",
-        );
-    };
-    match sim
-        .open_dispute(&request.payment_id, request.outcome == "won")
-        .await
-    {
-        Ok(dispute) => axum::Json(dispute).into_response(),
-        Err(message) => dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "DISPUTE_REFUSED",
-            &message,
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-struct ClaimListQuery {
-    page_size: Option<usize>,
-    page_number: Option<usize>,
-    created_at_gte: Option<String>,
-    status: Option<String>,
-}
-
-/// Which records a list call asks for.
-enum Listed {
-    Payments,
-    Refunds,
-    Disputes,
-}
-
-/// `GET /payments`, `GET /refunds` and `GET /disputes`: newest first, pages as
-/// `GET /subscriptions`, only those created at or after `created_at_gte` (and, for
-/// payments, in `status`) when given.
-fn list_page(sim: &DodoSimulator, listed: Listed, query: &ClaimListQuery) -> Response {
-    let since = match &query.created_at_gte {
-        None => None,
-        Some(text) => match Timestamp::parse_rfc3339(text) {
-            Some(since) => Some(since),
-            None => {
-                return dodo_error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "INVALID_QUERY",
-                    "created_at_gte must be an RFC 3339 time",
-                );
-            }
-        },
-    };
-    let created = |item: &Value| {
-        item["created_at"]
-            .as_str()
-            .and_then(Timestamp::parse_rfc3339)
-    };
-    let size = query.page_size.unwrap_or(10).min(100);
-    let page = sim.with(|inner| {
-        let records = &inner.records;
-        let all: Box<dyn Iterator<Item = &Value>> = match listed {
-            Listed::Payments => Box::new(records.payments.values()),
-            Listed::Refunds => Box::new(records.refunds.iter()),
-            Listed::Disputes => Box::new(records.disputes.iter()),
-        };
-        let mut items: Vec<(Option<Timestamp>, &str, &Value)> = all
-            .filter(|item| since.is_none_or(|since| created(item).is_some_and(|at| at >= since)))
-            .filter(|item| {
-                query
-                    .status
-                    .as_deref()
-                    .is_none_or(|wanted| item["status"].as_str() == Some(wanted))
-            })
-            .map(|item| {
-                let id = ["payment_id", "refund_id", "dispute_id"]
-                    .iter()
-                    .rev()
-                    .find_map(|key| item[*key].as_str())
-                    .unwrap_or_default();
-                (created(item), id, item)
-            })
-            .collect();
-        // Newest first; ties by id so that pages are stable.
-        items.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
-        items
-            .into_iter()
-            .skip(query.page_number.unwrap_or(0).saturating_mul(size))
-            .take(size)
-            .map(|(_, _, item)| match listed {
-                Listed::Payments => payment_list_item(item),
-                Listed::Refunds => refund_list_item(item),
-                Listed::Disputes => dispute_list_item(item),
-            })
-            .collect::<Vec<Value>>()
-    });
-    axum::Json(json!({ "items": page })).into_response()
-}
-
 /// The fields of `value` named in `keys` (those it has).
 fn project(value: &Value, keys: &[&str]) -> serde_json::Map<String, Value> {
     keys.iter()
         .filter_map(|key| Some(((*key).to_owned(), value.get(*key)?.clone())))
         .collect()
-}
-
-/// A payment as `GET /payments` lists it: Dodo's `PaymentListResponse`, shorter than the
-/// `Payment` of `GET /payments/{id}` — no `product_cart`, `billing`, `refunds`,
-/// `disputes`, `is_update_payment_method` (so what a listed payment bought is read from
-/// `GET /payments/{id}`) — plus `has_license_key` and the latest `dispute_status`.
-fn payment_list_item(payment: &Value) -> Value {
-    let mut item = project(
-        payment,
-        &[
-            "payment_id",
-            "brand_id",
-            "created_at",
-            "currency",
-            "customer",
-            "digital_products_delivered",
-            "includes_usage",
-            "is_multi_subscription",
-            "metadata",
-            "payment_provider",
-            "retry_attempt",
-            "service_periods",
-            "subscription_ids",
-            "total_amount",
-            "charge_type",
-            "checkout_session_id",
-            "payment_method",
-            "refund_status",
-            "status",
-            "subscription_id",
-        ],
-    );
-    item.insert("has_license_key".into(), json!(false));
-    let dispute_status = payment["disputes"]
-        .as_array()
-        .and_then(|disputes| disputes.last())
-        .map(|dispute| dispute["dispute_status"].clone());
-    item.insert(
-        "dispute_status".into(),
-        dispute_status.unwrap_or(Value::Null),
-    );
-    Value::Object(item)
-}
-
-/// A refund as `GET /refunds` and a payment's `refunds` list it: Dodo's
-/// `RefundListItem` (no `customer`, `brand_id` or `metadata`).
-pub(crate) fn refund_list_item(refund: &Value) -> Value {
-    Value::Object(project(
-        refund,
-        &[
-            "refund_id",
-            "payment_id",
-            "business_id",
-            "created_at",
-            "is_partial",
-            "status",
-            "amount",
-            "currency",
-            "reason",
-        ],
-    ))
-}
-
-/// A dispute as `GET /disputes` lists it: Dodo's `DisputeListResponse`.
-fn dispute_list_item(dispute: &Value) -> Value {
-    let mut item = project(
-        dispute,
-        &[
-            "dispute_id",
-            "payment_id",
-            "business_id",
-            "amount",
-            "currency",
-            "created_at",
-            "dispute_stage",
-            "dispute_status",
-        ],
-    );
-    item.insert("payment_provider".into(), json!("dodo"));
-    Value::Object(item)
-}
-
-/// A subscription as `GET /subscriptions` lists it: Dodo's `SubscriptionListResponse`
-/// (no `brand_id`, addons, meters or credit carts; `discounts` always present).
-fn subscription_list_item(subscription: &Value) -> Value {
-    let mut item = project(
-        subscription,
-        &[
-            "subscription_id",
-            "status",
-            "product_id",
-            "quantity",
-            "customer",
-            "metadata",
-            "billing",
-            "created_at",
-            "previous_billing_date",
-            "next_billing_date",
-            "cancel_at_next_billing_date",
-            "cancelled_at",
-            "currency",
-            "recurring_pre_tax_amount",
-            "tax_inclusive",
-            "payment_frequency_count",
-            "payment_frequency_interval",
-            "subscription_period_count",
-            "subscription_period_interval",
-            "trial_period_days",
-            "on_demand",
-            "has_payment_method",
-        ],
-    );
-    item.insert("discounts".into(), json!([]));
-    Value::Object(item)
-}
-
-type ClaimQuery =
-    Result<axum::extract::Query<ClaimListQuery>, axum::extract::rejection::QueryRejection>;
-
-/// One list route: the key and faults, the query, then the page.
-async fn list_route(
-    sim: &DodoSimulator,
-    headers: &HeaderMap,
-    query: ClaimQuery,
-    listed: Listed,
-    call: &str,
-) -> Response {
-    if let Err(answer) = sim.gate(headers, call.to_owned()).await {
-        return answer;
-    }
-    let Ok(axum::extract::Query(query)) = query else {
-        return dodo_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_QUERY",
-            "bad query",
-        );
-    };
-    list_page(sim, listed, &query)
-}
-
-async fn list_payments(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    query: ClaimQuery,
-) -> Response {
-    list_route(&sim, &headers, query, Listed::Payments, "GET /payments").await
-}
-
-async fn list_refunds(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    query: ClaimQuery,
-) -> Response {
-    list_route(&sim, &headers, query, Listed::Refunds, "GET /refunds").await
-}
-
-async fn list_disputes(
-    State(sim): State<DodoSimulator>,
-    headers: HeaderMap,
-    query: ClaimQuery,
-) -> Response {
-    list_route(&sim, &headers, query, Listed::Disputes, "GET /disputes").await
 }
