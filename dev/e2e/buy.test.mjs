@@ -94,11 +94,21 @@ async function signIn(page, user, email = `${user}@example.com`) {
 }
 
 async function assertText(page, selector, expected) {
-  await page.waitForFunction(
-    ([sel, text]) => document.querySelector(sel)?.textContent.includes(text),
-    [selector, expected],
-    { timeout: 15000 },
-  );
+  try {
+    await page.waitForFunction(
+      ([sel, text]) => document.querySelector(sel)?.textContent.includes(text),
+      [selector, expected],
+      { timeout: 15000 },
+    );
+  } catch (err) {
+    // Say what the page shows instead (and its messages, where errors appear).
+    const shown = await page.evaluate((sel) => ({
+      [sel]: document.querySelector(sel)?.textContent.trim().slice(0, 300),
+      "#message": document.querySelector("#message")?.textContent,
+      "#plans-message": document.querySelector("#plans-message")?.textContent,
+    }), selector).catch(() => ({}));
+    throw new Error(`${selector} never showed ${JSON.stringify(expected)}; the page shows ${JSON.stringify(shown)}`, { cause: err });
+  }
 }
 
 // Clicks one of the clock's buttons and waits until the page shows the new time (after
