@@ -1647,6 +1647,8 @@ mod tests {
             Ok(Plans(vec![
                 pass("monthly", "pdt_local_demo", 30),
                 subscription("pro", "pdt_local_pro"),
+                subscription("starter", "pdt_local_starter"),
+                subscription("team", "pdt_local_team"),
             ]))
         );
         // README's example file, in TOML.

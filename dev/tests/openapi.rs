@@ -454,3 +454,135 @@ async fn entitlements_and_server_answers_conform_to_openapi_yaml() {
     spec.check("post", "/server/usage", user_token.0, &user_token.1);
     assert_eq!(seen.len(), 12);
 }
+
+#[path = "common/clock_stack.rs"]
+mod clock_stack;
+
+/// The self-service routes (issue 18) on the local stack, each answer checked against
+/// the document: the plan listing, trials, plan changes with their preview, a scheduled
+/// change dropped, cancel and resume, and their refusals.
+#[tokio::test]
+async fn the_self_service_routes_conform_to_openapi_yaml() {
+    use reqwest::Method;
+    let spec = Spec::load();
+    let s = clock_stack::stack("openapi-self-service").await;
+    let mut seen = Vec::new();
+    let mut check = |method: &Method, path: &str, (status, body): (u16, Value)| {
+        spec.check(&method.as_str().to_lowercase(), path, status, &body);
+        seen.push(format!("{method} {path} {status}"));
+        (status, body)
+    };
+    let plans = s
+        .http
+        .get(format!("{}/payment/plans", s.base))
+        .send()
+        .await
+        .expect("answered");
+    let status = plans.status().as_u16();
+    check(
+        &Method::GET,
+        "/payment/plans",
+        (status, plans.json().await.expect("json")),
+    );
+
+    let post = Method::POST;
+    let delete = Method::DELETE;
+    for (method, path, user, body, expected) in [
+        (
+            &post,
+            "/payment/trial",
+            "t1",
+            Some(json!({"plan": "team"})),
+            201,
+        ),
+        (
+            &post,
+            "/payment/trial",
+            "t1",
+            Some(json!({"plan": "team"})),
+            409,
+        ),
+        (
+            &post,
+            "/payment/trial",
+            "t1",
+            Some(json!({"plan": "nope"})),
+            400,
+        ),
+        (
+            &post,
+            "/payment/trial",
+            "t1",
+            Some(json!({"plan": "team", "x": 1})),
+            400,
+        ),
+        (
+            &post,
+            "/payment/change-plan",
+            "t1",
+            Some(json!({"plan": "pro"})),
+            409,
+        ),
+        (
+            &post,
+            "/payment/change-plan",
+            "t1",
+            Some(json!({"plan": "monthly"})),
+            400,
+        ),
+        (&delete, "/payment/change-plan", "t1", None, 409),
+        (&post, "/payment/cancel", "t1", None, 409),
+        (&post, "/payment/resume", "t1", None, 409),
+    ] {
+        let answer = s.call(method.clone(), path, user, body).await;
+        assert_eq!(answer.0, expected, "{method} {path}: {}", answer.1);
+        check(method, path, answer);
+    }
+    let unverified = s
+        .http
+        .post(format!("{}/payment/trial", s.base))
+        .bearer_auth(s.token_with("t2", "t2@example.com", false))
+        .json(&json!({"plan": "team"}))
+        .send()
+        .await
+        .expect("answered");
+    let status = unverified.status().as_u16();
+    assert_eq!(status, 403);
+    check(
+        &post,
+        "/payment/trial",
+        (status, unverified.json().await.expect("json")),
+    );
+
+    s.buy("sub", "pro", "outcome=succeeded").await;
+    s.advance("3d").await;
+    for (method, path, body) in [
+        (
+            &post,
+            "/payment/change-plan",
+            Some(json!({"plan": "team", "preview": true})),
+        ),
+        (&post, "/payment/change-plan", Some(json!({"plan": "team"}))),
+        (&post, "/payment/change-plan", Some(json!({"plan": "pro"}))),
+        (&delete, "/payment/change-plan", None),
+        (&post, "/payment/cancel", None),
+        (&post, "/payment/resume", None),
+    ] {
+        let answer = s.call(method.clone(), path, "sub", body).await;
+        assert_eq!(answer.0, 200, "{method} {path}: {}", answer.1);
+        check(method, path, answer);
+    }
+    let unauthenticated = s
+        .http
+        .post(format!("{}/payment/cancel", s.base))
+        .send()
+        .await
+        .expect("answered");
+    let status = unauthenticated.status().as_u16();
+    check(
+        &post,
+        "/payment/cancel",
+        (status, unauthenticated.json().await.expect("json")),
+    );
+    assert_eq!(seen.len(), 18);
+}

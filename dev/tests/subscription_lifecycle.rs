@@ -264,3 +264,300 @@ async fn cancel_and_resume_from_the_app_follow_dodo_and_are_idempotent() {
     );
     assert!(changes.contains(&"resumed".to_owned()), "{changes:?}");
 }
+
+/// Opens a checkout of `plan` as `token` and pays it on the simulator's page with
+/// `form`: where the page sends the buyer back.
+async fn checkout(s: &Stack, token: &str, plan: &str, form: &str) -> String {
+    let session: Value = s
+        .http
+        .post(format!("{}/payment/create-checkout-session", s.base))
+        .bearer_auth(token)
+        .json(&json!({"plan": plan}))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    let url = session["checkout_url"].as_str().expect("a checkout url");
+    let paid = s
+        .http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(paid.status().as_u16(), 303);
+    paid.headers()["location"]
+        .to_str()
+        .expect("text")
+        .to_owned()
+}
+
+/// The subscription Dodo has for `user` (the simulator's record).
+fn subscription_of(s: &Stack, user: &str) -> Value {
+    s.sim()
+        .subscriptions()
+        .into_iter()
+        .rfind(|sub| sub["metadata"]["user_id"] == user)
+        .expect("a subscription")
+}
+
+#[tokio::test]
+async fn a_card_trial_runs_at_dodo_converts_at_its_first_charge_once_per_person() {
+    let s = stack("card-trial").await;
+    let tina = s.token_with("tina", "Tina.K+app@gmail.com", true);
+    let back = checkout(&s, &tina, "starter", "outcome=succeeded").await;
+    assert!(
+        !back.contains("payment_id="),
+        "a free trial charges nothing: {back}"
+    );
+    assert_eq!(subscription_of(&s, "tina")["trial_period_days"], 7);
+    s.advance("1h").await; // the webhook arrives
+    let trialing = s.status("tina").await;
+    assert_eq!(trialing["status"], "trialing", "{trialing}");
+    assert_eq!(trialing["has_paid"], true);
+    assert_eq!(
+        at(&trialing["trial_ends_at"]),
+        start() + 7 * SECONDS_PER_DAY
+    );
+    assert!(
+        s.sim().payments().is_empty(),
+        "nothing charged during the trial"
+    );
+
+    // The same mailbox under another account checks out without a trial.
+    let twin = s.token_with("tina-2", "tinak@googlemail.com", true);
+    checkout(&s, &twin, "starter", "outcome=succeeded").await;
+    assert_eq!(subscription_of(&s, "tina-2")["trial_period_days"], 0);
+
+    // At the trial's end Dodo charges: the trial converts.
+    s.post("/dev/clock", json!({"to": "2027-01-22T11:00:00Z"}))
+        .await;
+    let paid = s.status("tina").await;
+    assert_eq!(
+        (paid["status"].clone(), paid["trial_ends_at"].clone()),
+        (json!("active"), Value::Null),
+        "{paid}"
+    );
+    let charged: Vec<Value> = s
+        .sim()
+        .payments()
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["user_id"] == "tina"
+                || p["subscription_id"] == subscription_of(&s, "tina")["subscription_id"]
+        })
+        .collect();
+    assert_eq!(charged.len(), 1, "{charged:?}");
+    assert_eq!(charged[0]["total_amount"], 900);
+    assert_eq!(
+        s.changes("tina").await,
+        ["trial_started", "trial_converted"]
+    );
+}
+
+#[tokio::test]
+async fn a_card_declined_at_the_trials_end_ends_the_trial() {
+    let s = stack("trial-declined").await;
+    let vic = s.token("vic");
+    checkout(&s, &vic, "starter", "outcome=succeeded&renewal=fails").await;
+    s.advance("1h").await;
+    assert_eq!(s.status("vic").await["status"], "trialing");
+    s.post("/dev/clock", json!({"to": "2027-01-22T11:00:00Z"}))
+        .await;
+    let ended = s.status("vic").await;
+    assert_eq!(
+        (ended["has_paid"].clone(), ended["status"].clone()),
+        (json!(false), json!("on_hold")),
+        "{ended}"
+    );
+    assert_eq!(s.changes("vic").await, ["trial_started", "trial_ended"]);
+    // Had, and not converted: still this person's one trial of the plan. The subscription
+    // still runs at Dodo (on hold), so a second checkout is refused anyway.
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/payment/create-checkout-session",
+            "vic",
+            Some(json!({"plan": "starter"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("already_subscribed"))
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_applies_now_prorated_and_a_downgrade_at_the_renewal() {
+    let s = stack("change-plan").await;
+    s.buy("uma", "pro", "outcome=succeeded").await;
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "uma",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("same_plan"))
+    );
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "uma",
+            Some(json!({"plan": "monthly"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("not_a_subscription_plan"))
+    );
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "nobody",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("no_subscription"))
+    );
+
+    s.advance("15d").await;
+    let (status, preview) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "uma",
+            Some(json!({"plan": "team", "preview": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(
+        (
+            preview["direction"].clone(),
+            preview["effective_at"].clone()
+        ),
+        (json!("upgrade"), json!("immediately"))
+    );
+    let charge_now = preview["preview"]["charge_now"]
+        .as_i64()
+        .expect("an amount");
+    // Half the period left, prorated: about half of $99 - $49.
+    assert!((2000..3000).contains(&charge_now), "{preview}");
+    assert_eq!(preview["preview"]["next_charge"], 9900);
+    assert_eq!(
+        s.status("uma").await["plan"],
+        "pro",
+        "a preview changes nothing"
+    );
+
+    let (status, applied) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "uma",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["applied"], true);
+    assert_eq!(applied["status"]["plan"], "team", "an upgrade applies now");
+    let payment_id = applied["payment_id"]
+        .as_str()
+        .expect("the upgrade's payment")
+        .to_owned();
+    let charged = s
+        .sim()
+        .payments()
+        .into_iter()
+        .find(|p| p["payment_id"] == payment_id.as_str())
+        .expect("the payment");
+    assert_eq!(
+        charged["total_amount"], charge_now,
+        "charged what the preview said"
+    );
+    let (_, entitlements) = s
+        .call(Method::GET, "/payment/entitlements", "uma", None)
+        .await;
+    assert!(
+        entitlements["features"]
+            .as_array()
+            .expect("features")
+            .contains(&json!("sso"))
+    );
+
+    // A downgrade waits for the renewal, and can be taken back.
+    let (status, scheduled) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "uma",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{scheduled}");
+    assert_eq!(scheduled["effective_at"], "next_billing_date");
+    assert_eq!(scheduled["status"]["plan"], "team");
+    assert_eq!(scheduled["status"]["scheduled_change"]["plan"], "pro");
+    let renewal = at(&scheduled["status"]["scheduled_change"]["at"]);
+    assert_eq!(renewal, at(&json!("2027-02-15T10:00:00Z")));
+    let (status, kept) = s
+        .call(Method::DELETE, "/payment/change-plan", "uma", None)
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["scheduled_change"], Value::Null);
+    assert_eq!(subscription_of(&s, "uma")["scheduled_change"], Value::Null);
+    let (status, _) = s
+        .call(Method::DELETE, "/payment/change-plan", "uma", None)
+        .await;
+    assert_eq!(status, 200, "idempotent");
+    let (status, _) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "uma",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Exactly at the renewal: the new plan, at its price.
+    s.post("/dev/clock", json!({"to": "2027-02-15T09:59:59Z"}))
+        .await;
+    assert_eq!(s.status("uma").await["plan"], "team");
+    s.post("/dev/clock", json!({"to": "2027-02-15T11:00:00Z"}))
+        .await;
+    let moved = s.status("uma").await;
+    assert_eq!(
+        (moved["plan"].clone(), moved["scheduled_change"].clone()),
+        (json!("pro"), Value::Null),
+        "{moved}"
+    );
+    let sub = subscription_of(&s, "uma");
+    let last = s
+        .sim()
+        .payments()
+        .into_iter()
+        .filter(|p| p["subscription_id"] == sub["subscription_id"])
+        .max_by_key(|p| p["created_at"].as_str().unwrap_or_default().to_owned())
+        .expect("the renewal");
+    assert_eq!(
+        last["total_amount"], 4900,
+        "renewed at the downgraded price"
+    );
+    let changes = s.changes("uma").await;
+    assert_eq!(
+        changes.iter().filter(|c| *c == "plan_changed").count(),
+        2,
+        "{changes:?}"
+    );
+}
