@@ -236,7 +236,7 @@ function previewWords(change, interval) {
   if (change.effective_at === "immediately") {
     return `${p.charge_now > 0 ? `${money(p.charge_now, p.currency)} now` : "nothing now"}${credit}, ${next}`;
   }
-  const first = p.charge_now !== p.next_charge ? `${money(p.charge_now, p.currency)} on ${p.effective_at.slice(0, 10)}, ` : "";
+  const first = p.amount !== p.next_charge ? `${money(p.amount, p.currency)} on ${p.effective_at.slice(0, 10)}, ` : "";
   return `nothing now${credit}, ${first}${next}`;
 }
 

@@ -495,7 +495,19 @@ async fn an_upgrade_applies_now_prorated_and_a_downgrade_at_the_renewal() {
             .contains(&json!("sso"))
     );
 
-    // A downgrade waits for the renewal, and can be taken back.
+    // A downgrade waits for the renewal, and can be taken back. Its preview charges
+    // nothing now: the renewal it replaces charges the new price.
+    let (status, preview) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "uma",
+            Some(json!({"plan": "pro", "preview": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["preview"]["charge_now"], 0, "{preview}");
+    assert_eq!(preview["preview"]["amount"], 4900, "{preview}");
     let (status, scheduled) = s
         .call(
             Method::POST,

@@ -136,8 +136,11 @@ pub struct PlanChange<'a> {
 /// What Dodo's preview of a plan change says it will charge.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChangePreview {
-    /// Charged at once (minor units; 0 when nothing is, negative never: a credit shows as
-    /// `credit`).
+    /// Charged when the change takes effect, at `effective_at` (Dodo's
+    /// `immediate_charge.summary.total_amount`, minor units).
+    pub amount: i64,
+    /// Charged at once: `amount` for a change that applies now, 0 for one scheduled at
+    /// the next billing date (that renewal charges it instead).
     pub charge_now: i64,
     /// Credits moved to the customer's balance (minor units; positive: credited).
     pub credit: i64,
@@ -160,10 +163,12 @@ impl ChangePreview {
         let time = |value: &Value, key: &str| {
             str_field(value, key).and_then(crate::time::Timestamp::parse_rfc3339)
         };
+        let amount = int(summary, "total_amount").ok_or_else(|| {
+            DodoError::Decode("plan change preview without summary.total_amount".to_owned())
+        })?;
         Ok(Self {
-            charge_now: int(summary, "total_amount").ok_or_else(|| {
-                DodoError::Decode("plan change preview without summary.total_amount".to_owned())
-            })?,
+            amount,
+            charge_now: amount,
             credit: int(summary, "customer_credits").unwrap_or(0),
             currency: str_field(summary, "currency").unwrap_or("USD").to_owned(),
             effective_at: time(charge, "effective_at"),

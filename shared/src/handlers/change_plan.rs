@@ -117,11 +117,15 @@ impl PortalHandler {
         };
         if input.preview {
             dodo_budget(&self.store, &self.clock, PREVIEW_CALLS).await?;
-            let preview = self
+            let mut preview = self
                 .dodo
                 .preview_change_plan(&current.subscription_id, &body)
                 .await
                 .map_err(refused_change)?;
+            // A scheduled change is charged by the renewal it replaces, not now.
+            if change.effective_at == ChangeTiming::NextBillingDate.as_str() {
+                preview.charge_now = 0;
+            }
             return Ok(json_response(
                 StatusCode::OK,
                 &PreviewAnswer { change, preview },
