@@ -60,6 +60,22 @@ ROUTES: dict[tuple[str, str], tuple[str, type]] = {
     ("GET", "/products/{id}"): ("one", t.Product),
 }
 
+# What the paywall asks of Dodo, judged by the SDK's own request parameters (the
+# TypedDicts its methods take): a JSON body or a query. Each 2xx answer's request must
+# name only parameters the SDK has, every required one, each of the SDK's type. (A
+# request the simulator refused is its own test of a refusal, not judged.)
+REQUESTS: dict[tuple[str, str], tuple[str, type]] = {
+    ("POST", "/checkouts"): ("body", t.CheckoutSessionCreateParams),
+    ("POST", "/customers"): ("body", t.CustomerCreateParams),
+    ("PATCH", "/subscriptions/{id}"): ("body", t.SubscriptionUpdateParams),
+    ("POST", "/subscriptions/{id}/change-plan"): ("body", t.SubscriptionChangePlanParams),
+    ("POST", "/subscriptions/{id}/change-plan/preview"): ("body", t.SubscriptionPreviewChangePlanParams),
+    ("GET", "/subscriptions"): ("query", t.SubscriptionListParams),
+    ("GET", "/payments"): ("query", t.PaymentListParams),
+    ("GET", "/refunds"): ("query", t.RefundListParams),
+    ("GET", "/disputes"): ("query", t.DisputeListParams),
+}
+
 # Routes the simulator serves that are not Dodo's API (its hosted pages, the stand-in for
 # banks): recorded, not judged.
 NOT_DODO_API = {
@@ -248,6 +264,42 @@ class Report:
             self.fail(where, path_of(prefix + loc), f"no field `{name}`", extra)
 
 
+def judge_request(report: "Report", where: str, params: type, asked: object) -> None:
+    """`asked` (a JSON body, or a query as a dict of strings) against the SDK's TypedDict
+    `params`: no unknown name, every required one, each value of the declared type."""
+    if not isinstance(asked, dict):
+        report.fail(where, "(request)", f"a JSON object for {params.__name__}", asked)
+        return
+    hints = typing.get_type_hints(params, include_extras=True)
+    for name in asked:
+        if name not in hints:
+            report.fail(where, f"request.{name}", f"a parameter of {params.__name__}", asked[name])
+    for name in getattr(params, "__required_keys__", set()):
+        if name not in asked:
+            report.fail(where, f"request.{name}", f"present (required by {params.__name__})", None)
+    try:
+        TypeAdapter(params).validate_python(asked)
+    except pydantic.ValidationError as err:
+        for error in err.errors():
+            path = ".".join(str(p) for p in error["loc"])
+            report.fail(where, f"request.{path}", error["msg"], error.get("input"))
+
+
+def query_of(text: object) -> dict[str, object]:
+    """A query string as the SDK's parameters would give it: numbers and booleans typed."""
+    from urllib.parse import parse_qsl
+
+    typed: dict[str, object] = {}
+    for name, value in parse_qsl(text or "", keep_blank_values=True):
+        if value.isdigit():
+            typed[name] = int(value)
+        elif value in ("true", "false"):
+            typed[name] = value == "true"
+        else:
+            typed[name] = value
+    return typed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=Path, help="the simulator's recordings")
@@ -269,6 +321,7 @@ def main() -> int:
     report = Report()
     events = webhook_models()
     answers = Counter()
+    requests = Counter()
     webhooks = Counter()
     shaped = 0
     skipped = Counter()
@@ -310,6 +363,11 @@ def main() -> int:
                 report.fail(where, "(route)", "a route of Dodo's API in validate.py's map", key[1])
                 continue
             answers[key] += 1
+            if key in REQUESTS and status < 400:
+                part, params = REQUESTS[key]
+                asked = record.get("request") if part == "body" else query_of(record.get("query"))
+                judge_request(report, f"{where} request", params, asked)
+                requests[key] += 1
             if status >= 400:
                 report.judge(where, ErrorBody, body)
                 continue
@@ -337,10 +395,15 @@ def main() -> int:
     for kind in sorted(simulator_webhook_types(args.simulator_src) - seen_types):
         report.fail(f"webhook {kind}", "(coverage)", "at least one event recorded (the simulator can send it)", None)
 
+    for key in REQUESTS:
+        if requests[key] == 0:
+            report.fail(f"{key[0]} {key[1]}", "(coverage)", "at least one request judged", None)
+
     total_answers = sum(answers.values())
     total_webhooks = sum(webhooks.values())
     print(f"dodopayments {dodopayments.__version__}: {len(files)} recording file(s)")
     print(f"  {total_answers} answers on {len(answers)} routes, {total_webhooks} webhooks of {len(webhooks)} types")
+    print(f"  {sum(requests.values())} requests judged by the SDK's parameters on {len(requests)} routes")
     if shaped:
         print(f"  {shaped} lines from simulators a test filled with objects of its own shape: not judged")
     if skipped:

@@ -2,7 +2,8 @@
 //! (`make test-sdk-models`, `dev/sdk-oracle/validate.py`).
 //!
 //! Off unless `DODO_SIMULATOR_RECORD_DIR` names a folder: then every JSON answer of the
-//! API routes (route template, method, status, body) and every webhook event (its type and
+//! API routes (route template, method, status, body, and what was asked: the query and
+//! the JSON request body) and every webhook event (its type and
 //! body, once per event, not per delivery attempt) is appended as one JSON line to
 //! `<dir>/simulator-<pid>.jsonl`. One file per process, one lock per file and one
 //! `write` per line, so that parallel test processes (and the several simulators of one
@@ -108,6 +109,15 @@ pub async fn answers(State(sim): State<DodoSimulator>, request: Request, next: N
             .unwrap_or(path)
             .to_owned()
     });
+    // What was asked: the query and the JSON body (the validator judges both by the
+    // SDK's request parameters).
+    let query = request.uri().query().map(str::to_owned);
+    let (parts, body) = request.into_parts();
+    let Ok(asked) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
+    };
+    let asked_json: Value = serde_json::from_slice(&asked).unwrap_or(Value::Null);
+    let request = Request::from_parts(parts, Body::from(asked));
     let response = next.run(request).await;
     let Some(route) = route else {
         return response; // the fallback: not a route of Dodo's
@@ -132,6 +142,8 @@ pub async fn answers(State(sim): State<DodoSimulator>, request: Request, next: N
             "route": route,
             "status": parts.status.as_u16(),
             "body": body,
+            "query": query,
+            "request": asked_json,
         }),
         sim.shaped_by_test(),
     );
