@@ -265,36 +265,6 @@ async fn cancel_and_resume_from_the_app_follow_dodo_and_are_idempotent() {
     assert!(changes.contains(&"resumed".to_owned()), "{changes:?}");
 }
 
-/// Opens a checkout of `plan` as `token` and pays it on the simulator's page with
-/// `form`: where the page sends the buyer back.
-async fn checkout(s: &Stack, token: &str, plan: &str, form: &str) -> String {
-    let session: Value = s
-        .http
-        .post(format!("{}/payment/create-checkout-session", s.base))
-        .bearer_auth(token)
-        .json(&json!({"plan": plan}))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("json");
-    let url = session["checkout_url"].as_str().expect("a checkout url");
-    let paid = s
-        .http
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form.to_owned())
-        .send()
-        .await
-        .expect("answered");
-    assert_eq!(paid.status().as_u16(), 303);
-    paid.headers()["location"]
-        .to_str()
-        .expect("text")
-        .to_owned()
-}
-
 /// The subscription Dodo has for `user` (the simulator's record).
 fn subscription_of(s: &Stack, user: &str) -> Value {
     s.sim()
@@ -308,7 +278,7 @@ fn subscription_of(s: &Stack, user: &str) -> Value {
 async fn a_card_trial_runs_at_dodo_converts_at_its_first_charge_once_per_person() {
     let s = stack("card-trial").await;
     let tina = s.token_with("tina", "Tina.K+app@gmail.com", true);
-    let back = checkout(&s, &tina, "starter", "outcome=succeeded").await;
+    let back = s.checkout(&tina, "starter", "outcome=succeeded").await;
     assert!(
         !back.contains("payment_id="),
         "a free trial charges nothing: {back}"
@@ -329,7 +299,7 @@ async fn a_card_trial_runs_at_dodo_converts_at_its_first_charge_once_per_person(
 
     // The same mailbox under another account checks out without a trial.
     let twin = s.token_with("tina-2", "tinak@googlemail.com", true);
-    checkout(&s, &twin, "starter", "outcome=succeeded").await;
+    s.checkout(&twin, "starter", "outcome=succeeded").await;
     assert_eq!(subscription_of(&s, "tina-2")["trial_period_days"], 0);
 
     // At the trial's end Dodo charges: the trial converts.
@@ -362,7 +332,8 @@ async fn a_card_trial_runs_at_dodo_converts_at_its_first_charge_once_per_person(
 async fn a_card_declined_at_the_trials_end_ends_the_trial() {
     let s = stack("trial-declined").await;
     let vic = s.token("vic");
-    checkout(&s, &vic, "starter", "outcome=succeeded&renewal=fails").await;
+    s.checkout(&vic, "starter", "outcome=succeeded&renewal=fails")
+        .await;
     s.advance("1h").await;
     assert_eq!(s.status("vic").await["status"], "trialing");
     s.post("/dev/clock", json!({"to": "2027-01-22T11:00:00Z"}))
@@ -582,7 +553,7 @@ async fn a_trial_whose_webhook_is_lost_is_found_by_the_hourly_reconcile() {
     let (status, _) = s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
     assert_eq!(status, 200);
     let wes = s.token("wes");
-    checkout(&s, &wes, "starter", "outcome=succeeded").await;
+    s.checkout(&wes, "starter", "outcome=succeeded").await;
     let waiting = s.status("wes").await;
     assert_eq!(waiting["status"], "pending", "not heard of yet: {waiting}");
     s.advance("2h").await;

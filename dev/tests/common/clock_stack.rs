@@ -85,31 +85,7 @@ impl Stack {
     /// payment id, confirmed on the success route when paid.
     pub async fn buy(&self, user: &str, plan: &str, form: &str) -> String {
         let token = self.token(user);
-        let session: Value = self
-            .http
-            .post(format!("{}/payment/create-checkout-session", self.base))
-            .bearer_auth(&token)
-            .json(&json!({"plan": plan}))
-            .send()
-            .await
-            .expect("answered")
-            .json()
-            .await
-            .expect("json");
-        let url = session["checkout_url"].as_str().expect("a checkout url");
-        let paid = self
-            .http
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.to_owned())
-            .send()
-            .await
-            .expect("answered");
-        assert_eq!(paid.status().as_u16(), 303);
-        let location = paid.headers()["location"]
-            .to_str()
-            .expect("text")
-            .to_owned();
+        let location = self.checkout(&token, plan, form).await;
         let payment_id = location
             .split(['?', '&'])
             .find_map(|pair| pair.strip_prefix("payment_id="))
@@ -188,6 +164,36 @@ impl Stack {
             .collect();
         events.sort();
         events.into_iter().map(|(_, change)| change).collect()
+    }
+
+    /// Opens a checkout of `plan` as `token` and pays it on the simulator's page with
+    /// `form`: where the page sends the buyer back.
+    pub async fn checkout(&self, token: &str, plan: &str, form: &str) -> String {
+        let session: Value = self
+            .http
+            .post(format!("{}/payment/create-checkout-session", self.base))
+            .bearer_auth(token)
+            .json(&json!({"plan": plan}))
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("json");
+        let url = session["checkout_url"].as_str().expect("a checkout url");
+        let paid = self
+            .http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned())
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(paid.status().as_u16(), 303);
+        paid.headers()["location"]
+            .to_str()
+            .expect("text")
+            .to_owned()
     }
 
     pub fn sim(&self) -> &dev::dodo_simulator::DodoSimulator {

@@ -75,19 +75,7 @@ impl PortalHandler {
         caller: &Caller,
     ) -> Result<Response<Body>, ApiError> {
         let input: ChangeInput = json_body(request)?;
-        let name = input
-            .plan
-            .ok_or_else(|| ApiError::bad_request("name the `plan` to change to"))?;
-        let target = self.catalog.get(&name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_plan",
-                format!(
-                    "there is no plan named `{}`",
-                    name.chars().take(64).collect::<String>()
-                ),
-            )
-        })?;
+        let target = self.named_plan(input.plan, "to change to")?;
         if !target.is_subscription() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

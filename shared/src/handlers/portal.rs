@@ -105,6 +105,26 @@ impl PortalHandler {
         ))
     }
 
+    /// The catalogue's plan a request names; `400` when it names none (`what`: what the
+    /// plan is for) or one not sold.
+    pub(super) fn named_plan(
+        &self,
+        name: Option<String>,
+        what: &str,
+    ) -> Result<&crate::plan::Plan, ApiError> {
+        let name = name.ok_or_else(|| ApiError::bad_request(format!("name the `plan` {what}")))?;
+        self.catalog.get(&name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_plan",
+                format!(
+                    "there is no plan named `{}`",
+                    name.chars().take(64).collect::<String>()
+                ),
+            )
+        })
+    }
+
     /// The caller's subscription that a change, cancellation or resumption acts on: the
     /// one that speaks for them and still runs (gives access, or is on hold at Dodo).
     pub(super) fn running_subscription(

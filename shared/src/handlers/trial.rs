@@ -31,19 +31,7 @@ impl PortalHandler {
         caller: &Caller,
     ) -> Result<Response<Body>, ApiError> {
         let input: TrialInput = json_body(request)?;
-        let name = input
-            .plan
-            .ok_or_else(|| ApiError::bad_request("name the `plan` to try"))?;
-        let plan = self.catalog.get(&name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_plan",
-                format!(
-                    "there is no plan named `{}`",
-                    name.chars().take(64).collect::<String>()
-                ),
-            )
-        })?;
+        let plan = self.named_plan(input.plan, "to try")?;
         let days = plan.cardless_trial_days().ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
