@@ -565,3 +565,186 @@ async fn a_trial_whose_webhook_is_lost_is_found_by_the_hourly_reconcile() {
         subscription_of(&s, "wes")["subscription_id"]
     );
 }
+
+/// The reconcile finds a lost trial among many newer subscriptions to the same plan:
+/// it reads only the user's own customer's (issue 18 review, finding 3).
+#[tokio::test]
+async fn a_lost_trial_is_found_among_many_newer_subscriptions_to_its_plan() {
+    let s = stack("lost-trial-busy").await;
+    let (status, _) = s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    assert_eq!(status, 200);
+    let wes = s.token("wes");
+    s.checkout(&wes, "starter", "outcome=succeeded").await;
+    let mine = subscription_of(&s, "wes");
+    let created =
+        Timestamp::parse_rfc3339(mine["created_at"].as_str().expect("created_at")).expect("time");
+    // A busy plan: 150 other people subscribe to it within the hour.
+    for i in 0..150 {
+        let mut other = mine.clone();
+        other["subscription_id"] = json!(format!("sub_other_{i:03}"));
+        other["customer"]["customer_id"] = json!(format!("cus_other_{i:03}"));
+        other["metadata"] = json!({"user_id": format!("other{i}"), "plan": "starter"});
+        other["created_at"] = json!(created.plus_seconds(10 + i).to_rfc3339());
+        s.sim().put_subscription(other);
+    }
+    s.advance("2h").await;
+    let found = s.status("wes").await;
+    assert_eq!(found["status"], "trialing", "{found}");
+}
+
+/// A refund of an upgrade's proration charge leaves the month another payment paid
+/// (issue 18 review, finding 2): only the payment that paid the period ends it.
+#[tokio::test]
+async fn refunding_an_upgrade_charge_leaves_the_period_paid() {
+    let s = stack("refund-upgrade").await;
+    s.buy("uma", "pro", "outcome=succeeded").await;
+    s.advance("15d").await;
+    let (status, applied) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "uma",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{applied}");
+    let proration = applied["payment_id"]
+        .as_str()
+        .expect("a proration payment")
+        .to_owned();
+    s.advance("1h").await;
+    let refund = s
+        .http
+        .post(format!("{}/dodo/refunds", s.base))
+        .bearer_auth("sk_local_simulator")
+        .json(&json!({"payment_id": proration}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(refund.status().as_u16(), 200);
+    s.advance("1h").await;
+    let after = s.status("uma").await;
+    assert_eq!(
+        after["has_paid"], true,
+        "the month's $49 still paid: {after}"
+    );
+    // The renewal's own payment refunded: that does end the period.
+    s.post("/dev/clock", json!({"to": "2027-02-15T11:00:00Z"}))
+        .await;
+    let renewal = s
+        .sim()
+        .payments()
+        .into_iter()
+        .filter(|p| p["subscription_id"] == applied["status"]["subscription_id"])
+        .max_by_key(|p| p["created_at"].as_str().unwrap_or_default().to_owned())
+        .expect("the renewal");
+    let refund = s
+        .http
+        .post(format!("{}/dodo/refunds", s.base))
+        .bearer_auth("sk_local_simulator")
+        .json(&json!({"payment_id": renewal["payment_id"]}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(refund.status().as_u16(), 200);
+    s.advance("1h").await;
+    let refunded = s.status("uma").await;
+    assert_eq!(
+        (refunded["has_paid"].clone(), refunded["status"].clone()),
+        (json!(false), json!("refunded")),
+        "{refunded}"
+    );
+}
+
+/// A change Dodo already made (its answer lost, say) asked for again: answered as done,
+/// and Dodo is not asked to change (or charge) twice (issue 18 review, finding 4).
+#[tokio::test]
+async fn a_change_asked_again_after_dodo_made_it_is_not_made_twice() {
+    let s = stack("change-twice").await;
+    s.buy("ivy", "pro", "outcome=succeeded").await;
+    s.advance("10d").await;
+    let sub = subscription_of(&s, "ivy");
+    let id = sub["subscription_id"].as_str().expect("id");
+    // Dodo changes the plan (the portal, or our request whose answer was lost); its
+    // webhooks are lost, so the paywall still stores `pro`.
+    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    let changed = s
+        .http
+        .post(format!("{}/dodo/subscriptions/{id}/change-plan", s.base))
+        .bearer_auth("sk_local_simulator")
+        .json(&json!({"product_id": "pdt_local_team", "quantity": 1,
+                      "proration_billing_mode": "prorated_immediately"}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(changed.status().as_u16(), 200);
+    assert_eq!(s.status("ivy").await["plan"], "pro", "not heard of yet");
+    let changes_before = s
+        .sim()
+        .api_calls()
+        .iter()
+        .filter(|c| c.contains("/change-plan"))
+        .count();
+    let (status, again) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "ivy",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (again["applied"].clone(), again["payment_id"].clone()),
+        (json!(true), Value::Null)
+    );
+    assert_eq!(again["status"]["plan"], "team", "stored as Dodo has it");
+    let changes_after = s
+        .sim()
+        .api_calls()
+        .iter()
+        .filter(|c| c.contains("/change-plan"))
+        .count();
+    assert_eq!(
+        changes_after, changes_before,
+        "Dodo was not asked to change again"
+    );
+}
+
+/// A founder's grant is not hidden by a trial, so its end is never read as a conversion
+/// (issue 18 review, finding 5).
+#[tokio::test]
+async fn a_comped_user_gets_no_trial_over_their_grant() {
+    let s = stack("comped-trial").await;
+    let server: Value = s
+        .http
+        .get(format!("{}/dev/token?server=1", s.base))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    let granted = s
+        .http
+        .post(format!("{}/server/users/zoe/grants", s.base))
+        .bearer_auth(server["token"].as_str().expect("a token"))
+        .json(&json!({"plan": "pro", "days": 30, "reason": "beta tester"}))
+        .send()
+        .await
+        .expect("answered");
+    assert!(granted.status().is_success(), "{:?}", granted.text().await);
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/payment/trial",
+            "zoe",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("already_paid")),
+        "{body}"
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::entitlements::Entitlements;
+use crate::entitlements::{Entitlements, Source};
 use crate::ids::UserId;
 use crate::plan::Catalog;
 use crate::store::{AccessChange, AccessEvent, AccessObserver, Trigger};
@@ -46,7 +46,16 @@ pub fn change_kind(before: &Entitlements, after: &Entitlements, trigger: &Trigge
         (Trigger::ServerGrant, _, _) => "comp_granted",
         (Trigger::ServerRevoke, _, _) => "comp_revoked",
         (_, _, true) if is_trial && !was_trial => "trial_started",
-        (_, true, true) if was_trial && !is_trial => "trial_converted",
+        // Converted: something paid speaks now. Anything else after a trial (a grant
+        // underneath it) means the trial ended.
+        (_, true, true)
+            if was_trial
+                && !is_trial
+                && matches!(after.source, Some(Source::Pass | Source::Subscription)) =>
+        {
+            "trial_converted"
+        }
+        (_, true, _) if was_trial && !is_trial => "trial_ended",
         (_, true, false) if was_trial => "trial_ended",
         (_, true, true)
             if before.plan == after.plan
@@ -146,7 +155,6 @@ pub fn observer(catalog: &Catalog) -> AccessObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entitlements::Source;
 
     fn access(plan: Option<&str>, trial_ends: Option<i64>, cancel: bool) -> Entitlements {
         Entitlements {
@@ -167,6 +175,10 @@ mod tests {
         let trialing = access(Some("pro"), Some(500), false);
         let paid = access(Some("pro"), None, false);
         let leaving = access(Some("pro"), None, true);
+        let comped = Entitlements {
+            source: Some(Source::Grant),
+            ..access(Some("pro"), None, false)
+        };
         for (before, after, trigger, kind) in [
             (&none, &trialing, &active, "trial_started"),
             (&trialing, &paid, &active, "trial_converted"),
@@ -181,6 +193,7 @@ mod tests {
             (&paid, &leaving, &active, "cancellation_scheduled"),
             (&leaving, &paid, &active, "resumed"),
             (&paid, &none, &Trigger::Expiry, "expired"),
+            (&trialing, &comped, &Trigger::Expiry, "trial_ended"),
         ] {
             assert_eq!(
                 change_kind(before, after, trigger),

@@ -257,6 +257,11 @@ pub struct Payment {
     pub is_update_payment_method: bool,
     /// When Dodo created it (ms), to order a subscription's payments.
     pub created_at: Option<i64>,
+    /// Whether it pays a subscription's whole billing period (Dodo's `charge_type`
+    /// `new` or `renewal`, or none said), rather than part of one: a plan change that
+    /// keeps the cycle, or on-demand usage. A refund or lost dispute of a partial charge
+    /// never ends the period another payment paid.
+    pub pays_period: bool,
 }
 
 /// One line of a payment's `product_cart`.
@@ -316,7 +321,28 @@ impl Payment {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             created_at: str_field(value, "created_at").and_then(crate::time::parse_rfc3339_millis),
+            pays_period: pays_period(value),
         })
+    }
+}
+
+/// `new`, `renewal` or no `charge_type` pays a period; `on_demand` does not; a
+/// `plan_change` does only when its service period is a whole one (`proration_factor`
+/// `"1"`: a change that starts a new cycle, such as `full_immediately`).
+fn pays_period(payment: &Value) -> bool {
+    match str_field(payment, "charge_type") {
+        None | Some("new" | "renewal") => true,
+        Some("plan_change") => payment
+            .get("service_periods")
+            .and_then(Value::as_array)
+            .is_some_and(|periods| {
+                periods.iter().any(|p| {
+                    str_field(p, "proration_factor")
+                        .and_then(|f| f.parse::<f64>().ok())
+                        .is_some_and(|f| f >= 1.0)
+                })
+            }),
+        Some(_) => false,
     }
 }
 
@@ -627,20 +653,20 @@ impl DodoClient {
         Ok((readable, items.len()))
     }
 
-    /// `GET /subscriptions?product_id=P&created_at_gte=T&page_size=100`: the newest
-    /// subscriptions to one product created since `since` (one page: a checkout's own
-    /// subscription is among the first).
-    #[tracing::instrument(skip_all)]
+    /// `GET /subscriptions?customer_id=C&product_id=P&created_at_gte=T`: one customer's
+    /// subscriptions to one product created since `since` (a handful: one page).
     pub async fn list_new_subscriptions(
         &self,
+        customer_id: &str,
         product_id: &ProductId,
         since: crate::time::Timestamp,
     ) -> Result<Vec<crate::subscription::Subscription>, DodoError> {
+        let customer = token(customer_id)?;
         let answer = self
             .call(
                 Method::GET,
                 &format!(
-                    "/subscriptions?product_id={product_id}&created_at_gte={}&page_size={LIST_PAGE_SIZE}&page_number=0",
+                    "/subscriptions?customer_id={customer}&product_id={product_id}&created_at_gte={}&page_size={LIST_PAGE_SIZE}&page_number=0",
                     since.to_rfc3339()
                 ),
                 None,

@@ -313,7 +313,13 @@ pub async fn apply_payment(
                 .created_at
                 .unwrap_or_else(|| now.unix_seconds() * 1000);
             store
-                .record_subscription_payment(user, &subscription_id, &payment.payment_id, paid_at)
+                .record_subscription_payment(
+                    user,
+                    &subscription_id,
+                    &payment.payment_id,
+                    paid_at,
+                    payment.pays_period,
+                )
                 .await?;
             // The purchase completes the checkout it was made in: no longer pending, and
             // no longer due for reconcile.
@@ -363,6 +369,7 @@ mod tests {
                 .collect(),
             is_update_payment_method: false,
             created_at: None,
+            pays_period: true,
         }
     }
 

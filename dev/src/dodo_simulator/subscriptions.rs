@@ -133,12 +133,13 @@ pub(super) struct ListQuery {
     page_number: Option<usize>,
     status: Option<String>,
     product_id: Option<String>,
+    customer_id: Option<String>,
     created_at_gte: Option<String>,
 }
 
 /// `GET /subscriptions`: newest first, `page_size` (default 10, at most 100) from
-/// `page_number` (from 0), only those in `status`, on `product_id` and created at or
-/// after `created_at_gte` when they are given.
+/// `page_number` (from 0), only those in `status`, on `product_id`, of `customer_id` and
+/// created at or after `created_at_gte` when they are given.
 pub(super) async fn list_subscriptions(
     State(sim): State<DodoSimulator>,
     headers: HeaderMap,
@@ -184,6 +185,10 @@ pub(super) async fn list_subscriptions(
                         .product_id
                         .as_deref()
                         .is_none_or(|wanted| s["product_id"].as_str() == Some(wanted))
+                    && query
+                        .customer_id
+                        .as_deref()
+                        .is_none_or(|wanted| s["customer"]["customer_id"].as_str() == Some(wanted))
                     && since.is_none_or(|since| {
                         s["created_at"]
                             .as_str()

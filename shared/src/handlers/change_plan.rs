@@ -20,9 +20,13 @@ use crate::access::AccessView;
 use crate::api::{ApiError, Caller, json_body, json_response};
 use crate::dodo::{ChangePreview, DodoError, PlanChange};
 use crate::plan::{ChangeTiming, Plan};
+use crate::subscription::Subscription;
 
-/// Dodo calls of a change: the change, then reading the subscription back.
-const APPLY_CALLS: i64 = 2;
+/// Dodo calls of a change: reading the subscription (what Dodo has decides), the change,
+/// then reading it back.
+const APPLY_CALLS: i64 = 3;
+/// Dropping a scheduled change: the drop, then reading the subscription back.
+const DROP_CALLS: i64 = 2;
 /// A preview is one call.
 const PREVIEW_CALLS: i64 = 1;
 
@@ -135,19 +139,39 @@ impl PortalHandler {
             ));
         }
         dodo_budget(&self.store, &self.clock, APPLY_CALLS).await?;
+        // What Dodo has now decides, not what is stored (a lost webhook, or this very
+        // change applied by a request whose answer was lost): asked again for a change
+        // Dodo already made, the state is stored and the answer is the same, and Dodo
+        // is never asked (and never charges) twice.
+        let live = self.dodo.get_subscription(&current.subscription_id).await?;
+        if applied_at_dodo(&live, target, change.effective_at) {
+            self.store_from_dodo(&caller.user_id, &live).await?;
+            let status = self.status_of(&caller.user_id).await?;
+            return Ok(json_response(
+                StatusCode::OK,
+                &AppliedAnswer {
+                    change,
+                    payment_id: None,
+                    applied: true,
+                    status,
+                },
+            ));
+        }
+        let change = match crate::purchase::subscription_plan_for(&self.catalog, &live) {
+            Some(on) if on.name != change.from => self.change_to(&on.name, target),
+            _ => change,
+        };
+        let body = PlanChange {
+            effective_at: change.effective_at,
+            ..body
+        };
         let payment_id = self
             .dodo
             .change_plan(&current.subscription_id, &body)
             .await
             .map_err(refused_change)?;
         let subscription = self.dodo.get_subscription(&current.subscription_id).await?;
-        let applied = match change.effective_at {
-            "immediately" => subscription.product_id.as_deref() == Some(target.product_id.as_str()),
-            _ => subscription
-                .scheduled_change
-                .as_ref()
-                .is_some_and(|c| c.product_id == target.product_id.as_str()),
-        };
+        let applied = applied_at_dodo(&subscription, target, change.effective_at);
         self.store_from_dodo(&caller.user_id, &subscription).await?;
         let audit = self.audit(
             request,
@@ -186,7 +210,7 @@ impl PortalHandler {
         let account = self.store.get_account(&caller.user_id).await?;
         let current = self.running_subscription(&account.subscriptions, now)?;
         if current.scheduled_product_id.is_some() {
-            dodo_budget(&self.store, &self.clock, APPLY_CALLS).await?;
+            dodo_budget(&self.store, &self.clock, DROP_CALLS).await?;
             match self
                 .dodo
                 .cancel_scheduled_change(&current.subscription_id)
@@ -228,6 +252,19 @@ impl PortalHandler {
             proration_billing_mode: policy.proration,
             on_payment_failure: policy.on_payment_failure,
         }
+    }
+}
+
+/// Whether Dodo's subscription is on `target` (a change `immediately`) or has the move
+/// to it scheduled (`next_billing_date`).
+fn applied_at_dodo(subscription: &Subscription, target: &Plan, effective_at: &str) -> bool {
+    let product = target.product_id.as_str();
+    match effective_at {
+        "immediately" => subscription.product_id.as_deref() == Some(product),
+        _ => subscription
+            .scheduled_change
+            .as_ref()
+            .is_some_and(|c| c.product_id == product),
     }
 }
 

@@ -230,19 +230,25 @@ impl CreateCheckoutHandler {
         Ok(pending)
     }
 
-    /// The days of Dodo's trial this checkout offers: the plan's card trial, once per
-    /// person (the user, and their verified e-mail, normalised): one who had a trial of
+    /// The days of Dodo's trial this checkout asks for: the plan's card trial, once per
+    /// person (the user, and their verified e-mail, normalised; without a verified
+    /// e-mail, no trial: a new account would be a new person). One who had a trial of
     /// the plan, or whose e-mail another user has on offer, checks out without one.
+    /// Always said for a subscription (0: none), so that a trial set on the Dodo product
+    /// itself never runs past the catalogue's rule; `None` for a pass.
     async fn trial_for(
         &self,
         caller: &Caller,
         plan: &Plan,
         now: Timestamp,
     ) -> Result<Option<u32>, ApiError> {
-        let Some(days) = plan.card_trial_days() else {
+        if !plan.is_subscription() {
             return Ok(None);
+        }
+        let (Some(days), Some(email)) = (plan.card_trial_days(), caller.verified_email()) else {
+            return Ok(Some(0));
         };
-        let email = caller.verified_email().map(|e| e.as_str());
+        let email = Some(email.as_str());
         let offered = self
             .store
             .trial_available(&plan.name, &caller.user_id, email)
@@ -251,7 +257,7 @@ impl CreateCheckoutHandler {
                 .store
                 .offer_trial(&plan.name, &caller.user_id, email, now)
                 .await?;
-        Ok(offered.then_some(days))
+        Ok(Some(if offered { days } else { 0 }))
     }
 
     /// The caller's Dodo customer: the one bound to them, else a new one created for

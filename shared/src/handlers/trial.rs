@@ -117,7 +117,7 @@ fn trial_used() -> ApiError {
 }
 
 /// A trial is for someone who has not paid for the plan: one who has it (or another
-/// paid plan running) is refused, so a trial never masks what they paid for.
+/// paid plan running, or a grant) is refused, so a trial never masks what they have.
 fn refuse_when_paid(
     account: &Account,
     catalog: &crate::plan::Catalog,
@@ -126,11 +126,13 @@ fn refuse_when_paid(
 ) -> Result<(), ApiError> {
     let standing = crate::entitlements::Standing::of(account, catalog, now);
     match standing.source {
-        Some(Source::Pass | Source::Subscription) => Err(ApiError::new(
+        // A grant from the founder too: a trial would hide it, and its end would read as
+        // a conversion.
+        Some(Source::Pass | Source::Subscription | Source::Grant) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_paid",
             format!(
-                "the signed-in user already has a paid plan running ({}); a trial of `{plan}` would change nothing they paid for",
+                "the signed-in user already has a plan running ({}); a trial of `{plan}` would hide it",
                 standing.plan.unwrap_or_default()
             ),
         )),

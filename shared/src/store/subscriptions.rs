@@ -273,15 +273,19 @@ impl Store {
     }
 
     /// Records a succeeded payment of a subscription: links the subscription to its user,
-    /// keeps the payment as the subscription's latest (if it is), and applies any refund
-    /// or dispute of it that arrived first — all in one transaction, checked against the
-    /// payment's claims and the subscription's revision read.
+    /// keeps the payment as the subscription's latest period payment (if it is one, and
+    /// the latest: `pays_period` false for a charge of part of a period, such as a plan
+    /// change's proration, which a refund of must not end the period another payment
+    /// paid), and applies any refund or dispute of it that arrived first — all in one
+    /// transaction, checked against the payment's claims and the subscription's revision
+    /// read.
     pub async fn record_subscription_payment(
         &self,
         user: &UserId,
         subscription_id: &str,
         payment_id: &str,
         paid_at: i64,
+        pays_period: bool,
     ) -> Result<(), StoreError> {
         let build_error =
             |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
@@ -289,7 +293,8 @@ impl Store {
             let claims = self.payment_claims(payment_id).await?;
             let stored = self.get_subscription(user, subscription_id).await?;
             let rev = stored.as_ref().map_or(0, |s| s.rev);
-            let latest = stored.as_ref().is_none_or(|s| s.last_payment_at <= paid_at);
+            let latest =
+                pays_period && stored.as_ref().is_none_or(|s| s.last_payment_at <= paid_at);
 
             // A payment may arrive before any event of its subscription: until one does,
             // the subscription is pending (no access, no plan yet).
@@ -576,17 +581,24 @@ impl Store {
                 |account| replace_subscription(account, record.clone()),
             )?;
             // A trial Dodo started is this person's trial of the plan, for good: the
-            // user's claim and their e-mails' (the customer's, and the verified one on
-            // their profile), written when its state is first stored.
+            // user's claim and their verified e-mail's, written when its state is first
+            // stored. Only a verified address: the one on their profile (stored only
+            // when verified), and the customer's when it is the customer the paywall made
+            // from that address. An address typed on Dodo's page proves nothing, and
+            // claiming it would use up its owner's trial.
             let trial_claims = match (plan, record.trial_ends_at) {
                 (Some(plan), Some(_))
                     if stored.as_ref().is_none_or(|s| s.trial_ends_at.is_none()) =>
                 {
-                    let emails: Vec<&str> = subscription
-                        .customer_email
-                        .as_deref()
+                    let profile = account.profile.as_ref();
+                    let bound_customer = profile.and_then(|p| p.customer_id.as_deref());
+                    let customers_own = subscription.customer_email.as_deref().filter(|_| {
+                        bound_customer.is_some()
+                            && subscription.customer_id.as_deref() == bound_customer
+                    });
+                    let emails: Vec<&str> = customers_own
                         .into_iter()
-                        .chain(account.profile.as_ref().and_then(|p| p.email.as_deref()))
+                        .chain(profile.and_then(|p| p.email.as_deref()))
                         .collect();
                     self.started_trial_puts(plan, user, &emails, now_of(event_at))?
                 }

@@ -147,10 +147,11 @@ impl Reconciler {
     }
 
     /// The subscription a checkout with Dodo's trial started, stored, if Dodo has one:
-    /// such a checkout makes no payment to find it by, so the subscriptions to the plan's
-    /// product created since the checkout opened are read, and the one whose metadata
-    /// names this user is it. `None` for any other checkout (no Dodo call), or while
-    /// there is none.
+    /// such a checkout makes no payment to find it by. A trial is only offered with a
+    /// verified e-mail, so the checkout named the customer the paywall bound to the user:
+    /// that customer's subscriptions to the plan's product created since the checkout
+    /// opened are read (a handful), and ours is the one whose metadata names this user.
+    /// `None` for any other checkout (no Dodo call), or while there is none.
     async fn trial_subscription_of(
         &self,
         user: &UserId,
@@ -158,20 +159,26 @@ impl Reconciler {
         opened_at: Timestamp,
         budget: &mut Budget,
     ) -> Result<Option<Repair>, ItemError> {
-        let profile = self.store.get_user(user).await?;
+        let Some(profile) = self.store.get_user(user).await? else {
+            return Ok(None);
+        };
         let Some(plan) = profile
-            .and_then(|p| p.pending_checkout)
+            .pending_checkout
+            .as_ref()
             .filter(|c| c.session_id == session_id)
             .and_then(|c| self.catalog.get(&c.plan).cloned())
             .filter(|p| p.is_subscription() && p.card_trial_days().is_some())
         else {
             return Ok(None);
         };
+        let Some(customer) = profile.customer_id.as_deref() else {
+            return Ok(None);
+        };
         budget.take().await?;
         let observed_at = self.clock.now_millis();
         let found = self
             .dodo
-            .list_new_subscriptions(&plan.product_id, opened_at)
+            .list_new_subscriptions(customer, &plan.product_id, opened_at)
             .await
             .map_err(gone_if_unknown)?
             .into_iter()
