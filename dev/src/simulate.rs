@@ -1224,6 +1224,14 @@ struct SoldPlan {
     product_id: String,
     /// A pass's days per payment; `None` for a subscription.
     pass_days: Option<i64>,
+    /// The catalogue's `price`, in cents (`"$9/month"` is 900), if it names one.
+    price_cents: Option<i64>,
+    /// Its trial, `(days, card)`: `trial_days = N` is Dodo's (a card taken at checkout),
+    /// `trial = { days = N, card = false }` the paywall's card-less one.
+    trial: Option<(i64, bool)>,
+    /// Whether the entry sets `change` (how a subscriber moves to it); without it, the
+    /// documented defaults.
+    change_policy: bool,
 }
 
 /// The catalogue the stack under test sells, read by the checker from the same text the
@@ -1275,6 +1283,7 @@ impl Plans {
                     product_id: Some(product.to_owned()),
                     kind: Some("pass".to_owned()),
                     days: Some(default_days),
+                    ..Entry::default()
                 },
             )]),
             (None, None) => json_entries(crate::local_server::DEMO_PLANS, "the demo plans")?,
@@ -1292,10 +1301,18 @@ impl Plans {
                 Some("subscription") => None,
                 other => return Err(format!("plan {name}: kind {other:?}")),
             };
+            let trial = match (entry.trial, entry.trial_days) {
+                (Some(trial), _) => Some(trial),
+                (None, Some(days)) => Some((days, true)),
+                (None, None) => None,
+            };
             plans.push(SoldPlan {
                 name,
                 product_id,
                 pass_days,
+                price_cents: entry.price.as_deref().and_then(price_cents),
+                trial,
+                change_policy: entry.change,
             });
         }
         Ok(Self(plans))
@@ -1304,14 +1321,44 @@ impl Plans {
     fn by_product(&self, product_id: &str) -> Option<&SoldPlan> {
         self.0.iter().find(|p| p.product_id == product_id)
     }
+
+    fn named(&self, name: &str) -> Option<&SoldPlan> {
+        self.0.iter().find(|p| p.name == name)
+    }
+
+    /// The plan a product is, by name (`None`: a product this catalogue does not sell).
+    fn name_of(&self, product_id: &str) -> Option<String> {
+        self.by_product(product_id).map(|p| p.name.clone())
+    }
 }
 
-/// The fields of a catalogue entry that say what a payment buys.
+/// A catalogue `price` as cents: `"$9/month"` 900, `"$19"` 1900, `"$4.50"` 450 (README,
+/// "Plans, features and limits": "its amount also ranks plans for upgrades and
+/// downgrades"). The checker's own reading: the currency sign, the amount, then anything.
+fn price_cents(text: &str) -> Option<i64> {
+    let amount = text.trim().trim_start_matches(|c: char| !c.is_ascii_digit());
+    let end = amount
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(amount.len());
+    let (whole, cents) = match amount[..end].split_once('.') {
+        Some((whole, cents)) => (whole, format!("{cents:0<2}")),
+        None => (&amount[..end], "00".to_owned()),
+    };
+    Some(whole.parse::<i64>().ok()? * 100 + cents.get(..2)?.parse::<i64>().ok()?)
+}
+
+/// The fields of a catalogue entry that say what a payment buys, what it costs, and
+/// which trial it offers.
 #[derive(Default)]
 struct Entry {
     product_id: Option<String>,
     kind: Option<String>,
     days: Option<i64>,
+    price: Option<String>,
+    trial_days: Option<i64>,
+    /// `trial = { days, card }` (`card` is true unless `false`).
+    trial: Option<(i64, bool)>,
+    change: bool,
 }
 
 fn json_entries(text: &str, source: &str) -> Result<BTreeMap<String, Entry>, String> {
@@ -1328,6 +1375,12 @@ fn json_entries(text: &str, source: &str) -> Result<BTreeMap<String, Entry>, Str
                 product_id: text("product_id"),
                 kind: text("kind"),
                 days: plan["days"].as_i64(),
+                price: text("price"),
+                trial_days: plan["trial_days"].as_i64(),
+                trial: plan["trial"]["days"]
+                    .as_i64()
+                    .map(|days| (days, plan["trial"]["card"] != false)),
+                change: plan.get("change").is_some(),
             };
             (name.clone(), entry)
         })
@@ -1371,9 +1424,38 @@ fn toml_entries(text: &str) -> Result<BTreeMap<String, Entry>, String> {
         match key {
             "product_id" => entry.product_id = Some(string().ok_or_else(bad)?),
             "kind" => entry.kind = Some(string().ok_or_else(bad)?),
-            "days" => {
+            "days" | "trial_days" => {
                 let digits = value.split('#').next().unwrap_or_default().trim();
-                entry.days = Some(digits.replace('_', "").parse().map_err(|_| bad())?);
+                let days = Some(digits.replace('_', "").parse().map_err(|_| bad())?);
+                if key == "days" {
+                    entry.days = days;
+                } else {
+                    entry.trial_days = days;
+                }
+            }
+            "price" => entry.price = Some(string().ok_or_else(bad)?),
+            "change" => entry.change = true,
+            // `trial = { days = 14, card = false }`, on one line.
+            "trial" => {
+                let inner = value
+                    .split('#')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .trim_start_matches('{')
+                    .trim_end_matches('}');
+                let mut days = None;
+                let mut card = true;
+                for pair in inner.split(',') {
+                    match pair.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                        Some(("days", v)) => {
+                            days = Some(v.replace('_', "").parse().map_err(|_| bad())?)
+                        }
+                        Some(("card", v)) => card = v != "false",
+                        _ => {}
+                    }
+                }
+                entry.trial = Some((days.ok_or_else(bad)?, card));
             }
             _ => {}
         }
@@ -1635,18 +1717,42 @@ mod tests {
             name: name.into(),
             product_id: product.into(),
             pass_days: Some(days),
+            price_cents: None,
+            trial: None,
+            change_policy: false,
         };
         let subscription = |name: &str, product: &str| SoldPlan {
             name: name.into(),
             product_id: product.into(),
             pass_days: None,
+            price_cents: None,
+            trial: None,
+            change_policy: false,
         };
-        // Nothing configured: the local stack's demo plans.
+        let priced = |plan: SoldPlan, cents| SoldPlan {
+            price_cents: Some(cents),
+            ..plan
+        };
+        let trying = |plan: SoldPlan, days, card| SoldPlan {
+            trial: Some((days, card)),
+            ..plan
+        };
+        // Nothing configured: the local stack's demo plans, with their prices and trials.
         assert_eq!(
             Plans::from_sources(None, "", None, None),
             Ok(Plans(vec![
-                pass("monthly", "pdt_local_demo", 30),
-                subscription("pro", "pdt_local_pro"),
+                priced(pass("monthly", "pdt_local_demo", 30), 1900),
+                priced(subscription("pro", "pdt_local_pro"), 4900),
+                trying(
+                    priced(subscription("starter", "pdt_local_starter"), 900),
+                    7,
+                    true
+                ),
+                trying(
+                    priced(subscription("team", "pdt_local_team"), 9900),
+                    14,
+                    false
+                ),
             ]))
         );
         // README's example file, in TOML.
@@ -1654,8 +1760,22 @@ mod tests {
         assert_eq!(
             Plans::from_sources(None, example, Some("pdt_ignored"), None),
             Ok(Plans(vec![
-                pass("monthly", "pdt_monthly_pass", 30),
-                subscription("pro", "pdt_pro_subscription"),
+                priced(pass("monthly", "pdt_monthly_pass", 30), 1900),
+                priced(subscription("pro", "pdt_pro_subscription"), 4900),
+            ]))
+        );
+        // Trials and prices written in TOML, both ways.
+        let toml = "[s]\nproduct_id = \"pdt_s\"\nkind = \"subscription\"\nprice = \"$4.5/week\"\n\
+                    trial_days = 7\n[t]\nproduct_id = \"pdt_t\"\nkind = \"subscription\"\n\
+                    trial = { days = 14, card = false } # no card\nchange = { upgrade = \"immediately\" }\n";
+        assert_eq!(
+            Plans::from_sources(None, toml, None, None),
+            Ok(Plans(vec![
+                trying(priced(subscription("s", "pdt_s"), 450), 7, true),
+                SoldPlan {
+                    change_policy: true,
+                    ..trying(subscription("t", "pdt_t"), 14, false)
+                },
             ]))
         );
         // `PLANS` wins over the file; a pass without days takes PLAN_DURATION_DAYS.
