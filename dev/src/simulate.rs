@@ -5,29 +5,55 @@
 //! the second): the handlers, the embedded DynamoDB engine, the Dodo simulator and the
 //! hourly reconcile. N users act through the same HTTP routes a frontend and Dodo use —
 //! they buy passes and subscriptions with the simulator's three cards (double-clicking
-//! sometimes), cancel at period end and take it back, put in new cards after a declined
-//! renewal, re-buy; the founder refunds; banks raise disputes; users share e-mails. Each
-//! week brings new random faults (lost, repeated, late and reordered webhooks, Dodo
-//! errors), and once the DynamoDB engine is stopped for a few hours and started again.
+//! sometimes), `starter` with Dodo's trial (the card taken, charged at the trial's end,
+//! some declined then), start the card-less trial of `team` (pressing twice at once, or
+//! with a second account on the same Gmail mailbox — dots, `+tag`, googlemail.com — at
+//! the same moment or later, which must be refused), preview and apply plan changes
+//! between the subscription plans (an upgrade now, a downgrade at the renewal), drop a
+//! scheduled change, cancel at period end and take it back (in Dodo's portal or the
+//! app's own routes), put in new cards after a declined renewal, re-buy; the founder
+//! refunds; banks raise disputes; users share e-mails. Each week brings new random
+//! faults (lost, repeated, late and reordered webhooks, Dodo errors), and once the
+//! DynamoDB engine is stopped for a few hours and started again.
 //!
 //! After every step (a day) the invariants are checked for every user whose state moved,
-//! and for everyone each week and at the end:
-//! (a) a user Dodo considers paid has access, except within the repair window;
+//! and for everyone each month and at the end; and **on every hour** from two hours
+//! before to three hours after each moment that matters for a user — a card-less trial's
+//! end, a Dodo trial's end (its first charge), a renewal with a scheduled change. Hourly
+//! checks for everyone (200 users × 8,760 hours, each a status call and store reads) would
+//! cost about twenty times the run for hours in which nothing can change by itself: away
+//! from those moments access moves only with an event, and the daily checks of whoever
+//! had one already see it once its repair window has closed.
+//! (a) a user Dodo considers paid (or on a trial) has access, except within the repair
+//!     window;
 //! (b) nobody else has access, beyond the documented grace rules;
-//! (c) the access granted equals the access paid for, to the second;
+//! (c) the access granted equals the access paid for (or the trial's end), to the second;
 //! (d) no webhook is answered 2xx before its effect is stored (none while the engine is
 //!     down);
-//! (e) the audit trail holds every applied delivery exactly once.
+//! (e) the audit trail holds every applied delivery exactly once;
+//! (f) a trial is shown only while one of the user's runs, with its own end (at any
+//!     moment: no lost webhook makes a trial longer);
+//! (g) the plan shown is the plan Dodo's subscription is on (after the repair window);
+//! (h) a plan change is an upgrade now or a downgrade at the renewal as the prices say,
+//!     and an upgrade is charged what its preview said;
+//! (i) a scheduled change takes effect exactly at its renewal: never shown before it, and
+//!     that renewal charged at the new plan's price;
+//! (j) no one has two trials of a plan, per account and per mailbox (at the end);
+//! (k) no subscription's period is charged twice (at the end).
+//! A known defect of the paywall's (`KNOWN_DEFECT_TRIAL`) is reported apart.
 //!
 //! The checker is independent of what it checks: every expectation is computed here from
 //! the documented rules (README), stated below as this file's own constants and
 //! functions — the renewal grace, what a pass buys (read from the catalogue text itself),
 //! what a refund or a dispute takes back, the repair window and the orders of events it
-//! tolerates. Nothing of the paywall's own policy is asked (no constant, no `Catalog`, no
-//! rule such as "does this claim revoke"): a defect planted in the paywall's rules would
-//! otherwise move the expectation with it and pass unseen. `dev/tests/
+//! tolerates, each plan's price and trial, what a trial gives, the e-mail normalisation
+//! for one trial per person (`mailbox`, from README's words), which move is an upgrade.
+//! Nothing of the paywall's own policy is asked (no constant, no `Catalog`, not its
+//! e-mail normaliser, no rule such as "does this claim revoke"): a defect planted in the
+//! paywall's rules would otherwise move the expectation with it and pass unseen. `dev/tests/
 //! simulate_independence.rs` plants one (a ten-day renewal grace) and shows it caught,
-//! and keeps the list of what this file takes from the paywall to the one below.
+//! shows rules (j) and (k) flag a synthetic second trial and a period charged twice, and
+//! keeps the list of what this file takes from the paywall to the one below.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -1342,6 +1368,7 @@ impl World {
     /// The Dodo trial that gives this user access while the paywall knows nothing of it
     /// because its `subscription.active` was never delivered (see `KNOWN_DEFECT_TRIAL`).
     fn lost_trial_start(&self, truth: &Truth, view: &Value, now: i64) -> Option<String> {
+        // The subscription, and what became of its `subscription.active` deliveries.
         let unknown: Vec<&str> = truth
             .subscriptions_giving_access(now)
             .into_iter()
@@ -1352,16 +1379,18 @@ impl World {
             return None;
         }
         let deliveries = self.simulator.deliveries();
-        unknown
-            .into_iter()
-            .find(|id| {
-                !deliveries.iter().any(|d| {
-                    d.object_id == *id
-                        && d.event_type == "subscription.active"
-                        && (200..300).contains(&d.status)
+        unknown.into_iter().find_map(|id| {
+            let attempts: Vec<String> = deliveries
+                .iter()
+                .filter(|d| d.object_id == id && d.event_type == "subscription.active")
+                .map(|d| match d.dropped {
+                    true => "dropped".to_owned(),
+                    false => d.status.to_string(),
                 })
-            })
-            .map(str::to_owned)
+                .collect();
+            let acknowledged = attempts.iter().any(|a| a.starts_with('2'));
+            (!acknowledged).then(|| format!("{id} (subscription.active: {})", attempts.join(", ")))
+        })
     }
 
     /// (d): while the engine was down nothing could be stored, so nothing may have been
