@@ -290,8 +290,8 @@ struct World {
     /// A scheduled plan change as last seen before its renewal, by subscription: the
     /// product it moves to, and when.
     scheduled_seen: HashMap<String, (String, i64)>,
-    /// Cases of `KNOWN_DEFECT_TRIAL`, by subscription: (user, first seen).
-    known_defects: BTreeMap<String, (String, String)>,
+    /// Cases of `KNOWN_DEFECT_TRIAL`, by subscription: what was seen.
+    known_defects: BTreeMap<String, String>,
     violations: Vec<Violation>,
     /// The engine was down from .. to (ms): deliveries then must not have been 2xx.
     outages: Vec<(i64, i64)>,
@@ -399,7 +399,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         known_defects: world
             .known_defects
             .iter()
-            .map(|(subscription, (user, at))| format!("{subscription} of {user}, seen {at}"))
+            .map(|(subscription, seen)| format!("{subscription} of {seen}"))
             .collect(),
         violations: std::mem::take(&mut world.violations),
     };
@@ -1335,6 +1335,7 @@ impl World {
                     user: user.id.clone(),
                     email: user.email.clone(),
                     what: format!("a card-less trial from {}", rfc(trial.from)),
+                    subscription: None,
                 });
             }
             let truth = self.simulator.user_truth(&user.id);
@@ -1353,11 +1354,47 @@ impl World {
                     user: user.id.clone(),
                     email: user.email.clone(),
                     what: format!("Dodo's trial on {id}"),
+                    subscription: Some(id.to_owned()),
                 });
             }
             payments.extend(truth.payments);
         }
-        for (user, detail) in trials_taken_twice(&trials) {
+        let twice = trials_taken_twice(&trials);
+        // A Dodo trial whose start the paywall never heard of (KNOWN_DEFECT_TRIAL): its
+        // checkout was dropped as abandoned, and the same person is offered the trial
+        // again ("An abandoned checkout with a trial does not use it up"). Reported with
+        // that defect, not as a violation of its own.
+        let deliveries = if twice.is_empty() {
+            Vec::new()
+        } else {
+            self.simulator.deliveries()
+        };
+        let start_lost = |subscription: &Option<String>| {
+            subscription.as_ref().is_some_and(|id| {
+                !deliveries.iter().any(|d| {
+                    &d.object_id == id
+                        && d.event_type == "subscription.active"
+                        && (200..300).contains(&d.status)
+                })
+            })
+        };
+        for (first, second, detail) in twice {
+            if start_lost(&trials[first].subscription) {
+                let key = trials[first].subscription.clone().unwrap_or_default();
+                let note = format!(
+                    "{}: its start was never delivered, and {} was given another trial: {detail}",
+                    trials[first].user, trials[second].user
+                );
+                self.known_defects
+                    .entry(key)
+                    .and_modify(|seen| {
+                        seen.push_str("; then ");
+                        seen.push_str(&note);
+                    })
+                    .or_insert(note);
+                continue;
+            }
+            let user = trials[second].user.clone();
             self.violation(&user, "(j) two trials of a plan", detail);
         }
         for detail in periods_charged_twice(&payments) {
@@ -1367,12 +1404,17 @@ impl World {
 
     /// The Dodo trial that gives this user access while the paywall knows nothing of it
     /// because its `subscription.active` was never delivered (see `KNOWN_DEFECT_TRIAL`).
-    fn lost_trial_start(&self, truth: &Truth, view: &Value, now: i64) -> Option<String> {
+    fn lost_trial_start(&self, truth: &Truth, view: &Value, now: i64) -> Option<(String, String)> {
         // The subscription, and what became of its `subscription.active` deliveries.
+        // Created with a trial (on it still, or charged since: the charge's webhooks may
+        // be lost too, and reconcile repairs renewals only of subscriptions it knows).
         let unknown: Vec<&str> = truth
             .subscriptions_giving_access(now)
             .into_iter()
-            .filter(|s| truth.on_dodo_trial(s) && view["subscription_id"] != s["subscription_id"])
+            .filter(|s| {
+                s["trial_period_days"].as_i64().unwrap_or(0) > 0
+                    && view["subscription_id"] != s["subscription_id"]
+            })
             .filter_map(|s| s["subscription_id"].as_str())
             .collect();
         if unknown.is_empty() {
@@ -1380,16 +1422,37 @@ impl World {
         }
         let deliveries = self.simulator.deliveries();
         unknown.into_iter().find_map(|id| {
+            // What could have told the paywall of it: its `subscription.active`, and
+            // each of its payments' `payment.succeeded`.
+            let payments: BTreeSet<&str> = truth
+                .0
+                .payments
+                .iter()
+                .filter(|p| p["subscription_id"] == id)
+                .filter_map(|p| p["payment_id"].as_str())
+                .collect();
             let attempts: Vec<String> = deliveries
                 .iter()
-                .filter(|d| d.object_id == id && d.event_type == "subscription.active")
+                .filter(|d| {
+                    (d.object_id == id && d.event_type == "subscription.active")
+                        || (payments.contains(d.object_id.as_str())
+                            && d.event_type == "payment.succeeded")
+                })
                 .map(|d| match d.dropped {
                     true => "dropped".to_owned(),
                     false => d.status.to_string(),
                 })
                 .collect();
             let acknowledged = attempts.iter().any(|a| a.starts_with('2'));
-            (!acknowledged).then(|| format!("{id} (subscription.active: {})", attempts.join(", ")))
+            (!acknowledged).then(|| {
+                (
+                    id.to_owned(),
+                    format!(
+                        "subscription.active, payment.succeeded: {}",
+                        attempts.join(", ")
+                    ),
+                )
+            })
         })
     }
 
@@ -1632,11 +1695,10 @@ impl World {
         if !settled {
             return; // within the repair window: reconcile has not had its chance yet
         }
-        if let Some(lost) = self.lost_trial_start(&truth, &view, now) {
+        if let Some((lost, deliveries)) = self.lost_trial_start(&truth, &view, now) {
             // A known defect of the paywall's, reported apart (see KNOWN_DEFECT_TRIAL).
-            self.known_defects
-                .entry(lost)
-                .or_insert_with(|| (user.clone(), rfc(now)));
+            let seen = format!("{user}, no access from {}, {deliveries}", rfc(now));
+            self.known_defects.entry(lost).or_insert(seen);
             return;
         }
         // (g) the plan shown is the plan Dodo's subscription is on, when one subscription
@@ -1798,39 +1860,39 @@ pub struct TrialTaken {
     pub email: String,
     /// What it was, for the report.
     pub what: String,
+    /// Dodo's subscription, for Dodo's trials.
+    pub subscription: Option<String>,
 }
 
-/// (j): each second trial of a plan by one account, or by one mailbox: (user, detail).
-pub fn trials_taken_twice(trials: &[TrialTaken]) -> Vec<(String, String)> {
+/// (j): each second trial of a plan by one account, or by one mailbox: (the first, the
+/// second, detail), as indices in `trials`.
+pub fn trials_taken_twice(trials: &[TrialTaken]) -> Vec<(usize, usize, String)> {
     let mut found = Vec::new();
-    let mut by_user: BTreeMap<(&str, &str), &TrialTaken> = BTreeMap::new();
-    let mut by_mailbox: BTreeMap<(&str, String), &TrialTaken> = BTreeMap::new();
-    for trial in trials {
-        if let Some(first) = by_user.insert((&trial.plan, &trial.user), trial) {
-            found.push((
-                trial.user.clone(),
-                format!(
-                    "two trials of {}: {}, and {}",
-                    trial.plan, first.what, trial.what
-                ),
-            ));
+    let mut by_user: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut by_mailbox: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for (index, trial) in trials.iter().enumerate() {
+        if let Some(first) = by_user.insert((&trial.plan, &trial.user), index) {
+            let detail = format!(
+                "two trials of {}: {}, and {}",
+                trial.plan, trials[first].what, trial.what
+            );
+            found.push((first, index, detail));
             continue;
         }
         let person = mailbox(&trial.email);
-        if let Some(first) = by_mailbox.insert((&trial.plan, person.clone()), trial) {
-            found.push((
-                trial.user.clone(),
-                format!(
-                    "two trials of {} for the mailbox {person}: {} ({}, {}), and {} ({}, {})",
-                    trial.plan,
-                    first.what,
-                    first.user,
-                    first.email,
-                    trial.what,
-                    trial.user,
-                    trial.email
-                ),
-            ));
+        if let Some(first) = by_mailbox.insert((&trial.plan, person.clone()), index) {
+            let earlier = &trials[first];
+            let detail = format!(
+                "two trials of {} for the mailbox {person}: {} ({}, {}), and {} ({}, {})",
+                trial.plan,
+                earlier.what,
+                earlier.user,
+                earlier.email,
+                trial.what,
+                trial.user,
+                trial.email
+            );
+            found.push((first, index, detail));
         }
     }
     found

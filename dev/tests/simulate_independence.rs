@@ -149,6 +149,7 @@ fn a_second_trial_by_one_person_is_flagged_by_the_checkers_own_reading() {
         user: user.into(),
         email: email.into(),
         what: format!("{user}'s trial of {plan}"),
+        subscription: None,
     };
     let honest = [
         trial("team", "ann", "Ann.Smith+work@gmail.com"),
@@ -165,11 +166,12 @@ fn a_second_trial_by_one_person_is_flagged_by_the_checkers_own_reading() {
     ];
     let found = trials_taken_twice(&twice);
     assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!((found[0].0, found[0].1), (0, 1));
     assert!(
-        found[0].1.contains("mailbox annsmith@gmail.com"),
+        found[0].2.contains("mailbox annsmith@gmail.com"),
         "{found:?}"
     );
-    assert_eq!(found[1].0, "bob");
+    assert_eq!((found[1].0, found[1].1), (2, 3), "bob, twice");
 }
 
 /// Rule (k) on synthetic payments: a period charged twice is flagged; a prorated plan
