@@ -131,10 +131,17 @@ async fn main() {
                     for violation in &report.violations {
                         println!("{}", report.describe(violation));
                     }
+                    let kinds: Vec<String> = report
+                        .actions_by_kind
+                        .iter()
+                        .map(|(kind, count)| format!("{kind} {count}"))
+                        .collect();
+                    println!("(actions by kind: {})", kinds.join(", "));
                     println!(
-                        "({} user actions, {} checks, {} hourly reconcile runs, in {:.1} s)",
+                        "({} user actions, {} checks of which {} on the hour, {} hourly reconcile runs, in {:.1} s)",
                         report.actions,
                         report.checks,
+                        report.hourly_checks,
                         report.reconcile_runs,
                         took.as_secs_f64()
                     );

@@ -5,29 +5,54 @@
 //! the second): the handlers, the embedded DynamoDB engine, the Dodo simulator and the
 //! hourly reconcile. N users act through the same HTTP routes a frontend and Dodo use —
 //! they buy passes and subscriptions with the simulator's three cards (double-clicking
-//! sometimes), cancel at period end and take it back, put in new cards after a declined
-//! renewal, re-buy; the founder refunds; banks raise disputes; users share e-mails. Each
-//! week brings new random faults (lost, repeated, late and reordered webhooks, Dodo
-//! errors), and once the DynamoDB engine is stopped for a few hours and started again.
+//! sometimes), `starter` with Dodo's trial (the card taken, charged at the trial's end,
+//! some declined then), start the card-less trial of `team` (pressing twice at once, or
+//! with a second account on the same Gmail mailbox — dots, `+tag`, googlemail.com — at
+//! the same moment or later, which must be refused), preview and apply plan changes
+//! between the subscription plans (an upgrade now, a downgrade at the renewal), drop a
+//! scheduled change, cancel at period end and take it back (in Dodo's portal or the
+//! app's own routes), put in new cards after a declined renewal, re-buy; the founder
+//! refunds; banks raise disputes; users share e-mails. Each week brings new random
+//! faults (lost, repeated, late and reordered webhooks, Dodo errors), and once the
+//! DynamoDB engine is stopped for a few hours and started again.
 //!
 //! After every step (a day) the invariants are checked for every user whose state moved,
-//! and for everyone each week and at the end:
-//! (a) a user Dodo considers paid has access, except within the repair window;
+//! and for everyone each month and at the end; and **on every hour** from two hours
+//! before to three hours after each moment that matters for a user — a card-less trial's
+//! end, a Dodo trial's end (its first charge), a renewal with a scheduled change. Hourly
+//! checks for everyone (200 users × 8,760 hours, each a status call and store reads) would
+//! cost about twenty times the run for hours in which nothing can change by itself: away
+//! from those moments access moves only with an event, and the daily checks of whoever
+//! had one already see it once its repair window has closed.
+//! (a) a user Dodo considers paid (or on a trial) has access, except within the repair
+//!     window;
 //! (b) nobody else has access, beyond the documented grace rules;
-//! (c) the access granted equals the access paid for, to the second;
+//! (c) the access granted equals the access paid for (or the trial's end), to the second;
 //! (d) no webhook is answered 2xx before its effect is stored (none while the engine is
 //!     down);
-//! (e) the audit trail holds every applied delivery exactly once.
+//! (e) the audit trail holds every applied delivery exactly once;
+//! (f) a trial is shown only while one of the user's runs, with its own end (at any
+//!     moment: no lost webhook makes a trial longer);
+//! (g) the plan shown is the plan Dodo's subscription is on (after the repair window);
+//! (h) a plan change is an upgrade now or a downgrade at the renewal as the prices say,
+//!     and an upgrade is charged what its preview said;
+//! (i) a scheduled change takes effect exactly at its renewal: never shown before it, and
+//!     that renewal charged at the new plan's price;
+//! (j) no one has two trials of a plan, per account and per mailbox (at the end);
+//! (k) no subscription's period is charged twice (at the end).
 //!
 //! The checker is independent of what it checks: every expectation is computed here from
 //! the documented rules (README), stated below as this file's own constants and
 //! functions — the renewal grace, what a pass buys (read from the catalogue text itself),
 //! what a refund or a dispute takes back, the repair window and the orders of events it
-//! tolerates. Nothing of the paywall's own policy is asked (no constant, no `Catalog`, no
-//! rule such as "does this claim revoke"): a defect planted in the paywall's rules would
-//! otherwise move the expectation with it and pass unseen. `dev/tests/
+//! tolerates, each plan's price and trial, what a trial gives, the e-mail normalisation
+//! for one trial per person (`mailbox`, from README's words), which move is an upgrade.
+//! Nothing of the paywall's own policy is asked (no constant, no `Catalog`, not its
+//! e-mail normaliser, no rule such as "does this claim revoke"): a defect planted in the
+//! paywall's rules would otherwise move the expectation with it and pass unseen. `dev/tests/
 //! simulate_independence.rs` plants one (a ten-day renewal grace) and shows it caught,
-//! and keeps the list of what this file takes from the paywall to the one below.
+//! shows rules (j) and (k) flag a synthetic second trial and a period charged twice, and
+//! keeps the list of what this file takes from the paywall to the one below.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -64,6 +89,11 @@ const START: &str = "2027-01-04T00:00:00Z";
 /// README ("Test clock") says the same.
 pub const REPAIR_WINDOW_SECONDS: i64 = 25 * 3600;
 
+/// How long before and after a moment that matters (a trial's end, a renewal with a
+/// scheduled change) its user is checked on every hour: two hours before it, three after.
+const WATCH_BEFORE_SECONDS: i64 = 2 * 3600;
+const WATCH_AFTER_SECONDS: i64 = 3 * 3600;
+
 /// Probability that a user does something on a given day.
 const ACTS_PER_DAY: f64 = 0.035;
 
@@ -97,6 +127,28 @@ const PLANS_TOML: &str = include_str!("../../plans.toml");
 /// start paid for that period (README, "Money rules": "a full refund of the payment for
 /// its current period ends it until the next period is paid").
 const PERIOD_PAYMENT_SLACK_SECONDS: i64 = 60;
+
+/// Whether a payment of Dodo's pays a subscription's whole period, in the checker's own
+/// reading of README ("Money rules": "a plan change's prorated charge, which Dodo marks
+/// `charge_type: plan_change`, pays part of a period and its refund ends nothing"): a
+/// `new` or `renewal` charge (or one Dodo does not mark) does; a `plan_change` only when
+/// its service period is a whole one (`proration_factor` 1); anything else does not.
+fn pays_a_period(payment: &Value) -> bool {
+    match payment["charge_type"].as_str() {
+        None | Some("new" | "renewal") => true,
+        Some("plan_change") => payment["service_periods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|period| {
+                period["proration_factor"]
+                    .as_str()
+                    .and_then(|f| f.parse::<f64>().ok())
+                    .is_some_and(|f| f >= 1.0)
+            }),
+        Some(_) => false,
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -153,6 +205,12 @@ pub struct Report {
     pub faults: u64,
     pub actions: u64,
     pub checks: u64,
+    /// Of the checks, those made on the hour around a trial's end or a renewal with a
+    /// scheduled change.
+    pub hourly_checks: u64,
+    /// The users' actions by kind (a double request counts once, its second request as
+    /// its own kind).
+    pub actions_by_kind: BTreeMap<&'static str, u64>,
     pub reconcile_runs: u64,
     pub violations: Vec<Violation>,
 }
@@ -190,9 +248,27 @@ struct User {
     email: String,
     /// When the driver last did something for this user (ms).
     last_action_ms: i64,
-    /// The next moment access may change by itself (a period, a grace or a pass ending),
-    /// as of the last check.
+    /// The next moment access may change by itself (a period, a grace, a pass or a
+    /// card-less trial ending), as of the last check.
     next_boundary: Option<i64>,
+    /// Another account on the same mailbox (the same address, or Gmail's dots, `+tag` or
+    /// googlemail.com), if any: the same person, for trials.
+    twin: Option<usize>,
+    /// The card-less trials the paywall started for this account (answered `201`).
+    trials: Vec<CardlessTrial>,
+    /// The moments around which this user is checked on every hour (a trial's end, a
+    /// renewal with a scheduled change), as of the last look.
+    watch: Vec<i64>,
+}
+
+/// A card-less trial as the checker knows it: asked for at `from` and answered `201`;
+/// README: "`POST /payment/trial {"plan"}` | Starts the plan's card-less trial now"; it
+/// "grants the plan's features and limits until it ends", `days` later.
+#[derive(Clone, Debug)]
+struct CardlessTrial {
+    plan: String,
+    from: i64,
+    until: i64,
 }
 
 struct World {
@@ -210,6 +286,14 @@ struct World {
     step: u32,
     actions: u64,
     checks: u64,
+    hourly_checks: u64,
+    kinds: BTreeMap<&'static str, u64>,
+    /// The plan each subscription bought with Dodo's trial was bought on (its checkout's:
+    /// a later plan change moves its product, not the trial it had), by id.
+    bought_plan: HashMap<String, String>,
+    /// A scheduled plan change as last seen before its renewal, by subscription: the
+    /// product it moves to, and when.
+    scheduled_seen: HashMap<String, (String, i64)>,
     violations: Vec<Violation>,
     /// The engine was down from .. to (ms): deliveries then must not have been 2xx.
     outages: Vec<(i64, i64)>,
@@ -281,6 +365,10 @@ pub async fn run(options: Options) -> Result<Report, String> {
         step: 0,
         actions: 0,
         checks: 0,
+        hourly_checks: 0,
+        kinds: BTreeMap::new(),
+        bought_plan: HashMap::new(),
+        scheduled_seen: HashMap::new(),
         violations: Vec::new(),
         outages: Vec::new(),
         timings: Default::default(),
@@ -306,6 +394,8 @@ pub async fn run(options: Options) -> Result<Report, String> {
         faults: world.simulator.faults_injected() + world.outages.len() as u64,
         actions: world.actions,
         checks: world.checks,
+        hourly_checks: world.hourly_checks,
+        actions_by_kind: std::mem::take(&mut world.kinds),
         reconcile_runs: world.stack.machine.reconcile_runs(),
         violations: std::mem::take(&mut world.violations),
     };
@@ -318,17 +408,36 @@ pub async fn run(options: Options) -> Result<Report, String> {
 impl World {
     async fn live(&mut self, start: i64) -> Result<(), String> {
         for i in 0..self.options.users {
-            // One user in ten shares the e-mail of the user before (a family, a team).
-            let email = if i > 0 && self.rng.chance(0.1) {
-                self.users[i - 1].email.clone()
-            } else {
-                format!("user{i}@example.com")
+            let previous = i.checked_sub(1);
+            let mut twin = None;
+            let email = match previous {
+                // One user in ten shares the e-mail of the user before (a family, a team).
+                Some(p) if self.rng.chance(0.1) => {
+                    twin = Some(p);
+                    self.users[p].email.clone()
+                }
+                // A third of those after a Gmail user are that person again, under a
+                // second account: the same mailbox written another way.
+                Some(p) if self.users[p].email.ends_with("@gmail.com") && self.rng.chance(0.35) => {
+                    twin = Some(p);
+                    gmail_variant(&self.users[p].email, i)
+                }
+                _ if self.rng.chance(0.4) => format!("user.{i}@gmail.com"),
+                _ => format!("user{i}@example.com"),
             };
+            if let Some(p) = twin
+                && self.users[p].twin.is_none()
+            {
+                self.users[p].twin = Some(i);
+            }
             self.users.push(User {
                 id: format!("u{i:05}"),
                 email,
                 last_action_ms: 0,
                 next_boundary: None,
+                twin,
+                trials: Vec::new(),
+                watch: Vec::new(),
             });
         }
         // How long to run (the simulator's calendar; this decides no expectation).
@@ -353,22 +462,54 @@ impl World {
             let outage_at =
                 (day == outage_day).then(|| day_start + 8 * 3600 + self.rng.below(3600) as i64);
             let mut outage_pending = outage_at;
-            for (offset, user) in plans {
-                let at = day_start + offset;
+            let mut acts = plans.into_iter().peekable();
+            // Hour by hour: the users who act in it, then, on the hour, whoever is near a
+            // moment that matters (a trial's end, a renewal with a scheduled change).
+            for hour in 1..=24 {
+                let hour_end = day_start + hour * 3600;
+                while let Some((offset, user)) = acts.next_if(|(o, _)| day_start + o < hour_end) {
+                    let at = day_start + offset;
+                    if let Some(down_at) = outage_pending
+                        && down_at <= at
+                    {
+                        self.outage(down_at.max(self.now())).await?;
+                        outage_pending = None;
+                    }
+                    let t0 = std::time::Instant::now();
+                    if self.now() < at {
+                        self.move_clock_to(at).await?;
+                    }
+                    let t1 = std::time::Instant::now();
+                    self.act(user).await;
+                    self.timings[0] += t1 - t0;
+                    self.timings[1] += t1.elapsed();
+                }
+                if hour == 24 {
+                    break; // the day's end: below, with everyone due
+                }
+                let t0 = std::time::Instant::now();
+                let watchers = self.watchers(hour_end);
+                self.timings[2] += t0.elapsed();
+                if watchers.is_empty() {
+                    continue;
+                }
                 if let Some(down_at) = outage_pending
-                    && down_at <= at
+                    && down_at <= hour_end
                 {
-                    self.outage(down_at).await?;
+                    self.outage(down_at.max(self.now())).await?;
                     outage_pending = None;
                 }
                 let t0 = std::time::Instant::now();
-                if self.now() < at {
-                    self.move_clock_to(at).await?;
+                if self.now() < hour_end {
+                    self.move_clock_to(hour_end).await?;
                 }
                 let t1 = std::time::Instant::now();
-                self.act(user).await;
+                for index in watchers {
+                    self.hourly_checks += 1;
+                    self.check_access(index).await;
+                }
                 self.timings[0] += t1 - t0;
-                self.timings[1] += t1.elapsed();
+                self.timings[3] += t1.elapsed();
             }
             if let Some(down_at) = outage_pending {
                 self.outage(down_at.max(self.now())).await?;
@@ -405,6 +546,9 @@ impl World {
                     checked.insert(index);
                 }
             }
+            let watchers = self.watchers(now_ms / 1000);
+            self.hourly_checks += watchers.len() as u64;
+            checked.extend(watchers);
             self.timings[2] += t0.elapsed();
             let t0 = std::time::Instant::now();
             for index in checked {
@@ -414,7 +558,56 @@ impl World {
         }
         self.check_no_ack_while_down();
         self.check_audit().await;
+        self.check_once_each();
         Ok(())
+    }
+
+    /// The users to check on the hour at `at`: those with a moment that matters at most
+    /// two hours after `at` or three hours before it (so each such moment is seen on the
+    /// two hours before it and the three after).
+    fn watchers(&self, at: i64) -> Vec<usize> {
+        self.users
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| {
+                u.watch
+                    .iter()
+                    .any(|m| (m - WATCH_BEFORE_SECONDS..=m + WATCH_AFTER_SECONDS).contains(&at))
+            })
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// The moments that matter for `user` in Dodo's state and the checker's record: the
+    /// end of each card-less trial they were given, the end of each Dodo trial not yet
+    /// charged (its `next_billing_date`), and each scheduled change's renewal.
+    fn watch_moments(&self, user: usize, truth: &Truth, now: i64) -> Vec<i64> {
+        let mut moments: Vec<i64> = self.users[user]
+            .trials
+            .iter()
+            .map(|t| t.until)
+            .filter(|until| until + WATCH_AFTER_SECONDS >= now)
+            .collect();
+        for s in truth
+            .0
+            .subscriptions
+            .iter()
+            .filter(|s| s["status"] == "active")
+        {
+            if truth.on_dodo_trial(s) {
+                moments.extend(seconds(s, "next_billing_date"));
+            }
+            if let Some(at) = scheduled_change(s).map(|(_, at)| at) {
+                moments.push(at);
+            }
+        }
+        moments.sort_unstable();
+        moments.dedup();
+        moments
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        *self.kinds.entry(kind).or_default() += 1;
     }
 
     /// The test clock's time, in whole seconds.
@@ -566,12 +759,18 @@ impl World {
             .cloned();
         let roll = self.rng.below(100);
         match roll {
-            0..=29 => self.buy(user, false).await,
-            30..=54 if active.is_none() => self.buy(user, true).await,
-            30..=54 => self.buy(user, false).await,
-            55..=69 => match (&on_hold, &active) {
+            0..=21 => self.buy(user, false).await,
+            22..=37 if active.is_none() => self.buy(user, true).await,
+            22..=37 => self.buy(user, false).await,
+            38..=45 => self.cardless_trial(user).await,
+            46..=56 => match &active {
+                Some(active) => self.change_plan(user, active).await,
+                None => self.buy(user, true).await,
+            },
+            57..=69 => match (&on_hold, &active) {
                 (Some(held), _) => {
                     let works = self.rng.chance(0.7);
+                    self.count("new card (portal)");
                     self.portal(
                         user,
                         held,
@@ -581,21 +780,263 @@ impl World {
                     .await;
                 }
                 (None, Some(active)) => {
-                    let action = if active["cancel_at_next_billing_date"] == true {
-                        "resume"
+                    let resume = active["cancel_at_next_billing_date"] == true;
+                    // Half through Dodo's portal, half through the app's own routes.
+                    if self.rng.chance(0.5) {
+                        let action = if resume { "resume" } else { "cancel" };
+                        self.count(if resume {
+                            "resume (portal)"
+                        } else {
+                            "cancel (portal)"
+                        });
+                        self.portal(user, active, action, None).await;
                     } else {
-                        "cancel"
-                    };
-                    self.portal(user, active, action, None).await;
+                        self.cancel_or_resume(user, resume).await;
+                    }
                 }
                 (None, None) => {
                     let subscription = self.rng.chance(0.5);
                     self.buy(user, subscription).await;
                 }
             },
-            70..=84 => self.refund(&truth).await,
-            _ => self.dispute(&truth).await,
+            70..=84 => {
+                self.count("refund");
+                self.refund(&truth).await
+            }
+            _ => {
+                self.count("dispute");
+                self.dispute(&truth).await
+            }
         }
+        let truth = Truth::of(&self.simulator, &id);
+        let now = self.now();
+        self.users[user].watch = self.watch_moments(user, &truth, now);
+    }
+
+    /// The user starts a plan's card-less trial in the app (`POST /payment/trial`).
+    /// Sometimes they press twice at once, or a second account on the same mailbox asks
+    /// at the same moment; later, either may ask again. Each `201` is a trial given.
+    async fn cardless_trial(&mut self, user: usize) {
+        let offered: Vec<(String, i64)> = self
+            .plans
+            .0
+            .iter()
+            .filter_map(|p| match p.trial {
+                Some((days, false)) => Some((p.name.clone(), days)),
+                _ => None,
+            })
+            .collect();
+        if offered.is_empty() {
+            return self.buy(user, false).await;
+        }
+        let (plan, days) = offered[self.rng.below(offered.len() as u64) as usize].clone();
+        self.count("card-less trial");
+        let second = match self.rng.below(10) {
+            0..=1 => Some(user),
+            2..=5 => self.users[user].twin,
+            _ => None,
+        };
+        if let Some(other) = second {
+            self.count(if other == user {
+                "card-less trial, asked twice at once"
+            } else {
+                "card-less trial, twin account at once"
+            });
+            self.users[other].last_action_ms = self.clock.now_millis();
+        }
+        let now = self.now();
+        let ask = |who: usize| {
+            self.http
+                .post(format!("{}/payment/trial", self.base))
+                .bearer_auth(self.token(who))
+                .json(&json!({"plan": plan}))
+                .send()
+        };
+        let (first, again) = tokio::join!(ask(user), async {
+            match second {
+                Some(other) => Some(ask(other).await),
+                None => None,
+            }
+        });
+        for (who, answer) in [(Some(user), Some(first)), (second, again)] {
+            let (Some(who), Some(Ok(answer))) = (who, answer) else {
+                continue;
+            };
+            if answer.status().as_u16() != 201 {
+                continue; // refused (had one, paid, an outage): judged at the end
+            }
+            let body: Value = answer.json().await.unwrap_or_default();
+            let until = now + days * DAY;
+            self.users[who].trials.push(CardlessTrial {
+                plan: plan.clone(),
+                from: now,
+                until,
+            });
+            let shown = body["trial_ends_at"].as_str().and_then(parse_time);
+            if shown != Some(until) || body["status"] != "trialing" {
+                let id = self.users[who].id.clone();
+                self.violation(
+                    &id,
+                    "(f) trial as documented",
+                    format!(
+                        "a {days}-day trial of {plan} started at {} answered {body}",
+                        rfc(now)
+                    ),
+                );
+            }
+            if who != user {
+                let truth = Truth::of(&self.simulator, &self.users[who].id);
+                self.users[who].watch = self.watch_moments(who, &truth, now);
+            }
+        }
+    }
+
+    /// The user moves their subscription to another plan in the app: mostly a preview
+    /// first (`POST /payment/change-plan {"plan", "preview": true}`), then the change;
+    /// or, with a change scheduled, sometimes drops it (`DELETE /payment/change-plan`).
+    /// README: an upgrade (a higher price) takes effect now, prorated, charged what the
+    /// preview said; a downgrade at the next billing date.
+    async fn change_plan(&mut self, user: usize, active: &Value) {
+        let token = self.token(user);
+        let subscription_id = active["subscription_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if scheduled_change(active).is_some() && self.rng.chance(0.4) {
+            self.count("drop scheduled change");
+            self.scheduled_seen.remove(&subscription_id);
+            let _ = self
+                .http
+                .delete(format!("{}/payment/change-plan", self.base))
+                .bearer_auth(&token)
+                .send()
+                .await;
+            return;
+        }
+        let Some(current) = active["product_id"]
+            .as_str()
+            .and_then(|p| self.plans.name_of(p))
+        else {
+            return;
+        };
+        let targets: Vec<String> = self
+            .plans
+            .0
+            .iter()
+            .filter(|p| p.pass_days.is_none() && p.name != current)
+            .map(|p| p.name.clone())
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let target = targets[self.rng.below(targets.len() as u64) as usize].clone();
+        self.count("change plan");
+        let (http, base) = (self.http.clone(), self.base.clone());
+        let call = |preview: bool| {
+            let mut body = json!({"plan": target});
+            if preview {
+                body["preview"] = json!(true);
+            }
+            http.post(format!("{base}/payment/change-plan"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+        };
+        let preview = if self.rng.chance(0.8) {
+            self.count("change plan: preview");
+            ok_json(call(true).await).await
+        } else {
+            None
+        };
+        if let Some(preview) = &preview {
+            self.check_change_terms(user, &current, &target, preview);
+            if self.rng.chance(0.15) {
+                return; // looked at the price, kept the plan
+            }
+        }
+        let Some(applied) = ok_json(call(false).await).await else {
+            return;
+        };
+        self.scheduled_seen.remove(&subscription_id);
+        self.check_change_terms(user, &current, &target, &applied);
+        // Charged what the preview said, at the same moment (README: "What Dodo will
+        // charge to move the subscription to `plan`, from Dodo's own preview").
+        let charged = applied["payment_id"].as_str().and_then(|id| {
+            let truth = Truth::of(&self.simulator, &self.users[user].id);
+            truth
+                .0
+                .payments
+                .iter()
+                .find(|p| p["payment_id"] == id && p["status"] == "succeeded")
+                .and_then(|p| p["total_amount"].as_i64())
+        });
+        let previewed = preview
+            .as_ref()
+            .filter(|p| p["effective_at"] == "immediately")
+            .and_then(|p| p["preview"]["charge_now"].as_i64());
+        if let (Some(charged), Some(previewed)) = (charged, previewed)
+            && charged != previewed
+        {
+            let id = self.users[user].id.clone();
+            self.violation(
+                &id,
+                "(h) change as documented",
+                format!("{current} → {target}: previewed {previewed}, charged {charged}"),
+            );
+        }
+    }
+
+    /// A move from `current` to `target` is an upgrade, now, when `target` costs more,
+    /// else a downgrade at the next billing date (README, "Changing plans": "an upgrade (a
+    /// plan ranking higher: price per period-day …) takes effect now, prorated; a
+    /// downgrade at the next billing date", the defaults). Judged only between monthly
+    /// plans with their own different prices and the default `change`.
+    fn check_change_terms(&mut self, user: usize, current: &str, target: &str, answer: &Value) {
+        let (Some(from), Some(to)) = (self.plans.named(current), self.plans.named(target)) else {
+            return;
+        };
+        if from.change_policy || to.change_policy {
+            return;
+        }
+        let (Some(from_price), Some(to_price)) = (from.price_cents, to.price_cents) else {
+            return;
+        };
+        if from_price == to_price {
+            return;
+        }
+        let (direction, effective_at) = if to_price > from_price {
+            ("upgrade", "immediately")
+        } else {
+            ("downgrade", "next_billing_date")
+        };
+        if answer["direction"] != direction || answer["effective_at"] != effective_at {
+            let id = self.users[user].id.clone();
+            self.violation(
+                &id,
+                "(h) change as documented",
+                format!(
+                    "{current} ({from_price}) → {target} ({to_price}) is an {direction} {effective_at}, answered {} {}",
+                    answer["direction"], answer["effective_at"]
+                ),
+            );
+        }
+    }
+
+    /// Cancel at period end, or take it back, from the app (`POST /payment/cancel`,
+    /// `POST /payment/resume`).
+    async fn cancel_or_resume(&mut self, user: usize, resume: bool) {
+        self.count(if resume {
+            "resume (app)"
+        } else {
+            "cancel (app)"
+        });
+        let path = if resume { "resume" } else { "cancel" };
+        let _ = self
+            .http
+            .post(format!("{}/payment/{path}", self.base))
+            .bearer_auth(self.token(user))
+            .send()
+            .await;
     }
 
     /// Buys a plan through checkout: create the session (sometimes twice at once, a
@@ -612,6 +1053,11 @@ impl World {
             return;
         }
         let plan = plans[self.rng.below(plans.len() as u64) as usize].clone();
+        self.count(if subscription {
+            "buy subscription"
+        } else {
+            "buy pass"
+        });
         let token = self.token(user);
         let create = || {
             self.http
@@ -622,6 +1068,7 @@ impl World {
         };
         let double_click = self.rng.chance(0.05);
         let (first, second) = if double_click {
+            *self.kinds.entry("checkout, double click").or_default() += 1;
             let (a, b) = tokio::join!(create(), create());
             (a, Some(b))
         } else {
@@ -661,6 +1108,14 @@ impl World {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        // Dodo's trial: the page sends back the subscription, and nothing is paid yet.
+        if let Some(subscription_id) = location
+            .split(['?', '&'])
+            .find_map(|pair| pair.strip_prefix("subscription_id="))
+        {
+            self.bought_plan
+                .insert(subscription_id.to_owned(), plan.clone());
+        }
         let Some(payment_id) = location
             .split(['?', '&'])
             .find_map(|pair| pair.strip_prefix("payment_id="))
@@ -748,6 +1203,166 @@ impl World {
             .json(&json!({"payment_id": payment, "outcome": outcome}))
             .send()
             .await;
+    }
+
+    /// (f): a trial is shown only while one runs, with its own end: one of this user's
+    /// card-less trials (`trial_ends_at` its end, before it), or a Dodo subscription of
+    /// theirs created with `trial_period_days` (its end `created_at` plus those days; shown
+    /// at most through the renewal grace after it, while Dodo charges). Judged at any
+    /// moment, repair window or not: no lost webhook makes a trial longer.
+    fn check_trial_shown(&mut self, index: usize, truth: &Truth, view: &Value, now: i64) {
+        if view["status"] != "trialing" {
+            return;
+        }
+        let ends = view["trial_ends_at"].as_str().and_then(parse_time);
+        let cardless = self.users[index]
+            .trials
+            .iter()
+            .any(|t| Some(t.until) == ends && t.from <= now && now < t.until);
+        let dodo = truth.0.subscriptions.iter().any(|s| {
+            let days = s["trial_period_days"].as_i64().unwrap_or(0);
+            let end = seconds(s, "created_at").map(|created| created + days * DAY);
+            days > 0 && end == ends && end.is_some_and(|end| now < end + RENEWAL_GRACE_SECONDS)
+        });
+        if !cardless && !dodo {
+            let user = self.users[index].id.clone();
+            self.violation(
+                &user,
+                "(f) trial not given",
+                format!(
+                    "the paywall shows a trial ending {} that no trial of this user's runs to ({view})",
+                    ends.map_or("?".into(), rfc)
+                ),
+            );
+        }
+    }
+
+    /// (i) a scheduled change takes effect exactly at its renewal: before it, the plan
+    /// shown is never the plan it moves to (README: "a **downgrade** at the **next
+    /// billing date**"); at it, the renewal is charged at the new plan's price (README,
+    /// the simulator's Dodo: "the plan change payment replaces the renewal payment" at
+    /// the new price), never the old plan renewed as if nothing was scheduled. Judged at
+    /// any moment (the plan shown after the renewal is (g), once settled).
+    fn check_scheduled_change(&mut self, index: usize, truth: &Truth, view: &Value, now: i64) {
+        let user = self.users[index].id.clone();
+        for subscription in &truth.0.subscriptions {
+            let Some(id) = subscription["subscription_id"].as_str() else {
+                continue;
+            };
+            if let Some((product, at)) = scheduled_change(subscription)
+                && now < at
+                && subscription["status"] == "active"
+            {
+                self.scheduled_seen
+                    .insert(id.to_owned(), (product.clone(), at));
+                let new_plan = self.plans.name_of(&product);
+                let old_plan = subscription["product_id"]
+                    .as_str()
+                    .and_then(|p| self.plans.name_of(p));
+                if view["subscription_id"] == id
+                    && new_plan != old_plan
+                    && new_plan.as_deref().is_some_and(|plan| view["plan"] == plan)
+                {
+                    self.violation(
+                        &user,
+                        "(i) scheduled change before its renewal",
+                        format!(
+                            "{id} moves to {} at {}, the paywall shows it already ({view})",
+                            new_plan.unwrap_or_default(),
+                            rfc(at)
+                        ),
+                    );
+                }
+            }
+            let Some((product, at)) = self.scheduled_seen.get(id).cloned() else {
+                continue;
+            };
+            if now < at {
+                continue;
+            }
+            self.scheduled_seen.remove(id);
+            let price = self.plans.by_product(&product).and_then(|p| p.price_cents);
+            // The period starting at the renewal, paid (none: declined, cancelled, or paid
+            // by a credit).
+            for payment in truth.0.payments.iter().filter(|p| {
+                p["subscription_id"] == id
+                    && p["status"] == "succeeded"
+                    && period_start(p) == Some(at)
+            }) {
+                let amount = payment["total_amount"].as_i64();
+                let quantity = subscription["quantity"].as_i64().unwrap_or(1);
+                let wrong = match payment["charge_type"].as_str() {
+                    Some("plan_change") => price.is_some_and(|p| amount != Some(p * quantity)),
+                    _ => true,
+                };
+                if wrong {
+                    self.violation(
+                        &user,
+                        "(i) scheduled change at its renewal",
+                        format!(
+                            "{id} was to move to {product} ({}) at {}; the period was charged {} as {}",
+                            price.map_or("no price".into(), |p| p.to_string()),
+                            rfc(at),
+                            payment["total_amount"],
+                            payment["charge_type"]
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// At the end, over everything Dodo and the paywall did:
+    /// (j) no one had two trials of a plan — per account, and per mailbox (README: "One
+    ///     trial per person and plan. A user who had a trial of a plan, or whose verified
+    ///     e-mail had one", normalised by [`mailbox`]): the card-less trials the paywall
+    ///     started (each `201`) and Dodo's (each subscription created with
+    ///     `trial_period_days`, of the plan its checkout bought);
+    /// (k) no period charged twice: per subscription, no two succeeded charges for a whole
+    ///     period (`new`, `renewal`, or a plan change billed as the period, proration 1)
+    ///     that start the same period. (Counts only grow: the end sees every case.)
+    fn check_once_each(&mut self) {
+        let mut trials: Vec<TrialTaken> = Vec::new();
+        let mut payments: Vec<Value> = Vec::new();
+        for user in &self.users {
+            for trial in &user.trials {
+                trials.push(TrialTaken {
+                    plan: trial.plan.clone(),
+                    user: user.id.clone(),
+                    email: user.email.clone(),
+                    what: format!("a card-less trial from {}", rfc(trial.from)),
+                    subscription: None,
+                });
+            }
+            let truth = self.simulator.user_truth(&user.id);
+            for subscription in &truth.subscriptions {
+                if subscription["trial_period_days"].as_i64().unwrap_or(0) == 0 {
+                    continue;
+                }
+                let id = subscription["subscription_id"].as_str().unwrap_or_default();
+                let plan = self.bought_plan.get(id).cloned().or_else(|| {
+                    subscription["product_id"]
+                        .as_str()
+                        .and_then(|p| self.plans.name_of(p))
+                });
+                trials.push(TrialTaken {
+                    plan: plan.unwrap_or_default(),
+                    user: user.id.clone(),
+                    email: user.email.clone(),
+                    what: format!("Dodo's trial on {id}"),
+                    subscription: Some(id.to_owned()),
+                });
+            }
+            payments.extend(truth.payments);
+        }
+        let twice = trials_taken_twice(&trials);
+        for (_, second, detail) in twice {
+            let user = trials[second].user.clone();
+            self.violation(&user, "(j) two trials of a plan", detail);
+        }
+        for detail in periods_charged_twice(&payments) {
+            self.violation("-", "(k) a period charged twice", detail);
+        }
     }
 
     /// (d): while the engine was down nothing could be stored, so nothing may have been
@@ -903,7 +1518,12 @@ impl World {
         let steps_taken = !steps.is_empty();
         // Access runs while any plan's time does: until the latest of them.
         let pass_until = pass_expiries(steps).into_values().max();
-        self.users[index].next_boundary = Truth::next_boundary(now, pass_until);
+        let trial_ends = self.users[index].trials.iter().map(|t| t.until);
+        self.users[index].next_boundary = Truth::next_boundary(now, pass_until)
+            .into_iter()
+            .chain(trial_ends.filter(|until| *until > now))
+            .min();
+        self.users[index].watch = self.watch_moments(index, &truth, now);
         let Ok(user_id) = UserId::parse(&user) else {
             return;
         };
@@ -942,10 +1562,20 @@ impl World {
         // Subscriptions, and what the frontend is told.
         let expected_sub = truth.subscription_access(now);
         let pass_live = pass_until.filter(|until| *until > now);
-        let expected_paid = pass_live.is_some() || expected_sub.is_some();
+        // A card-less trial gives its plan from its start for its days while nothing paid
+        // does (README: it "grants the plan's features and limits until it ends"; status
+        // `trialing`, "a trial gives access until `trial_ends_at`"); what is paid speaks
+        // over it ("buying a plan before converts it").
+        let trial_live = self.users[index]
+            .trials
+            .iter()
+            .filter(|t| t.from <= now && now < t.until)
+            .map(|t| t.until)
+            .max();
+        let expected_paid = pass_live.is_some() || expected_sub.is_some() || trial_live.is_some();
         let expected_until = match expected_sub {
             Some((until, _)) => Some(until.max(pass_live.unwrap_or(until))),
-            None => pass_live,
+            None => pass_live.or(trial_live),
         };
         let token = self.token(index);
         let Ok(answer) = self
@@ -968,8 +1598,32 @@ impl World {
         };
         let has_paid = view["has_paid"].as_bool().unwrap_or(false);
         let shown_until = view["plan_expires_at"].as_str().and_then(parse_time);
+        // At any moment, repair window or not:
+        self.check_trial_shown(index, &truth, &view, now);
+        self.check_scheduled_change(index, &truth, &view, now);
         if !settled {
             return; // within the repair window: reconcile has not had its chance yet
+        }
+        // (g) the plan shown is the plan Dodo's subscription is on, when one subscription
+        // alone gives access (no pass beside it: README, entitlements: "an active
+        // `subscription` first, then a `pass`", and a pass holder's subscription runs
+        // beside the pass).
+        let giving = truth.subscriptions_giving_access(now);
+        if pass_live.is_none()
+            && let [subscription] = giving.as_slice()
+            && let Some(plan) = subscription["product_id"]
+                .as_str()
+                .and_then(|p| self.plans.name_of(p))
+            && view["plan"] != plan.as_str()
+        {
+            self.violation(
+                &user,
+                "(g) plan shown ≠ Dodo's",
+                format!(
+                    "Dodo's subscription {} is on {plan}, the paywall shows {} ({view})",
+                    subscription["subscription_id"], view["plan"]
+                ),
+            );
         }
         match (expected_paid, has_paid) {
             (true, false) => self.violation(
@@ -1102,6 +1756,165 @@ async fn post_form(
         .await
 }
 
+/// One trial someone had, for (j).
+pub struct TrialTaken {
+    pub plan: String,
+    pub user: String,
+    pub email: String,
+    /// What it was, for the report.
+    pub what: String,
+    /// Dodo's subscription, for Dodo's trials.
+    pub subscription: Option<String>,
+}
+
+/// (j): each second trial of a plan by one account, or by one mailbox: (the first, the
+/// second, detail), as indices in `trials`.
+pub fn trials_taken_twice(trials: &[TrialTaken]) -> Vec<(usize, usize, String)> {
+    let mut found = Vec::new();
+    let mut by_user: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut by_mailbox: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for (index, trial) in trials.iter().enumerate() {
+        if let Some(first) = by_user.insert((&trial.plan, &trial.user), index) {
+            let detail = format!(
+                "two trials of {}: {}, and {}",
+                trial.plan, trials[first].what, trial.what
+            );
+            found.push((first, index, detail));
+            continue;
+        }
+        let person = mailbox(&trial.email);
+        if let Some(first) = by_mailbox.insert((&trial.plan, person.clone()), index) {
+            let earlier = &trials[first];
+            let detail = format!(
+                "two trials of {} for the mailbox {person}: {} ({}, {}), and {} ({}, {})",
+                trial.plan,
+                earlier.what,
+                earlier.user,
+                earlier.email,
+                trial.what,
+                trial.user,
+                trial.email
+            );
+            found.push((first, index, detail));
+        }
+    }
+    found
+}
+
+/// Where a subscription's payment's period starts (its `service_periods`).
+fn period_start(payment: &Value) -> Option<i64> {
+    payment["service_periods"]
+        .as_array()?
+        .first()
+        .and_then(|p| seconds(p, "starts_at"))
+}
+
+/// (k): each period of a subscription charged twice in full. A whole-period charge is a
+/// succeeded `new` or `renewal` payment, or a `plan_change` one billed as the whole
+/// period (its proration 1: a scheduled change replacing the renewal); a prorated
+/// change is its own kind and pays for no period of its own.
+pub fn periods_charged_twice(payments: &[Value]) -> Vec<String> {
+    let mut seen: BTreeMap<(String, i64), String> = BTreeMap::new();
+    let mut found = Vec::new();
+    for payment in payments.iter().filter(|p| p["status"] == "succeeded") {
+        let whole = match payment["charge_type"].as_str() {
+            Some("new" | "renewal") => true,
+            Some("plan_change") => {
+                payment["service_periods"][0]["proration_factor"].as_str() == Some("1")
+            }
+            _ => false,
+        };
+        let (Some(subscription), Some(start)) =
+            (payment["subscription_id"].as_str(), period_start(payment))
+        else {
+            continue;
+        };
+        if !whole {
+            continue;
+        }
+        let id = payment["payment_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(first) = seen.insert((subscription.to_owned(), start), id.clone()) {
+            found.push(format!(
+                "{subscription}'s period from {} was charged by {first} and by {id}",
+                rfc(start)
+            ));
+        }
+    }
+    found
+}
+
+/// A `2xx` answer's JSON body; `None` for anything else.
+async fn ok_json(answer: Result<reqwest::Response, reqwest::Error>) -> Option<Value> {
+    let answer = answer.ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    answer.json().await.ok()
+}
+
+/// A subscription's scheduled plan change in Dodo's record: the product it moves to, and
+/// when (its `effective_at`, else the next billing date).
+fn scheduled_change(subscription: &Value) -> Option<(String, i64)> {
+    let change = subscription.get("scheduled_change")?;
+    let product = change.get("product_id")?.as_str()?.to_owned();
+    let at =
+        seconds(change, "effective_at").or_else(|| seconds(subscription, "next_billing_date"))?;
+    Some((product, at))
+}
+
+/// The mailboxes whose `+tag` is ignored, as README names them ("Gmail, Outlook, iCloud,
+/// Fastmail, Proton"): their domains.
+const PLUS_TAG_MAILBOXES: &[&str] = &[
+    "gmail.com",
+    "outlook.com",
+    "icloud.com",
+    "fastmail.com",
+    "proton.me",
+    "protonmail.com",
+];
+
+/// The mailbox an e-mail reaches, by README's words ("One trial per person and plan":
+/// "compared normalised: lower case; a `+tag` dropped where the mailbox ignores it
+/// (Gmail, Outlook, iCloud, Fastmail, Proton); Gmail's dots dropped and
+/// `googlemail.com` read as `gmail.com`") — the checker's own, never the paywall's.
+pub fn mailbox(email: &str) -> String {
+    let email = email.trim().to_lowercase();
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return email;
+    };
+    let domain = if domain == "googlemail.com" {
+        "gmail.com"
+    } else {
+        domain
+    };
+    let mut local = local.to_owned();
+    if PLUS_TAG_MAILBOXES.contains(&domain) {
+        local = local.split('+').next().unwrap_or_default().to_owned();
+    }
+    if domain == "gmail.com" {
+        local = local.replace('.', "");
+    }
+    format!("{local}@{domain}")
+}
+
+/// Another way of writing a Gmail user's mailbox, for a second account of theirs: dots,
+/// a `+tag`, capitals, googlemail.com.
+fn gmail_variant(email: &str, seed: usize) -> String {
+    let person = mailbox(email);
+    let local = person.split('@').next().unwrap_or_default();
+    match seed % 3 {
+        0 => format!("{}+team@googlemail.com", local.to_uppercase()),
+        1 => {
+            let (head, tail) = local.split_at(local.len().min(2));
+            format!("{head}.{tail}+{seed}@gmail.com")
+        }
+        _ => format!("{}.@Gmail.com", local.replace('r', ".r")).replace(".@", "@"),
+    }
+}
+
 /// Unix seconds as RFC 3339 UTC, `2027-01-04T00:00:00Z` (the checker's own calendar:
 /// Howard Hinnant's `civil_from_days`, proleptic Gregorian).
 fn rfc(seconds: i64) -> String {
@@ -1224,6 +2037,15 @@ struct SoldPlan {
     product_id: String,
     /// A pass's days per payment; `None` for a subscription.
     pass_days: Option<i64>,
+    /// The catalogue's `price`, in cents (`"$9/month"` is 900), if it names one.
+    price_cents: Option<i64>,
+    /// Its trial, `(days, card)`: `trial_days = N` is Dodo's (a card taken at checkout),
+    /// `trial = { days = N, card = false }` the paywall's card-less one.
+    trial: Option<(i64, bool)>,
+    /// Whether the entry sets `change` (how a subscriber moves to it) or `interval`:
+    /// without either, a monthly plan moved to by the documented defaults, so that its
+    /// price alone says whether a move to it is an upgrade.
+    change_policy: bool,
 }
 
 /// The catalogue the stack under test sells, read by the checker from the same text the
@@ -1275,6 +2097,7 @@ impl Plans {
                     product_id: Some(product.to_owned()),
                     kind: Some("pass".to_owned()),
                     days: Some(default_days),
+                    ..Entry::default()
                 },
             )]),
             (None, None) => json_entries(crate::local_server::DEMO_PLANS, "the demo plans")?,
@@ -1292,10 +2115,18 @@ impl Plans {
                 Some("subscription") => None,
                 other => return Err(format!("plan {name}: kind {other:?}")),
             };
+            let trial = match (entry.trial, entry.trial_days) {
+                (Some(trial), _) => Some(trial),
+                (None, Some(days)) => Some((days, true)),
+                (None, None) => None,
+            };
             plans.push(SoldPlan {
                 name,
                 product_id,
                 pass_days,
+                price_cents: entry.price.as_deref().and_then(price_cents),
+                trial,
+                change_policy: entry.change,
             });
         }
         Ok(Self(plans))
@@ -1304,14 +2135,46 @@ impl Plans {
     fn by_product(&self, product_id: &str) -> Option<&SoldPlan> {
         self.0.iter().find(|p| p.product_id == product_id)
     }
+
+    fn named(&self, name: &str) -> Option<&SoldPlan> {
+        self.0.iter().find(|p| p.name == name)
+    }
+
+    /// The plan a product is, by name (`None`: a product this catalogue does not sell).
+    fn name_of(&self, product_id: &str) -> Option<String> {
+        self.by_product(product_id).map(|p| p.name.clone())
+    }
 }
 
-/// The fields of a catalogue entry that say what a payment buys.
+/// A catalogue `price` as cents: `"$9/month"` 900, `"$19"` 1900, `"$4.50"` 450 (README,
+/// "Plans, features and limits": "its amount also ranks plans for upgrades and
+/// downgrades"). The checker's own reading: the currency sign, the amount, then anything.
+fn price_cents(text: &str) -> Option<i64> {
+    let amount = text
+        .trim()
+        .trim_start_matches(|c: char| !c.is_ascii_digit());
+    let end = amount
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(amount.len());
+    let (whole, cents) = match amount[..end].split_once('.') {
+        Some((whole, cents)) => (whole, format!("{cents:0<2}")),
+        None => (&amount[..end], "00".to_owned()),
+    };
+    Some(whole.parse::<i64>().ok()? * 100 + cents.get(..2)?.parse::<i64>().ok()?)
+}
+
+/// The fields of a catalogue entry that say what a payment buys, what it costs, and
+/// which trial it offers.
 #[derive(Default)]
 struct Entry {
     product_id: Option<String>,
     kind: Option<String>,
     days: Option<i64>,
+    price: Option<String>,
+    trial_days: Option<i64>,
+    /// `trial = { days, card }` (`card` is true unless `false`).
+    trial: Option<(i64, bool)>,
+    change: bool,
 }
 
 fn json_entries(text: &str, source: &str) -> Result<BTreeMap<String, Entry>, String> {
@@ -1328,6 +2191,12 @@ fn json_entries(text: &str, source: &str) -> Result<BTreeMap<String, Entry>, Str
                 product_id: text("product_id"),
                 kind: text("kind"),
                 days: plan["days"].as_i64(),
+                price: text("price"),
+                trial_days: plan["trial_days"].as_i64(),
+                trial: plan["trial"]["days"]
+                    .as_i64()
+                    .map(|days| (days, plan["trial"]["card"] != false)),
+                change: plan.get("change").is_some() || plan.get("interval").is_some(),
             };
             (name.clone(), entry)
         })
@@ -1371,9 +2240,38 @@ fn toml_entries(text: &str) -> Result<BTreeMap<String, Entry>, String> {
         match key {
             "product_id" => entry.product_id = Some(string().ok_or_else(bad)?),
             "kind" => entry.kind = Some(string().ok_or_else(bad)?),
-            "days" => {
+            "days" | "trial_days" => {
                 let digits = value.split('#').next().unwrap_or_default().trim();
-                entry.days = Some(digits.replace('_', "").parse().map_err(|_| bad())?);
+                let days = Some(digits.replace('_', "").parse().map_err(|_| bad())?);
+                if key == "days" {
+                    entry.days = days;
+                } else {
+                    entry.trial_days = days;
+                }
+            }
+            "price" => entry.price = Some(string().ok_or_else(bad)?),
+            "change" | "interval" => entry.change = true,
+            // `trial = { days = 14, card = false }`, on one line.
+            "trial" => {
+                let inner = value
+                    .split('#')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .trim_start_matches('{')
+                    .trim_end_matches('}');
+                let mut days = None;
+                let mut card = true;
+                for pair in inner.split(',') {
+                    match pair.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                        Some(("days", v)) => {
+                            days = Some(v.replace('_', "").parse().map_err(|_| bad())?)
+                        }
+                        Some(("card", v)) => card = v != "false",
+                        _ => {}
+                    }
+                }
+                entry.trial = Some((days.ok_or_else(bad)?, card));
             }
             _ => {}
         }
@@ -1493,6 +2391,35 @@ impl Truth {
     /// with `flipped`, as the paywall counts it while the webhook that set (or unset) that
     /// subscription's cancellation is lost: with the renewal grace, or without.
     fn subscription_accesses(&self, now: i64, flipped: Option<&str>) -> Vec<(i64, bool)> {
+        self.subscription_grants(now, flipped)
+            .into_iter()
+            .map(|(until, cancel, _)| (until, cancel))
+            .collect()
+    }
+
+    /// The subscriptions that give access now by Dodo's state.
+    fn subscriptions_giving_access(&self, now: i64) -> Vec<&Value> {
+        self.subscription_grants(now, None)
+            .into_iter()
+            .map(|(_, _, s)| s)
+            .collect()
+    }
+
+    /// Whether the subscription is on Dodo's trial: created with `trial_period_days` and
+    /// not charged yet (README, "Trials": "Dodo has no trial status, so the paywall derives
+    /// it: a subscription created with `trial_period_days` is on trial until its first
+    /// charge"). Its access then runs as any active subscription's: to its
+    /// `next_billing_date` (the trial's end), plus the renewal grace while set to renew.
+    fn on_dodo_trial(&self, subscription: &Value) -> bool {
+        subscription["trial_period_days"].as_i64().unwrap_or(0) > 0
+            && !self.0.payments.iter().any(|p| {
+                p["subscription_id"] == subscription["subscription_id"]
+                    && p["status"] == "succeeded"
+            })
+    }
+
+    /// Each subscription giving access: (until, set to cancel, the subscription).
+    fn subscription_grants(&self, now: i64, flipped: Option<&str>) -> Vec<(i64, bool, &Value)> {
         self.0
             .subscriptions
             .iter()
@@ -1511,6 +2438,7 @@ impl Truth {
                     .payments
                     .iter()
                     .filter(|p| p["subscription_id"] == id && p["status"] == "succeeded")
+                    .filter(|p| pays_a_period(p))
                     .filter_map(|p| Some((seconds(p, "created_at")?, p["payment_id"].as_str()?)))
                     .collect();
                 // A full refund or a lost dispute of the payment for the current period
@@ -1524,7 +2452,7 @@ impl Truth {
                 }) {
                     return None;
                 }
-                (until > now).then_some((until, counted_cancel))
+                (until > now).then_some((until, counted_cancel, s))
             })
             .collect()
     }
@@ -1635,20 +2563,42 @@ mod tests {
             name: name.into(),
             product_id: product.into(),
             pass_days: Some(days),
+            price_cents: None,
+            trial: None,
+            change_policy: false,
         };
         let subscription = |name: &str, product: &str| SoldPlan {
             name: name.into(),
             product_id: product.into(),
             pass_days: None,
+            price_cents: None,
+            trial: None,
+            change_policy: false,
         };
-        // Nothing configured: the local stack's demo plans.
+        let priced = |plan: SoldPlan, cents| SoldPlan {
+            price_cents: Some(cents),
+            ..plan
+        };
+        let trying = |plan: SoldPlan, days, card| SoldPlan {
+            trial: Some((days, card)),
+            ..plan
+        };
+        // Nothing configured: the local stack's demo plans, with their prices and trials.
         assert_eq!(
             Plans::from_sources(None, "", None, None),
             Ok(Plans(vec![
-                pass("monthly", "pdt_local_demo", 30),
-                subscription("pro", "pdt_local_pro"),
-                subscription("starter", "pdt_local_starter"),
-                subscription("team", "pdt_local_team"),
+                priced(pass("monthly", "pdt_local_demo", 30), 1900),
+                priced(subscription("pro", "pdt_local_pro"), 4900),
+                trying(
+                    priced(subscription("starter", "pdt_local_starter"), 900),
+                    7,
+                    true
+                ),
+                trying(
+                    priced(subscription("team", "pdt_local_team"), 9900),
+                    14,
+                    false
+                ),
             ]))
         );
         // README's example file, in TOML.
@@ -1656,8 +2606,22 @@ mod tests {
         assert_eq!(
             Plans::from_sources(None, example, Some("pdt_ignored"), None),
             Ok(Plans(vec![
-                pass("monthly", "pdt_monthly_pass", 30),
-                subscription("pro", "pdt_pro_subscription"),
+                priced(pass("monthly", "pdt_monthly_pass", 30), 1900),
+                priced(subscription("pro", "pdt_pro_subscription"), 4900),
+            ]))
+        );
+        // Trials and prices written in TOML, both ways.
+        let toml = "[s]\nproduct_id = \"pdt_s\"\nkind = \"subscription\"\nprice = \"$4.5/week\"\n\
+                    trial_days = 7\n[t]\nproduct_id = \"pdt_t\"\nkind = \"subscription\"\n\
+                    trial = { days = 14, card = false } # no card\nchange = { upgrade = \"immediately\" }\n";
+        assert_eq!(
+            Plans::from_sources(None, toml, None, None),
+            Ok(Plans(vec![
+                trying(priced(subscription("s", "pdt_s"), 450), 7, true),
+                SoldPlan {
+                    change_policy: true,
+                    ..trying(subscription("t", "pdt_t"), 14, false)
+                },
             ]))
         );
         // `PLANS` wins over the file; a pass without days takes PLAN_DURATION_DAYS.

@@ -7,8 +7,11 @@
 //! checker must see it; and the checker's source may take from the paywall only what
 //! drives the system or reads the state it judges.
 
-use dev::simulate::{Options, Report, run};
+use dev::simulate::{
+    Options, Report, TrialTaken, mailbox, periods_charged_twice, run, trials_taken_twice,
+};
 use paywall::subscription::plant_renewal_grace_for_tests;
+use serde_json::json;
 
 /// Small enough for `make test`: a few thousand simulated hours in seconds.
 const OPTIONS: Options = Options {
@@ -112,8 +115,89 @@ fn the_checker_takes_no_rule_from_the_paywall() {
             "simulate.rs takes `{path}` from the paywall: only {ALLOWED:?} may be"
         );
     }
+    // The one-trial-per-person rule is the checker's own reading of README, never the
+    // paywall's normaliser.
+    assert!(
+        !source.contains("person_email"),
+        "the checker normalises e-mails itself"
+    );
     // A grouped import (`use paywall::{…}`) would hide its names from the scan above.
     assert!(!source.contains("paywall::{"), "name each path in full");
     assert!(!source.contains("paywall::*"), "no glob import");
     assert!(!source.contains("paywall as"), "no renamed crate");
+}
+
+/// No paywall defect can be planted for trials without a hook in the paywall (none
+/// exists, and none is added for this): the checker's rule (j) is shown instead to flag
+/// a synthetic second trial — by the same account, or by a second account on the same
+/// mailbox written as README says the paywall must see through — and nothing else.
+#[test]
+fn a_second_trial_by_one_person_is_flagged_by_the_checkers_own_reading() {
+    // README: "lower case; a `+tag` dropped where the mailbox ignores it (Gmail, Outlook,
+    // iCloud, Fastmail, Proton); Gmail's dots dropped and `googlemail.com` read as
+    // `gmail.com`".
+    for (given, person) in [
+        ("Ann.Smith+work@gmail.com", "annsmith@gmail.com"),
+        ("ANNSMITH@GoogleMail.com", "annsmith@gmail.com"),
+        ("ann+x@outlook.com", "ann@outlook.com"),
+        ("a.nn+x@example.com", "a.nn+x@example.com"),
+    ] {
+        assert_eq!(mailbox(given), person, "{given}");
+    }
+    let trial = |plan: &str, user: &str, email: &str| TrialTaken {
+        plan: plan.into(),
+        user: user.into(),
+        email: email.into(),
+        what: format!("{user}'s trial of {plan}"),
+        subscription: None,
+    };
+    let honest = [
+        trial("team", "ann", "Ann.Smith+work@gmail.com"),
+        trial("starter", "ann", "Ann.Smith+work@gmail.com"),
+        trial("team", "bob", "a.nn+x@example.com"),
+        trial("team", "cat", "ann@example.com"),
+    ];
+    assert!(trials_taken_twice(&honest).is_empty(), "one each");
+    let twice = [
+        trial("team", "ann", "Ann.Smith+work@gmail.com"),
+        trial("team", "ann-2", "annsmith@googlemail.com"),
+        trial("starter", "bob", "bob@example.com"),
+        trial("starter", "bob", "bob@example.com"),
+    ];
+    let found = trials_taken_twice(&twice);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!((found[0].0, found[0].1), (0, 1));
+    assert!(
+        found[0].2.contains("mailbox annsmith@gmail.com"),
+        "{found:?}"
+    );
+    assert_eq!((found[1].0, found[1].1), (2, 3), "bob, twice");
+}
+
+/// Rule (k) on synthetic payments: a period charged twice is flagged; a prorated plan
+/// change in the same period, a failed charge, another subscription's, are not.
+#[test]
+fn a_period_charged_twice_is_flagged_and_a_prorated_change_is_not() {
+    let payment = |id: &str, sub: &str, kind: &str, start: &str, factor: &str, status: &str| {
+        json!({
+            "payment_id": id, "subscription_id": sub, "status": status, "charge_type": kind,
+            "service_periods": [{"starts_at": start, "ends_at": "2027-03-04T00:00:00Z",
+                                 "proration_factor": factor}],
+        })
+    };
+    let feb = "2027-02-04T00:00:00Z";
+    let honest = [
+        payment("p1", "s1", "renewal", feb, "1", "succeeded"),
+        payment("p2", "s1", "plan_change", feb, "0.5", "succeeded"),
+        payment("p3", "s1", "renewal", feb, "1", "failed"),
+        payment("p4", "s2", "renewal", feb, "1", "succeeded"),
+    ];
+    assert!(periods_charged_twice(&honest).is_empty());
+    let twice = [
+        payment("p1", "s1", "renewal", feb, "1", "succeeded"),
+        payment("p5", "s1", "plan_change", feb, "1", "succeeded"),
+    ];
+    let found = periods_charged_twice(&twice);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("p1") && found[0].contains("p5"));
 }
