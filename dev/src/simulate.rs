@@ -2607,7 +2607,11 @@ mod tests {
             Plans::from_sources(None, example, Some("pdt_ignored"), None),
             Ok(Plans(vec![
                 priced(pass("monthly", "pdt_monthly_pass", 30), 1900),
-                priced(subscription("pro", "pdt_pro_subscription"), 4900),
+                trying(
+                    priced(subscription("pro", "pdt_pro_subscription"), 4900),
+                    14,
+                    true
+                ),
             ]))
         );
         // Trials and prices written in TOML, both ways.
