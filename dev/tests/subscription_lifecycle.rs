@@ -748,3 +748,45 @@ async fn a_comped_user_gets_no_trial_over_their_grant() {
         "{body}"
     );
 }
+
+/// The hot reads answer an `ETag` and a bodiless `304` to `If-None-Match` while nothing
+/// changed, and the new body once something did (issue 19, item 6).
+#[tokio::test]
+async fn status_and_entitlements_revalidate_with_etags() {
+    let s = stack("etags").await;
+    for path in ["/payment/status", "/payment/entitlements"] {
+        let read = |etag: Option<String>| {
+            let mut request = s
+                .http
+                .get(format!("{}{path}", s.base))
+                .bearer_auth(s.token("eve"));
+            if let Some(etag) = etag {
+                request = request.header("if-none-match", etag);
+            }
+            request.send()
+        };
+        let first = read(None).await.expect("answered");
+        assert_eq!(first.status().as_u16(), 200);
+        assert_eq!(first.headers()["cache-control"], "private, no-cache");
+        let etag = first.headers()["etag"].to_str().expect("text").to_owned();
+        let again = read(Some(etag.clone())).await.expect("answered");
+        assert_eq!(again.status().as_u16(), 304, "{path}");
+        assert_eq!(again.headers()["etag"].to_str().expect("text"), etag);
+        assert!(again.bytes().await.expect("body").is_empty());
+        // Something changed (a trial began): the new answer, with a new tag.
+        if path == "/payment/status" {
+            s.call(
+                Method::POST,
+                "/payment/trial",
+                "eve",
+                Some(json!({"plan": "team"})),
+            )
+            .await;
+        } else {
+            s.advance("15d").await; // the trial ended
+        }
+        let changed = read(Some(etag.clone())).await.expect("answered");
+        assert_eq!(changed.status().as_u16(), 200, "{path}");
+        assert_ne!(changed.headers()["etag"].to_str().expect("text"), etag);
+    }
+}

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod plan;
 pub mod plan_listing;
 pub mod purchase;
+pub mod revalidation;
 pub mod runtime;
 pub mod secrets;
 pub mod store;

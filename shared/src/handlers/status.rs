@@ -2,15 +2,15 @@
 //! `GET /payment/entitlements`: what that access lets them use, from the same one read;
 //! and `GET /payment/plans` (public): the catalogue, for a pricing table.
 
-use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
 use super::StartError;
 use crate::access::AccessView;
-use crate::api::{ApiError, answer, caller, json_response};
+use crate::api::{ApiError, answer, caller};
 use crate::config::{StoreConfig, Vars};
 use crate::entitlements::Entitlements;
 use crate::plan::Catalog;
+use crate::revalidation::conditional_json;
 use crate::runtime::Handler;
 use crate::store::Store;
 use crate::time::{Clock, Timestamp};
@@ -54,14 +54,15 @@ impl StatusHandler {
         let caller = caller(request)?;
         // An unknown user has simply not paid: `none`, not an error.
         let account = self.store.get_account(&caller.user_id).await?;
+        // Conditional: an unchanged answer is a bodiless 304 (see `revalidation`).
         if request.uri().path().ends_with("/entitlements") {
-            return Ok(json_response(
-                StatusCode::OK,
+            return Ok(conditional_json(
+                request.headers(),
                 &Entitlements::of(&account, &self.catalog, now),
             ));
         }
-        Ok(json_response(
-            StatusCode::OK,
+        Ok(conditional_json(
+            request.headers(),
             &AccessView::of(&account, &self.catalog, now),
         ))
     }
