@@ -11,12 +11,6 @@ use paywall::time::{SECONDS_PER_DAY, Timestamp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-fn at(value: &Value) -> i64 {
-    Timestamp::parse_rfc3339(value.as_str().expect("a time"))
-        .expect("RFC 3339")
-        .unix_seconds()
-}
-
 fn start() -> i64 {
     at(&json!(START_AT))
 }
@@ -716,15 +710,7 @@ async fn a_change_asked_again_after_dodo_made_it_is_not_made_twice() {
 #[tokio::test]
 async fn a_comped_user_gets_no_trial_over_their_grant() {
     let s = stack("comped-trial").await;
-    let server: Value = s
-        .http
-        .get(format!("{}/dev/token?server=1", s.base))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("json");
+    let server = s.get_json("/dev/token?server=1").await;
     let granted = s
         .http
         .post(format!("{}/server/users/zoe/grants", s.base))

@@ -13,24 +13,10 @@ use clock_stack::*;
 
 const START: &str = "2027-01-15T10:00:00Z";
 
-fn at(value: &Value) -> i64 {
-    Timestamp::parse_rfc3339(value.as_str().expect("a time"))
-        .expect("RFC 3339")
-        .unix_seconds()
-}
-
 #[tokio::test]
 async fn the_clock_reads_moves_forward_only_and_refuses_nonsense() {
     let s = stack("moves").await;
-    let read: Value = s
-        .http
-        .get(format!("{}/dev/clock", s.base))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("json");
+    let read = s.get_json("/dev/clock").await;
     assert_eq!(read["now"], START);
     let moved = s.advance("2d").await;
     assert_eq!(moved["now"], "2027-01-17T10:00:00Z");

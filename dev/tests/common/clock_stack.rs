@@ -8,6 +8,13 @@ use dev::local_server::{DEFAULT_JWT_SECRET, LocalStack, TestStack};
 use paywall::time::Clock;
 use serde_json::{Value, json};
 
+/// Seconds since the epoch of an RFC 3339 time in a JSON answer.
+pub fn at(value: &Value) -> i64 {
+    paywall::time::Timestamp::parse_rfc3339(value.as_str().expect("a time"))
+        .expect("RFC 3339")
+        .unix_seconds()
+}
+
 /// Where the clock starts.
 pub const START_AT: &str = "2027-01-15T10:00:00Z";
 
@@ -137,17 +144,21 @@ impl Stack {
         )
     }
 
-    /// The access events of `user`, oldest first: each one's `change`.
-    pub async fn changes(&self, user: &str) -> Vec<String> {
-        let listed: Value = self
-            .http
-            .get(format!("{}/dev/events?user_id={user}", self.base))
+    /// `GET path` without a token (the local server's `/dev/*` routes): its JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
             .send()
             .await
             .expect("answered")
             .json()
             .await
-            .expect("json");
+            .expect("json")
+    }
+
+    /// The access events of `user`, oldest first: each one's `change`.
+    pub async fn changes(&self, user: &str) -> Vec<String> {
+        let listed = self.get_json(&format!("/dev/events?user_id={user}")).await;
         let mut events: Vec<(String, String)> = listed["events"]
             .as_array()
             .expect("events")
