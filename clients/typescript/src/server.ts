@@ -1,0 +1,2 @@
+// Placeholder while the server client is written (see the next commits).
+export {};
