@@ -1,2 +1,202 @@
-// Placeholder while the server client is written (see the next commits).
-export {};
+// dodo-paywall/server: the client for the paywall's /server API, for the founder's backend
+// (Node, or an edge runtime with fetch and WebCrypto). API Gateway lets only IAM-signed
+// requests through, so every request is signed with AWS SigV4 (service execute-api) by
+// aws4fetch: this entry's one runtime dependency (tiny, none of its own).
+import { AwsV4Signer } from "aws4fetch";
+import type { components } from "./api.js";
+import { errorFrom, jsonFrom, join, PaywallError, send, type Fetch } from "./core.js";
+
+export { PaywallError, isPaywallError, type PaywallErrorCode, type Fetch } from "./core.js";
+
+type Schemas = components["schemas"];
+/** `POST /server/usage`'s answer, and whether it repeats an earlier call's (same key). */
+export type UsageResult = Schemas["UsageAnswer"] & { replayed: boolean };
+/** `GET /server/users/{user_id}`: everything the paywall holds about the user's access. */
+export type ServerUser = Schemas["ServerUser"];
+/** A grant: a plan given without a payment. */
+export type Grant = Schemas["Grant"];
+export type Entitlements = Schemas["Entitlements"];
+/** `POST /server/users/{user_id}/grants`'s answer. */
+export interface GrantResult {
+  grant: Grant;
+  entitlements: Entitlements;
+}
+/** `DELETE /server/users/{user_id}/grants`'s answer. */
+export interface RevokeResult {
+  revoked: true;
+  entitlements: Entitlements;
+}
+
+/** AWS credentials, as the AWS SDKs hand them out. */
+export interface AwsCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+}
+/**
+ * Credentials, or a function that answers them (called before each request, so it should
+ * cache and refresh them itself, as `fromNodeProviderChain()` of `@aws-sdk/credential-providers` does).
+ */
+export type CredentialsOption = AwsCredentials | (() => AwsCredentials | Promise<AwsCredentials>);
+
+export interface ServerClientOptions {
+  /** The API's base URL: the stack's `ApiUrl` output. */
+  baseUrl: string;
+  /** The stack's region. Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else read from an `execute-api` URL. */
+  region?: string;
+  /** Default: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, read at each request. */
+  credentials?: CredentialsOption;
+  /** The fetch to use (default: the global one). */
+  fetch?: Fetch;
+  /** How many times a retryable answer, or a safe request that got none, is retried; default 3. */
+  retries?: number;
+}
+
+export interface UsageOptions {
+  /**
+   * Makes the call idempotent: the same key answers as the first call did and consumes
+   * nothing more (kept 30 days). Default: a new `crypto.randomUUID()`, reused by this
+   * call's own retries.
+   */
+  idempotencyKey?: string;
+}
+
+export interface GrantOptions {
+  /** A plan in the catalogue. */
+  plan: string;
+  /** How many days from now (1–3660). */
+  days: number;
+  /** Why (audited with your IAM identity). */
+  reason: string;
+}
+
+/** The client `createServerClient` makes. Every method throws a {@link PaywallError}. */
+export interface ServerClient {
+  /**
+   * Checks and consumes `amount` of the user's metered limit `feature` (`POST /server/usage`).
+   * `allowed: false` consumed nothing. Errors: `invalid_request`, `idempotency_key_reused`, `forbidden`.
+   */
+  usage(userId: string, feature: string, amount: number, options?: UsageOptions): Promise<UsageResult>;
+  /** The user's entitlements, status, subscriptions, grant and audit trail (newest first, paged). */
+  user(userId: string, page?: { limit?: number; cursor?: string }): Promise<ServerUser>;
+  /** Gives the user `plan` for `days` without a payment; replaces an earlier grant. */
+  grant(userId: string, grant: GrantOptions): Promise<GrantResult>;
+  /** Takes the user's grant back; `no_grant` when there is none. */
+  revokeGrant(userId: string, options?: { reason?: string }): Promise<RevokeResult>;
+}
+
+const env = (name: string): string | undefined => {
+  // Edge runtimes may have no `process` at all.
+  const value = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
+  return value === "" ? undefined : value;
+};
+
+function credentialsFromEnv(): AwsCredentials {
+  const accessKeyId = env("AWS_ACCESS_KEY_ID");
+  const secretAccessKey = env("AWS_SECRET_ACCESS_KEY");
+  if (!accessKeyId || !secretAccessKey) {
+    throw new PaywallError(
+      "forbidden",
+      "no AWS credentials: pass `credentials`, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    );
+  }
+  const sessionToken = env("AWS_SESSION_TOKEN");
+  return sessionToken ? { accessKeyId, secretAccessKey, sessionToken } : { accessKeyId, secretAccessKey };
+}
+
+interface ServerRoute {
+  method: "GET" | "POST" | "DELETE";
+  path: string;
+  body?: unknown;
+  /** Safe to send again when no answer came, or after a timeout (a read; a write with its key). */
+  idempotent: boolean;
+}
+
+/**
+ * The client for the paywall's `/server` API, signing each request with SigV4.
+ *
+ * @example
+ * import { createServerClient } from "dodo-paywall/server";
+ * const paywall = createServerClient({ baseUrl: process.env.PAYWALL_API_URL! });
+ * const { allowed } = await paywall.usage(userId, "api_calls", 1);
+ */
+export function createServerClient(options: ServerClientOptions): ServerClient {
+  const { baseUrl, retries = 3 } = options;
+  const region = options.region ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION");
+  const fetchImpl: Fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+
+  async function credentials(): Promise<AwsCredentials> {
+    const given = options.credentials;
+    if (given === undefined) return credentialsFromEnv();
+    return typeof given === "function" ? await given() : given;
+  }
+
+  async function call(r: ServerRoute): Promise<Response> {
+    const body = r.body === undefined ? undefined : JSON.stringify(r.body);
+    const response = await send({
+      // Signed anew for each attempt: a signature carries its time.
+      request: async () => {
+        const { accessKeyId, secretAccessKey, sessionToken } = await credentials();
+        const signed = await new AwsV4Signer({
+          method: r.method,
+          url: join(baseUrl, r.path),
+          headers: body === undefined ? { accept: "application/json" } : { accept: "application/json", "content-type": "application/json" },
+          body,
+          accessKeyId,
+          secretAccessKey,
+          sessionToken,
+          service: "execute-api",
+          // Undefined: aws4fetch reads it from an execute-api host name.
+          ...(region === undefined ? {} : { region }),
+        }).sign();
+        return new Request(signed.url, { method: signed.method, headers: signed.headers, body: signed.body ?? null });
+      },
+      retryNetwork: r.idempotent,
+      // 429 and 503 change nothing (openapi.yaml: retry); another 5xx only when it says
+      // when to come back, or, for a read or a keyed write, a timeout.
+      retryStatus: (res) =>
+        res.status === 429 ||
+        res.status === 503 ||
+        (res.status >= 500 && res.headers.has("retry-after")) ||
+        (r.idempotent && res.status === 504),
+      retries,
+      fetch: fetchImpl,
+    });
+    if (!response.ok) throw await errorFrom(response);
+    return response;
+  }
+
+  const users = (userId: string, rest = "") => `/server/users/${encodeURIComponent(userId)}${rest}`;
+
+  return {
+    async usage(userId, feature, amount, opts = {}) {
+      const input: Schemas["UsageInput"] = {
+        user_id: userId,
+        feature,
+        amount,
+        // One key for every attempt of this call: a retry is never counted twice.
+        idempotency_key: opts.idempotencyKey ?? crypto.randomUUID(),
+      };
+      const response = await call({ method: "POST", path: "/server/usage", body: input, idempotent: true });
+      const answer = await jsonFrom<Schemas["UsageAnswer"]>(response);
+      return { ...answer, replayed: response.headers.get("idempotent-replayed") === "true" };
+    },
+    async user(userId, page = {}) {
+      const query = new URLSearchParams();
+      if (page.limit !== undefined) query.set("limit", String(page.limit));
+      if (page.cursor !== undefined) query.set("cursor", page.cursor);
+      const search = query.toString() ? `?${query}` : "";
+      return jsonFrom<ServerUser>(await call({ method: "GET", path: users(userId, search), idempotent: true }));
+    },
+    async grant(userId, grant) {
+      const input = { plan: grant.plan, days: grant.days, reason: grant.reason };
+      // Not idempotent in openapi.yaml (each grant is audited anew): never resent unanswered.
+      return jsonFrom<GrantResult>(await call({ method: "POST", path: users(userId, "/grants"), body: input, idempotent: false }));
+    },
+    async revokeGrant(userId, opts = {}) {
+      const body = opts.reason === undefined ? undefined : { reason: opts.reason };
+      // A second revoke answers 404 no_grant: not resent unanswered either.
+      return jsonFrom<RevokeResult>(await call({ method: "DELETE", path: users(userId, "/grants"), body, idempotent: false }));
+    },
+  };
+}
