@@ -144,9 +144,11 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  */
 export async function send(attempt: Attempt): Promise<Response> {
   for (let n = 0; ; n++) {
+    // Outside the try: a request that cannot be made (no credentials) is no network failure.
+    const request = await attempt.request();
     let response: Response;
     try {
-      response = await attempt.fetch(await attempt.request());
+      response = await attempt.fetch(request);
     } catch (cause) {
       if (attempt.retryNetwork && n < attempt.retries) {
         await sleep(backoffMs(n));
