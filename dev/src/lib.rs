@@ -8,6 +8,7 @@ pub mod local_secrets;
 pub mod local_server;
 pub mod local_stream;
 pub mod runtime_api;
+pub mod sigv4;
 pub mod simulate;
 pub mod time_machine;
 pub mod trigger;

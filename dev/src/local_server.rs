@@ -92,6 +92,8 @@ struct App {
     portal: PortalHandler,
     webhook: WebhookHandler,
     jwt_secret: Vec<u8>,
+    /// API Gateway's IAM authorization on `/server/`: the one principal this stack knows.
+    sigv4: crate::sigv4::Verifier,
     clock: Clock,
     machine: Arc<TimeMachine>,
     simulator: Option<DodoSimulator>,
@@ -343,6 +345,15 @@ impl LocalStack {
             webhook: WebhookHandler::new(store_as("webhook"), webhook_secret, catalog.clone())
                 .with_clock(clock.clone()),
             jwt_secret: jwt_secret.into_bytes(),
+            // The one IAM principal the local stack knows: this process's own credentials
+            // (`make dev` exports `local` / `local`), in its region.
+            sigv4: crate::sigv4::Verifier::new(
+                &env("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
+                &env("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "local".to_owned()),
+                SecretString::from(
+                    env("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| "local".to_owned()),
+                ),
+            ),
             clock,
             machine: Arc::clone(&machine),
             simulator: simulator.clone(),
@@ -971,10 +982,16 @@ fn forbidden() -> Response {
         .into_response()
 }
 
-/// `/server/`: API Gateway's IAM authorization, played by a server token from
-/// `GET /dev/token?server=1`; its identity is handed over where API Gateway puts the
-/// signer's (`requestContext.authorizer.iam`). An end user's token is refused (403).
+/// `/server/`: API Gateway's IAM authorization. A SigV4-signed request (header or
+/// presigned query) is verified as API Gateway verifies it (see [`crate::sigv4`]) against
+/// this process's own AWS credentials, on the real wall clock; else a server token from
+/// `GET /dev/token?server=1` stands in for a signature. The identity is handed over where
+/// API Gateway puts the signer's (`requestContext.authorizer.iam`). An end user's token is
+/// refused (403), as is a request with neither.
 async fn server(State(app): State<Arc<App>>, request: Request) -> Response {
+    if crate::sigv4::is_signed(request.headers(), request.uri()) {
+        return signed_server_call(&app, request).await;
+    }
     let claims = bearer_token(&request).and_then(|token| {
         crate::dev_jwt::verify(
             &app.jwt_secret,
@@ -990,17 +1007,68 @@ async fn server(State(app): State<Arc<App>>, request: Request) -> Response {
     };
     let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
     iam.user_arn = claims.get("sub").cloned();
-    iam.account_id = Some("000000000000".to_owned());
+    iam.account_id = Some(crate::sigv4::LOCAL_ACCOUNT.to_owned());
+    call(&app.server, request, Some(iam_context(iam))).await
+}
+
+fn iam_context(iam: ApiGatewayRequestAuthorizerIamDescription) -> RequestContext {
     let mut authorizer = ApiGatewayRequestAuthorizer::default();
     authorizer.iam = Some(iam);
     let mut context = ApiGatewayV2httpRequestContext::default();
     context.authorizer = Some(authorizer);
-    call(
-        &app.server,
-        request,
-        Some(RequestContext::ApiGatewayV2(context)),
-    )
-    .await
+    RequestContext::ApiGatewayV2(context)
+}
+
+/// A SigV4-signed `/server/` call: the body is read to check its hash, then handed on.
+async fn signed_server_call(app: &App, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than 1 MiB",
+        );
+    };
+    let verified = app.sigv4.verify(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &bytes,
+        // Signers sign with the real time, whatever the test clock says.
+        std::time::SystemTime::now(),
+    );
+    match verified {
+        Ok(caller) => {
+            let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
+            iam.user_arn = Some(caller.user_arn);
+            iam.account_id = Some(caller.account_id);
+            iam.access_key = Some(caller.access_key);
+            let request = Request::from_parts(parts, AxumBody::from(bytes));
+            call(&app.server, request, Some(iam_context(iam))).await
+        }
+        Err(rejection) => {
+            use crate::sigv4::Rejection;
+            // The kind only: never the header, the signature or the key.
+            let kind = match rejection {
+                Rejection::Incomplete(_) => "IncompleteSignatureException",
+                Rejection::UnknownAccessKey => "UnrecognizedClientException",
+                Rejection::SignatureMismatch
+                | Rejection::WrongScope(_)
+                | Rejection::Expired { .. }
+                | Rejection::NotYetCurrent { .. } => "InvalidSignatureException",
+            };
+            tracing::info!(target: "dev::access", kind, "SigV4 signature refused");
+            let mut response = (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({"message": rejection.message()})),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert("x-amzn-errortype", HeaderValue::from_static(kind));
+            response
+        }
+    }
 }
 
 /// What would have been published to EventBridge, newest first (`?user_id=` filters).

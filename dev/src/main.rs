@@ -61,7 +61,7 @@ fn announce(started: &Started) {
     println!("                   POST {base}/payment/portal");
     println!("  webhook          POST {base}/payment/webhook  (or {base}/webhook)");
     println!(
-        "  server API       {base}/server/usage, {base}/server/users/<id>[/grants]  (token: /dev/token?server=1)"
+        "  server API       {base}/server/usage, {base}/server/users/<id>[/grants]  (SigV4 as local/local, or token: /dev/token?server=1)"
     );
     println!("  dev tokens       {base}/dev/token?sub=<user id>&email=<email>");
     if started.simulator {
