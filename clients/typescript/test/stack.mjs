@@ -9,7 +9,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-export const serverBinary = process.env.PAYWALL_DEV_BIN || join(root, "target", "debug", "dev");
+// make test's build: PAYWALL_DEV_BIN, else cargo's target folder (CARGO_TARGET_DIR or the repo's).
+export const serverBinary =
+  process.env.PAYWALL_DEV_BIN || join(process.env.CARGO_TARGET_DIR || join(root, "target"), "debug", "dev");
 
 function freePort() {
   return new Promise((resolve, reject) => {
