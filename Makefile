@@ -11,7 +11,7 @@ export AWS_EC2_METADATA_DISABLED := true
 # sam: no telemetry prompt or upload.
 export SAM_CLI_TELEMETRY ?= 0
 
-.PHONY: help dev test test-tools test-rust test-simulate test-browser test-permissions test-sdk-models lint bench build sam-build validate tools
+.PHONY: help dev test test-tools test-rust test-client test-simulate test-browser test-permissions test-sdk-models lint bench build sam-build validate tools
 
 # The Python tools, each pinned in its own virtualenv under target/tools/ (dev/tools.sh
 # makes it on first use, and again when a pin changes): CI installs them the same way,
@@ -44,7 +44,15 @@ help: ## List the targets
 dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator
 	cargo run --locked -p dev -- serve
 
-test: test-tools test-rust test-simulate test-sdk-models test-browser test-permissions ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), a simulated year, the simulator against Dodo's SDK models, the browser test, then each function's AWS calls against its role
+test: test-tools test-rust test-client test-simulate test-sdk-models test-browser test-permissions ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), the TypeScript client, a simulated year, the simulator against Dodo's SDK models, the browser test, then each function's AWS calls against its role
+
+# The npm package dodo-paywall (clients/typescript): its types regenerated from openapi.yaml
+# and compared with the committed ones (so the client cannot drift from the API), built
+# with tsc, then tested against the real local server, the dev binary cargo builds here.
+test-client: ## The TypeScript client (clients/typescript): types checked against openapi.yaml, built, tested against the local server (Node.js 20+; the first run does npm ci)
+	cargo build --locked --bins
+	@dev/tools.sh npm clients/typescript
+	cd clients/typescript && npm test
 
 test-simulate: ## A year in the life: 200 users x 12 months on the test clock, every invariant checked (seed 1)
 	cargo run --locked -q -p dev -- simulate --users 200 --months 12 --seed 1
