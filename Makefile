@@ -76,8 +76,12 @@ test-tools:
 	@dev/tools.sh apt chromium chromium $(CHROMIUM_PATH)
 	@dev/tools.sh npm dev/e2e
 
-test-browser: test-tools ## Buy access through the demo page in headless Chromium (Node.js 20+; Debian's chromium, apt-installed when missing and root, or CHROMIUM_PATH; the first run does npm ci)
+# The React example (examples/react) is built from the client package as it is now, then
+# driven on its own origin by dev/e2e/example.test.mjs, which builds nothing itself.
+test-browser: test-tools ## Buy access through the demo page and the React example in headless Chromium (Node.js 20+; Debian's chromium, apt-installed when missing and root, or CHROMIUM_PATH; the first run does npm ci)
 	cargo build --locked -p dev --bin dev
+	dev/tools.sh npm clients/typescript && (cd clients/typescript && npm run build)
+	dev/tools.sh npm examples/react && (cd examples/react && npm run build)
 	cd dev/e2e && node --test
 
 # The simulator's answers and webhooks, recorded while its own test and a short simulated
