@@ -62,7 +62,7 @@ export interface Paywall {
    * page's) with `POST /payment/success`, then takes `payment_id` and `status` off the
    * address bar. Answers `null` when the URL has no `payment_id` (nothing to confirm).
    * While Dodo is still processing (202) it asks again a few times, then answers the
-   * `pending` answer.
+   * `pending` answer (and leaves the address as it was, for a reload to ask again).
    */
   confirmReturn(url?: string | URL): Promise<Success | Pending | null>;
   /** A link to Dodo's customer portal for the caller (`POST /payment/portal`); `no_customer` before any checkout. */
@@ -195,8 +195,9 @@ export function createPaywall(options: PaywallOptions): Paywall {
         answer = await call<Success | Pending>(ROUTES.success, { payment_id: paymentId });
       } catch (e) {
         // A final answer (failed, not yours…) is as done as a success: clean the URL so a
-        // reload does not ask again. One worth retrying leaves it for the next load.
-        if (e instanceof PaywallError && e.status >= 400 && e.status < 500 && e.status !== 429) {
+        // reload does not ask again. One worth retrying (not signed in yet, too many
+        // calls, the API or the network down) leaves it for the next load.
+        if (e instanceof PaywallError && e.status >= 400 && e.status < 500 && e.status !== 401 && e.status !== 429) {
           cleanAddressBar(target);
         }
         throw e;
@@ -204,7 +205,8 @@ export function createPaywall(options: PaywallOptions): Paywall {
       if (answer.status !== 202 || n >= PENDING_WAITS_MS.length) break;
       await new Promise((resolve) => setTimeout(resolve, PENDING_WAITS_MS[n]));
     }
-    cleanAddressBar(target);
+    // Still pending: left on the address bar, for a reload to ask again.
+    if (answer.status !== 202) cleanAddressBar(target);
     return answer.body;
   }
 

@@ -160,6 +160,21 @@ test("confirmReturn reads the page's address, confirms, and takes payment_id and
     const refused = scripted(json(402, { error: { code: "payment_failed", message: "declined" } }));
     await assert.rejects(client(refused.fetch).confirmReturn(), (e) => isPaywallError(e, "payment_failed"));
     assert.equal(replaced.at(-1)[2], "/");
+    const cleaned = replaced.length;
+
+    // Not signed in yet (401): left for a reload after signing in.
+    const unsigned = scripted(json(401, { message: "Unauthorized" }));
+    await assert.rejects(client(unsigned.fetch).confirmReturn(), (e) => isPaywallError(e, "unauthorized"));
+    assert.equal(replaced.length, cleaned);
+
+    // Still pending after asking again at 1, 2 and 3 s: answered as pending, left on the address bar.
+    const pending = () => json(202, { status: "pending" });
+    const slow = scripted(pending(), pending(), pending(), pending());
+    assert.deepEqual(await client(slow.fetch).confirmReturn(), { status: "pending" });
+    assert.equal(slow.requests.length, 4);
+    const waited = slow.requests[3].at - slow.requests[0].at;
+    assert.ok(waited >= 6000 && waited < 7500, `waited ${waited} ms`);
+    assert.equal(replaced.length, cleaned);
   } finally {
     delete globalThis.location;
     delete globalThis.history;
