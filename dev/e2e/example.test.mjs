@@ -1,9 +1,10 @@
 // The React example (examples/react, built into its dist/) on its own origin, against the
-// real local server on another: sign in, the gate's fallback pricing table, a purchase on
-// the Dodo simulator's page, the return confirmed, the gate open, Manage billing; a
-// card-less trial; a trial with a card; an upgrade previewed and confirmed; and access
-// granted from the server side showing up on focus, without a reload. Headless Chromium
-// (Debian's), as buy.test.mjs. It builds nothing: make test-browser builds the example.
+// real local server on another: the plans signed out; sign in; the gate's fallback pricing
+// table; a purchase on the Dodo simulator's page, the return confirmed, the gate open,
+// Manage billing; a card-less trial; a trial with a card; an upgrade previewed and
+// confirmed; a declined payment; and access granted from the server side showing up on
+// focus, without a reload. Headless Chromium (Debian's), as buy.test.mjs. It builds
+// nothing: make test-browser builds the client package and the example first.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -163,7 +164,16 @@ async function statusOf(page) {
 
 test("buy a pass from the gate's pricing table: the return is confirmed once, the gate opens, billing opens the portal", async () => {
   const page = await newPage();
+  // Signed out: the public plans, nothing to click.
+  await page.goto(`${appUrl}/?api=${encodeURIComponent(apiUrl)}`);
+  await page.waitForSelector("#visitor-plans .dp-plan[data-plan='team']");
+  await assertText(page, "#visitor-plans [data-plan='pro'] .dp-plan__actions", "Sign in to choose");
+  assert.equal(await page.locator("#visitor-plans button").count(), 0);
+  assert.equal(calls(page, "GET /payment/status").length + calls(page, "GET /payment/entitlements").length, 0,
+    "no token, no call");
+
   await signIn(page, "react-buyer");
+  assert.equal(await page.locator("#visitor-plans").count(), 0);
   // The table is the catalogue, cheapest first, with this user's options on it.
   const listing = await (await fetch(apiUrl + "/payment/plans")).json();
   assert.deepEqual(
@@ -297,13 +307,53 @@ test("access granted from the server side shows on focus or visibility, without 
   assert.equal((await answer).status(), 304);
   assert.equal(await page.locator("#premium").count(), 1);
 
+  // A focus and a visibility change together (a tab switch fires both): one fetch.
+  const count = calls(page, "GET /payment/entitlements").length;
+  answer = entitlementsAnswer();
+  await page.evaluate(() => {
+    window.dispatchEvent(new Event("focus"));
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  await answer;
+  await page.waitForTimeout(300);
+  assert.equal(calls(page, "GET /payment/entitlements").length, count + 1, "a revalidation in flight is joined");
+
+  // A failed revalidation keeps what is known (the gate stays open) and says so.
+  await page.route(`${apiUrl}/payment/entitlements`, (route) => route.fulfill({
+    status: 500, contentType: "application/json",
+    body: JSON.stringify({ error: { code: "internal_error", message: "the store broke" } }),
+  }));
+  await page.evaluate(() => window.dispatchEvent(new Event("focus")));
+  await assertText(page, "#account [role=alert]", "Could not refresh: the store broke");
+  assert.equal(await page.locator("#premium").count(), 1);
+  await assertText(page, "#plan", "pro (grant)");
+  await page.unroute(`${apiUrl}/payment/entitlements`);
+
   // Taken back: the next visibility change closes the gate again.
   const revoked = await asServer("DELETE", { reason: "e2e: revoked" });
   assert.equal(revoked.status, 200, await revoked.clone().text());
   await page.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
   await page.waitForSelector("#upgrade .dp-plan[data-plan='team']");
   assert.equal(await page.locator("#premium").count(), 0);
+  assert.equal(await page.locator("#account [role=alert]").count(), 0, "the error is gone with a good answer");
   assert.deepEqual(page.errors ?? [], []);
+  await page.close();
+});
+
+test("a declined payment: the return is answered (not confirmed), the URL cleaned, the gate stays closed", async () => {
+  const page = await newPage();
+  await signIn(page, "react-decliner");
+  await button(page, "Buy monthly").click();
+  await page.waitForURL(/\/dodo\/checkout\/cks_/);
+  await page.click("#decline");
+  await page.waitForURL((url) => url.origin === appUrl);
+  await assertText(page, "#return-message", "Payment not confirmed: ");
+  await page.waitForSelector("#upgrade .dp-plan[data-plan='monthly']");
+  assert.equal(await page.locator("#premium").count(), 0);
+  assert.equal(new URL(page.url()).searchParams.get("payment_id"), null);
+  assert.deepEqual(calls(page, "POST /payment/success"), ["POST /payment/success 402"]);
+  assert.equal((await statusOf(page)).has_paid, false);
+  await page.screenshot({ path: join(screenshots, "example-declined.png") });
   await page.close();
 });
 

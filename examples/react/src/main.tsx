@@ -171,6 +171,8 @@ function App() {
     () => (session ? createPaywall({ baseUrl: api, getToken: () => session.token }) : null),
     [api, session],
   );
+  // No token: plans() needs none; everything else answers `unauthorized` without a call.
+  const visitor = useMemo(() => createPaywall({ baseUrl: api, getToken: () => null }), [api]);
   const signedIn = (s: Session) => {
     localStorage.setItem(SESSION_KEY, JSON.stringify(s));
     setSession(s);
@@ -183,7 +185,16 @@ function App() {
     <main>
       <h1>dodo-paywall · React example</h1>
       {!session || !paywall ? (
-        <SignIn api={api} onSignedIn={signedIn} />
+        <>
+          <SignIn api={api} onSignedIn={signedIn} />
+          {/* The plans are public: a visitor sees them (without buttons) before signing in. */}
+          <section id="visitor-plans">
+            <h2>Plans</h2>
+            <PaywallProvider paywall={visitor}>
+              <PricingTable />
+            </PaywallProvider>
+          </section>
+        </>
       ) : (
         <PaywallProvider paywall={paywall}>
           <section id="account">
