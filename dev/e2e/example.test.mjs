@@ -357,21 +357,43 @@ test("a declined payment: the return is answered (not confirmed), the URL cleane
   await page.close();
 });
 
-test("a trial with a card at Dodo's checkout: back without a payment id, the gate opens on the trial", async () => {
+test("a trial with a card at Dodo's checkout: back without a payment id, the gate opens once the webhook starts the trial", async () => {
   const page = await newPage();
   await signIn(page, "react-card-trialist");
   await button(page, "Start 7-day trial of starter").click();
   await page.waitForURL(/\/dodo\/checkout\/cks_/);
-  await page.click("#pay");
-  await page.waitForURL((url) => url.origin === appUrl);
-  // Nothing to confirm (Dodo charged nothing): the subscription's webhook started the
-  // trial (the simulator delivers it before it redirects), and the provider's first fetch
-  // shows it.
-  await page.waitForSelector("#premium");
+  // Dodo's webhook can come after the buyer is back: here 3 s after.
+  await setFaults({ delay_webhooks: "3s" });
+  try {
+    await page.click("#pay");
+    await page.waitForURL((url) => url.origin === appUrl);
+    assert.ok(new URL(page.url()).searchParams.get("subscription_id"), page.url());
+    // Nothing to confirm (Dodo charged nothing): the provider asks again until the
+    // subscription's webhook has started the trial, showing the gate's loading meanwhile.
+    await assertText(page, "#return-message", "Waiting for your subscription to start");
+    // The gate waits too: not the pricing table to someone who just subscribed.
+    assert.equal(await page.locator("#gate-loading").count(), 1);
+    assert.equal(await page.locator("#upgrade").count(), 0);
+    await page.waitForSelector("#premium", { timeout: 15000 });
+  } finally {
+    await setFaults({});
+  }
+  await assertText(page, "#return-message", "Your subscription has started.");
   await assertText(page, "#plan", "starter (subscription)");
   const status = await statusOf(page);
   assert.equal(status.status, "trialing");
   await assertText(page, "#valid-until", status.trial_ends_at);
   assert.deepEqual(calls(page, "POST /payment/success"), []);
+  assert.ok(calls(page, "GET /payment/entitlements").length > 2, "asked again while the webhook was due");
+  const url = new URL(page.url());
+  assert.equal(url.searchParams.get("subscription_id"), null, `the return URL is cleaned: ${page.url()}`);
+  assert.equal(url.searchParams.get("status"), null, `the return URL is cleaned: ${page.url()}`);
   await page.close();
 });
+
+async function setFaults(faults) {
+  const response = await fetch(`${apiUrl}/dev/faults`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(faults),
+  });
+  assert.equal(response.status, 200, await response.text());
+}

@@ -69,7 +69,13 @@ interface Snapshot {
 
 /** The provider's confirmation of a checkout return (`paywall.confirmReturn()`). */
 export interface CheckoutReturn {
+  /** True while the payment is confirmed, or the subscription awaited. */
   confirming: boolean;
+  /**
+   * The subscription Dodo sent the buyer back with, without a payment (a trial with a card
+   * charges nothing): the provider waits a few seconds for its webhook to show it.
+   */
+  subscriptionId: string | null;
   /**
    * What `confirmReturn` answered: `status: "success"` (granted), `"pending"` (Dodo is
    * still processing: the webhook grants it), or null when the page was no checkout return.
@@ -88,7 +94,7 @@ class EntitlementsCache {
     error: null,
     loading: true,
     revision: 0,
-    checkout: { confirming: false, result: null, error: null },
+    checkout: { confirming: false, result: null, error: null, subscriptionId: null },
   };
   private readonly listeners = new Set<() => void>();
   private inflight: Promise<void> | null = null;
@@ -157,17 +163,50 @@ class EntitlementsCache {
       void this.refresh();
       return;
     }
-    this.set({ checkout: { confirming: true, result: null, error: null } });
+    this.set({ checkout: { confirming: true, result: null, error: null, subscriptionId: null } });
     void (async () => {
+      let result: Success | Pending | null = null;
+      let error: Error | null = null;
       try {
-        const result = await this.paywall.confirmReturn();
-        this.set({ checkout: { confirming: false, result: result ?? null, error: null } });
-      } catch (error) {
-        this.set({ checkout: { confirming: false, result: null, error: asError(error) } });
+        result = await this.paywall.confirmReturn();
+      } catch (e) {
+        error = asError(e);
       }
+      const subscriptionId = result === null && error === null ? returnedSubscription() : null;
+      this.set({ checkout: { confirming: subscriptionId !== null, result, error, subscriptionId } });
       await this.refresh();
+      if (subscriptionId === null) return;
+      // Dodo's trial checkout charges nothing: the buyer comes back with the subscription
+      // and no payment, and its webhook starts the trial, possibly a moment later. Ask
+      // again a few times (about 10 s in all) until the entitlements show it.
+      for (const wait of SUBSCRIPTION_WAITS_MS) {
+        if (this.snapshot.entitlements?.source === "subscription") break;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        await this.refresh();
+      }
+      cleanSubscriptionReturn();
+      this.set({ checkout: { ...this.snapshot.checkout, confirming: false } });
     })();
   }
+}
+
+const SUBSCRIPTION_WAITS_MS = [1000, 1000, 2000, 2000, 4000];
+
+// The `subscription_id` Dodo appended to the return URL without a `payment_id`.
+function returnedSubscription(): string | null {
+  if (typeof location === "undefined") return null;
+  const query = new URL(location.href).searchParams;
+  return query.get("payment_id") ? null : query.get("subscription_id");
+}
+
+// Takes what Dodo appended off the address bar (no reload, no history entry): a reload
+// must not wait for the subscription again.
+function cleanSubscriptionReturn(): void {
+  if (typeof location === "undefined" || typeof history === "undefined") return;
+  const url = new URL(location.href);
+  url.searchParams.delete("subscription_id");
+  url.searchParams.delete("status");
+  history.replaceState(history.state, "", url.pathname + url.search + url.hash);
 }
 
 const PaywallContext = createContext<EntitlementsCache | null>(null);
@@ -235,13 +274,17 @@ export function useCheckoutReturn(): CheckoutReturn {
   return useSnapshot().checkout;
 }
 
-/** Whether the plan includes `name`; `allowed` is false while loading. */
+/**
+ * Whether the plan includes `name`; `allowed` is false while loading (the first fetch, and
+ * the confirmation of a checkout return).
+ */
 export function useFeature(name: string): { allowed: boolean; loading: boolean } {
   const cache = useCache();
   // A primitive snapshot: a revalidation that leaves the feature as it was re-renders nothing.
   const read = () => {
-    const { loading, entitlements } = cache.get();
-    if (loading) return 0;
+    const { loading, entitlements, checkout } = cache.get();
+    // While a checkout return is confirmed, what was bought is not known yet either.
+    if (loading || checkout.confirming) return 0;
     return entitlements?.features.includes(name) ? 2 : 1;
   };
   const state = useSyncExternalStore(cache.subscribe, read, read);

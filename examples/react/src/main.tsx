@@ -82,9 +82,15 @@ function SignIn({ api, onSignedIn }: { api: string; onSignedIn: (session: Sessio
 }
 
 function ReturnMessage() {
-  const { confirming, result, error } = useCheckoutReturn();
+  const { confirming, result, error, subscriptionId } = useCheckoutReturn();
+  const { entitlements } = useEntitlements();
   let text = "";
-  if (confirming) text = "Confirming your payment…";
+  if (subscriptionId) {
+    // A trial with a card: nothing was charged, the subscription's webhook starts it.
+    if (confirming) text = "Waiting for your subscription to start…";
+    else if (entitlements?.source === "subscription") text = "Your subscription has started.";
+    else text = "Your subscription has not started yet: it shows here once Dodo confirms it.";
+  } else if (confirming) text = "Confirming your payment…";
   else if (error) text = `Payment not confirmed: ${error.message}`;
   else if (result?.status === "success") text = "Payment confirmed. Thank you!";
   else if (result?.status === "pending") text = "Your payment is still processing: access follows when it clears.";
