@@ -244,7 +244,7 @@ test("a card-less trial from the pricing table opens the gate at once, and only 
   await page.close();
 });
 
-test("a subscriber previews an upgrade with Dodo's amounts and confirms it", async () => {
+test("a subscriber previews an upgrade with Dodo's amounts and confirms it; schedules a downgrade and takes it back; cancels and resumes", async () => {
   const page = await newPage();
   await signIn(page, "react-upgrader");
   await button(page, "Subscribe to pro").click();
@@ -272,6 +272,39 @@ test("a subscriber previews an upgrade with Dodo's amounts and confirms it", asy
   await assertText(page, "#plans [data-plan='team'] .dp-badge", "Your plan");
   await button(page, "Downgrade to pro").waitFor();
   assert.equal((await statusOf(page)).plan, "team");
+
+  // A preview dismissed changes nothing.
+  await button(page, "Downgrade to pro").click();
+  await page.waitForSelector(".dp-pricing__change");
+  await button(page, "Keep my current plan").click();
+  await assertText(page, "#plans .dp-pricing__message", "Nothing changed.");
+  assert.equal(await page.locator(".dp-pricing__change").count(), 0);
+
+  // A downgrade waits for the next billing date, and can be taken back.
+  await button(page, "Downgrade to pro").click();
+  await assertText(page, ".dp-pricing__change-text", "Downgrade to pro, effective at the next billing date (");
+  await assertText(page, ".dp-pricing__change-text", "nothing now, then $49.00/month from ");
+  await button(page, "Confirm downgrade to pro").click();
+  await assertText(page, "#plans .dp-pricing__message", "Your plan moves to pro on ");
+  const scheduled = await statusOf(page);
+  assert.equal(scheduled.plan, "team");
+  assert.equal(scheduled.scheduled_change?.plan, "pro");
+  await assertText(page, "#plans [data-plan='pro'] .dp-badge", `From ${scheduled.scheduled_change.at.slice(0, 10)}`);
+  await button(page, "Cancel scheduled change to pro").click();
+  await assertText(page, "#plans .dp-pricing__message", "The scheduled change is cancelled: your plan stays team.");
+  await button(page, "Downgrade to pro").waitFor();
+  assert.equal((await statusOf(page)).scheduled_change, null);
+
+  // Cancel at the period's end, then resume.
+  await button(page, "Cancel team subscription").click();
+  await button(page, "Resume team subscription").waitFor();
+  const cancelled = await statusOf(page);
+  assert.equal(cancelled.cancel_at_period_end, true);
+  await assertText(page, "#plans .dp-pricing__message", `Cancelled: access runs until ${cancelled.plan_expires_at.slice(0, 10)}, then ends.`);
+  await button(page, "Resume team subscription").click();
+  await assertText(page, "#plans .dp-pricing__message", "Resumed: the subscription renews on ");
+  await button(page, "Cancel team subscription").waitFor();
+  assert.equal((await statusOf(page)).cancel_at_period_end, false);
   await page.close();
 });
 
