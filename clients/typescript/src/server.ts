@@ -42,7 +42,7 @@ export type CredentialsOption = AwsCredentials | (() => AwsCredentials | Promise
 export interface ServerClientOptions {
   /** The API's base URL: the stack's `ApiUrl` output. */
   baseUrl: string;
-  /** The stack's region. Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else read from an `execute-api` URL. */
+  /** The stack's region. Default: the one an `execute-api` URL names, else `AWS_REGION`, else `AWS_DEFAULT_REGION`. */
   region?: string;
   /** Default: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, read at each request. */
   credentials?: CredentialsOption;
@@ -122,7 +122,10 @@ interface ServerRoute {
  */
 export function createServerClient(options: ServerClientOptions): ServerClient {
   const { baseUrl, retries = 3 } = options;
-  const region = options.region ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION");
+  // An execute-api host names its region, and a signature for another is refused: it
+  // wins over the environment's (a backend in one region may call a stack in another).
+  const hostRegion = /^[^.]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$/.exec(new URL(baseUrl).hostname)?.[1];
+  const region = options.region ?? hostRegion ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION");
   const fetchImpl: Fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
 
   async function credentials(): Promise<AwsCredentials> {
@@ -146,7 +149,6 @@ export function createServerClient(options: ServerClientOptions): ServerClient {
           secretAccessKey,
           sessionToken,
           service: "execute-api",
-          // Undefined: aws4fetch reads it from an execute-api host name.
           ...(region === undefined ? {} : { region }),
         }).sign();
         return new Request(signed.url, { method: signed.method, headers: signed.headers, body: signed.body ?? null });
