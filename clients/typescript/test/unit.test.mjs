@@ -36,7 +36,7 @@ test("a 503 with Retry-After is retried after that many seconds", async () => {
   assert.equal((await client(fetch).status()).status, "none");
   assert.equal(requests.length, 2);
   const waited = requests[1].at - requests[0].at;
-  assert.ok(waited >= 1000 && waited < 1500, `waited ${waited} ms`);
+  assert.ok(waited >= 1000 && waited < 2500, `waited ${waited} ms`);
   assert.equal(requests[0].request.url, "https://api.example.test/payment/status");
   assert.equal(requests[0].request.headers.get("authorization"), "Bearer jwt-a");
 });
@@ -47,10 +47,10 @@ test("without Retry-After the back-off grows exponentially, with jitter, and giv
   await assert.rejects(client(fetch).entitlements(), (e) => isPaywallError(e, "rate_limited") && e.status === 429);
   assert.equal(requests.length, 4, "the first try and 3 retries");
   const gaps = requests.slice(1).map((r, i) => r.at - requests[i].at);
-  // 125–250 ms, 250–500 ms, 500–1000 ms (timers may fire a little late).
-  assert.ok(gaps[0] >= 120 && gaps[0] < 400, `gaps ${gaps}`);
-  assert.ok(gaps[1] >= 245 && gaps[1] < 700, `gaps ${gaps}`);
-  assert.ok(gaps[2] >= 495 && gaps[2] < 1300, `gaps ${gaps}`);
+  // 125–250 ms, 250–500 ms, 500–1000 ms (timers may fire late on a busy machine, never early).
+  assert.ok(gaps[0] >= 120 && gaps[0] < 750, `gaps ${gaps}`);
+  assert.ok(gaps[1] >= 245 && gaps[1] < 1000, `gaps ${gaps}`);
+  assert.ok(gaps[2] >= 495 && gaps[2] < 1800, `gaps ${gaps}`);
 });
 
 test("a Retry-After beyond the 30 s cap is thrown at once, with retryAfter", async () => {
@@ -173,7 +173,7 @@ test("confirmReturn reads the page's address, confirms, and takes payment_id and
     assert.deepEqual(await client(slow.fetch).confirmReturn(), { status: "pending" });
     assert.equal(slow.requests.length, 4);
     const waited = slow.requests[3].at - slow.requests[0].at;
-    assert.ok(waited >= 6000 && waited < 7500, `waited ${waited} ms`);
+    assert.ok(waited >= 6000 && waited < 9000, `waited ${waited} ms`);
     assert.equal(replaced.length, cleaned);
   } finally {
     delete globalThis.location;
