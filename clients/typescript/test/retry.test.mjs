@@ -33,15 +33,16 @@ test("429 rate_limited: beyond the 30 s cap thrown at once with retryAfter; with
   assert.ok(Date.now() - started < 5000, "a Retry-After beyond the cap is not waited for");
   assert.equal(observed.seen.length, 11, "nor retried");
 
-  // 58 s later on the stack's clock, the oldest call leaves the window in a second or two.
-  await stack.moveClock("58s");
+  // 55 s later on the stack's clock, the oldest call leaves the window within 5 s (less
+  // what the calls above took).
+  await stack.moveClock("55s");
   observed.seen.length = 0;
   const url = await paywall.checkout("monthly");
   assert.match(url, /\/dodo\/checkout\/cks_/);
   const [limited, ...rest] = observed.seen;
   assert.equal(limited.status, 429);
   const retryAfter = Number(limited.response.get("retry-after"));
-  assert.ok(retryAfter >= 1 && retryAfter <= 3, `Retry-After ${retryAfter}`);
+  assert.ok(retryAfter >= 1 && retryAfter <= 5, `Retry-After ${retryAfter}`);
   assert.equal(rest.at(-1).status, 200);
   assert.ok(
     rest[0].at - limited.at >= retryAfter * 1000,
