@@ -15,6 +15,13 @@
 //! with it). Any other key (the tests' own setup, the local server's `/dev` routes) is
 //! an administrator, as a developer's own credentials would be, and is not recorded.
 //!
+//! Roles that no function assumes (an `AWS::IAM::Role` for an AWS service, such as the
+//! access-events webhook rule's role, which EventBridge assumes to invoke its API
+//! destination) make AWS's calls, not our code's: no test can record them, so they are
+//! listed as not checked here (dev/tests/template.rs holds them to least privilege) and
+//! never counted as unused. A separate role assumed by Lambda would be a function role
+//! this check could not see: it is refused.
+//!
 //! Resources are compared by what they are, not by name: the stack has one table, so any
 //! table name a test uses is "the table"; an index is the table's index of that name; a
 //! secret is the one the template's parameter names (its default, which the tests use).
@@ -99,11 +106,24 @@ pub struct Grant {
     pub source: Source,
 }
 
+/// A role an AWS service assumes (not a function): what it grants, for the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRole {
+    /// The template's logical id.
+    pub logical_id: String,
+    /// Who may assume it (`events.amazonaws.com`).
+    pub services: Vec<String>,
+    /// `(action, resource)` as the template writes them.
+    pub grants: Vec<(String, String)>,
+}
+
 /// Every function's role, from the template.
 #[derive(Clone, Debug, Default)]
 pub struct Roles {
     /// By binary name (`BuildProperties.Binary`).
     by_function: BTreeMap<String, Vec<Grant>>,
+    /// Roles for AWS services: not the functions', not checked against calls.
+    service_roles: Vec<ServiceRole>,
     /// What the stack has: its table, the table's indexes and stream, and every
     /// resource a role names. A refusal on anything else (a secret id a test made up
     /// to see the start fail) is the test's doing, not a gap in the template.
@@ -141,6 +161,7 @@ impl Roles {
                 .map(str::to_owned)
         };
         let mut by_function = BTreeMap::new();
+        let mut service_roles = Vec::new();
         let mut stack: BTreeSet<Resource> = [Resource::Table, Resource::Stream].into();
         for table in resources
             .values()
@@ -157,6 +178,10 @@ impl Roles {
             }
         }
         for (logical_id, resource) in resources {
+            if resource["Type"] == "AWS::IAM::Role" {
+                service_roles.push(service_role(logical_id, &resource["Properties"])?);
+                continue;
+            }
             if resource["Type"] != "AWS::Serverless::Function" {
                 continue;
             }
@@ -233,7 +258,16 @@ impl Roles {
             stack.extend(grants.iter().map(|grant| grant.resource.clone()));
             by_function.insert(binary, grants);
         }
-        Ok(Self { by_function, stack })
+        Ok(Self {
+            by_function,
+            service_roles,
+            stack,
+        })
+    }
+
+    /// The roles AWS services assume, which this check does not hold to calls.
+    pub fn service_roles(&self) -> &[ServiceRole] {
+        &self.service_roles
     }
 
     pub fn functions(&self) -> impl Iterator<Item = (&str, &[Grant])> {
@@ -417,6 +451,51 @@ impl CallLog {
     }
 }
 
+/// An `AWS::IAM::Role` of the template: an AWS service's, never a function's.
+fn service_role(logical_id: &str, properties: &Value) -> Result<ServiceRole, TemplateError> {
+    let mut services = Vec::new();
+    for statement in properties["AssumeRolePolicyDocument"]["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let principal = &statement["Principal"];
+        let named = one_or_many(&principal["Service"]);
+        if named.is_empty() || principal.as_object().is_some_and(|p| p.len() != 1) {
+            return Err(TemplateError(format!(
+                "{logical_id}: only roles that AWS services assume are modelled"
+            )));
+        }
+        services.extend(named);
+    }
+    if services.is_empty() {
+        return Err(TemplateError(format!(
+            "{logical_id}: a role with no trust policy"
+        )));
+    }
+    if services.iter().any(|s| s.starts_with("lambda.")) {
+        return Err(TemplateError(format!(
+            "{logical_id}: a role Lambda assumes is a function's role; give the function \
+             Policies instead, so that its calls are checked"
+        )));
+    }
+    let mut grants = Vec::new();
+    for policy in properties["Policies"].as_array().into_iter().flatten() {
+        for statement in statements(&serde_json::json!([policy["PolicyDocument"]])) {
+            for action in one_or_many(&statement["Action"]) {
+                for resource in one_or_many(&statement["Resource"]) {
+                    grants.push((action.clone(), resource));
+                }
+            }
+        }
+    }
+    Ok(ServiceRole {
+        logical_id: logical_id.to_owned(),
+        services,
+        grants,
+    })
+}
+
 /// What a run's calls prove about the template, both ways.
 #[derive(Debug, Default)]
 pub struct Verdict {
@@ -430,11 +509,16 @@ pub struct Verdict {
     pub used: Vec<(String, Grant)>,
     /// Functions with no recorded call at all.
     pub silent: Vec<String>,
+    /// Roles AWS services assume: listed, not checked (no test can make their calls).
+    pub not_checked: Vec<ServiceRole>,
 }
 
 impl Verdict {
     pub fn of(roles: &Roles, calls: &BTreeSet<(String, String, Resource, bool)>) -> Self {
-        let mut verdict = Verdict::default();
+        let mut verdict = Verdict {
+            not_checked: roles.service_roles.clone(),
+            ..Verdict::default()
+        };
         for (function, action, resource, allowed) in calls {
             let the_stacks =
                 roles.by_function.contains_key(function) && roles.stack.contains(resource);
@@ -499,6 +583,22 @@ impl Verdict {
         }
         for function in &self.silent {
             lines += &format!("  note    {function}: no call of its was recorded\n");
+        }
+        for role in &self.not_checked {
+            let grants: Vec<String> = role
+                .grants
+                .iter()
+                .map(|(action, resource)| {
+                    format!("{action} on {}", resource.trim_end_matches(".Arn"))
+                })
+                .collect();
+            lines += &format!(
+                "  skip    {} (assumed by {}): {}; AWS's calls, not a function's: not \
+                 checked here nor counted as unused (dev/tests/template.rs checks it)\n",
+                role.logical_id,
+                role.services.join(", "),
+                grants.join(", ")
+            );
         }
         lines += &format!(
             "{} used, {} unused, {} denied\n",
@@ -757,6 +857,75 @@ Resources:
         let verdict = Verdict::of(&roles, &refused);
         assert!(!verdict.passed());
         assert_eq!(verdict.refused.len(), 1);
+    }
+
+    #[test]
+    fn a_role_for_an_aws_service_is_listed_not_checked_and_a_lambda_role_is_refused() {
+        let service_role = format!(
+            "{TEMPLATE}{}",
+            r#"  Destination:
+    Type: AWS::Events::ApiDestination
+  RuleRole:
+    Type: AWS::IAM::Role
+    Condition: HasWebhook
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement:
+          - Effect: Allow
+            Principal: { Service: events.amazonaws.com }
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: invoke
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: events:InvokeApiDestination
+                Resource: !GetAtt Destination.Arn
+"#
+        );
+        let roles = Roles::from_template(&service_role).expect("template");
+        assert_eq!(roles.functions().count(), 1, "not a function");
+        assert_eq!(
+            roles.service_roles(),
+            [ServiceRole {
+                logical_id: "RuleRole".into(),
+                services: vec!["events.amazonaws.com".into()],
+                grants: vec![(
+                    "events:InvokeApiDestination".into(),
+                    "Destination.Arn".into()
+                )],
+            }]
+        );
+        let used = calls(&[
+            ("reader", "dynamodb:GetItem", Resource::Table, true),
+            ("reader", "dynamodb:PutItem", Resource::Table, true),
+            (
+                "reader",
+                "dynamodb:Query",
+                Resource::Index("by-email".into()),
+                true,
+            ),
+            (
+                "reader",
+                "secretsmanager:GetSecretValue",
+                Resource::Secret("app/key".into()),
+                true,
+            ),
+        ]);
+        let verdict = Verdict::of(&roles, &used);
+        assert!(verdict.passed(), "never counted as unused: {verdict:?}");
+        let report = verdict.report();
+        assert!(
+            report.contains(
+                "skip    RuleRole (assumed by events.amazonaws.com): \
+                 events:InvokeApiDestination on Destination"
+            ),
+            "{report}"
+        );
+
+        let lambda_role = service_role.replace("events.amazonaws.com", "lambda.amazonaws.com");
+        let refused = Roles::from_template(&lambda_role).expect_err("refused");
+        assert!(refused.to_string().contains("function's role"), "{refused}");
     }
 
     #[test]

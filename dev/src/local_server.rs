@@ -97,6 +97,8 @@ struct App {
     clock: Clock,
     machine: Arc<TimeMachine>,
     simulator: Option<DodoSimulator>,
+    /// The EventBridge stand-in delivering to `ACCESS_EVENTS_WEBHOOK_URL`, if set.
+    webhook_bus: Option<crate::local_stream::LocalEventBus>,
 }
 
 /// What the server tells the person who started it.
@@ -106,6 +108,76 @@ pub struct Started {
     pub jwt_secret_is_default: bool,
     /// Where the state (dynoxide's SQLite file) is kept.
     pub state_dir: PathBuf,
+    /// Access events are also POSTed to `ACCESS_EVENTS_WEBHOOK_URL`.
+    pub access_events_webhook: bool,
+}
+
+/// The template's `AccessEventsWebhookUrl`, locally: where the EventBridge stand-in
+/// delivers each access event (as an API destination would), and the secret it sends in
+/// the `X-Paywall-Webhook-Secret` header.
+#[derive(Clone)]
+pub struct AccessEventsWebhook {
+    pub url: String,
+    pub secret: SecretString,
+    /// The rule target's retry policy (the template's: 24 h, 185 retries).
+    pub retry: crate::local_stream::RetryPolicy,
+}
+
+impl std::fmt::Debug for AccessEventsWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessEventsWebhook")
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessEventsWebhook {
+    pub fn new(url: &str, secret: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            secret: SecretString::from(secret),
+            retry: crate::local_stream::RetryPolicy::default(),
+        }
+    }
+
+    /// From `ACCESS_EVENTS_WEBHOOK_URL` and `ACCESS_EVENTS_WEBHOOK_SECRET` (both or
+    /// neither); errors name the variable, never show the secret.
+    pub fn from_vars(
+        url: Option<String>,
+        secret: Option<String>,
+    ) -> Result<Option<Self>, ServerError> {
+        match (url, secret) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("ACCESS_EVENTS_WEBHOOK_SECRET is required with \
+                 ACCESS_EVENTS_WEBHOOK_URL (the value the webhook receives in \
+                 X-Paywall-Webhook-Secret)"
+                .into()),
+            (None, Some(_)) => Err("ACCESS_EVENTS_WEBHOOK_SECRET is set but \
+                 ACCESS_EVENTS_WEBHOOK_URL is not: set the URL that receives the events"
+                .into()),
+            (Some(url), Some(secret)) => {
+                let parsed = reqwest::Url::parse(&url)
+                    .map_err(|e| format!("ACCESS_EVENTS_WEBHOOK_URL is not a URL ({e})"))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    return Err(
+                        "ACCESS_EVENTS_WEBHOOK_URL must be an http:// or https:// URL \
+                         (deployed, the template takes https:// only)"
+                            .into(),
+                    );
+                }
+                // The connection's ApiKeyValue: 1 to 512 characters, no control characters.
+                if secret.trim().is_empty()
+                    || secret.chars().count() > 512
+                    || secret.chars().any(char::is_control)
+                {
+                    return Err("ACCESS_EVENTS_WEBHOOK_SECRET must be 1 to 512 characters \
+                         without control characters"
+                        .into());
+                }
+                Ok(Some(Self::new(&url, &secret)))
+            }
+        }
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -124,6 +196,8 @@ pub struct Settings {
     pub seed: Option<u64>,
     /// Reads nothing from the environment but the catalogue (the `simulate` command).
     pub isolated: bool,
+    /// Deliver access events to a webhook, as the template's API destination does.
+    pub access_events_webhook: Option<AccessEventsWebhook>,
 }
 
 impl Settings {
@@ -151,6 +225,10 @@ impl Settings {
             clock: Clock::test(Clock::system().now_millis().saturating_add(ahead_ms), true),
             seed: None,
             isolated: false,
+            access_events_webhook: AccessEventsWebhook::from_vars(
+                env("ACCESS_EVENTS_WEBHOOK_URL"),
+                env("ACCESS_EVENTS_WEBHOOK_SECRET"),
+            )?,
         })
     }
 }
@@ -166,6 +244,8 @@ pub struct LocalStack {
     pub catalog: Catalog,
     pub jwt_secret_is_default: bool,
     pub state_dir: PathBuf,
+    /// The EventBridge stand-in and its API destination, with a webhook configured.
+    pub access_events: Option<Arc<AccessEventsPump>>,
     dynamo: tokio::sync::Mutex<LocalDynamo>,
     /// Where the engine listens (a restart binds the same address).
     dynamo_address: String,
@@ -181,6 +261,7 @@ impl LocalStack {
             clock,
             seed,
             isolated,
+            access_events_webhook,
         } = settings;
         // `simulate` reads only the catalogue from the environment: never a real Dodo
         // key, a port or a secret meant for `make dev`.
@@ -325,6 +406,14 @@ impl LocalStack {
         }
         let machine = Arc::new(machine);
 
+        let region = env("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+        let access_events = match access_events_webhook {
+            None => None,
+            Some(webhook) => Some(Arc::new(
+                AccessEventsPump::start(webhook, clock.clone(), &region, store.clone()).await?,
+            )),
+        };
+
         let app = Arc::new(App {
             status: StatusHandler::new(store_as("status"), catalog.clone())
                 .with_clock(clock.clone()),
@@ -348,7 +437,7 @@ impl LocalStack {
             // The one IAM principal the local stack knows: this process's own credentials
             // (`make dev` exports `local` / `local`), in its region.
             sigv4: crate::sigv4::Verifier::new(
-                &env("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
+                &region,
                 &env("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "local".to_owned()),
                 SecretString::from(
                     env("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| "local".to_owned()),
@@ -357,6 +446,7 @@ impl LocalStack {
             clock,
             machine: Arc::clone(&machine),
             simulator: simulator.clone(),
+            webhook_bus: access_events.as_ref().map(|pump| pump.bus.clone()),
         });
 
         let mut router = Router::new()
@@ -365,6 +455,7 @@ impl LocalStack {
             .route("/dev/clock", get(read_clock).post(move_clock))
             .route("/dev/faults", get(read_faults).post(set_faults))
             .route("/dev/events", get(list_access_events))
+            .route("/dev/events/webhook", get(webhook_deliveries))
             .route("/payment/status", get(status))
             .route("/payment/entitlements", get(status))
             .route("/payment/plans", get(plans))
@@ -402,6 +493,7 @@ impl LocalStack {
             catalog,
             jwt_secret_is_default,
             state_dir,
+            access_events,
             dynamo: tokio::sync::Mutex::new(dynamo),
             dynamo_address,
             listener: Mutex::new(Some(listener)),
@@ -440,10 +532,22 @@ impl LocalStack {
                 }
             })
         };
+        let pump = self.access_events.as_ref().map(|pump| {
+            let pump = Arc::clone(pump);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    pump.publish_new().await;
+                }
+            })
+        });
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
         ticker.abort();
+        if let Some(pump) = pump {
+            pump.abort();
+        }
         self.dynamo.lock().await.shut_down().await;
         served?;
         Ok(())
@@ -503,6 +607,7 @@ pub async fn run(
         simulator: stack.simulator.is_some(),
         jwt_secret_is_default: stack.jwt_secret_is_default,
         state_dir: stack.state_dir.clone(),
+        access_events_webhook: stack.access_events.is_some(),
     });
     stack.serve(shutdown).await
 }
@@ -1100,6 +1205,122 @@ async fn list_access_events(
     }
 }
 
+/// `GET /dev/events/webhook`: how the deliveries to `ACCESS_EVENTS_WEBHOOK_URL` went —
+/// `pending` (not yet delivered, retrying), `delivered` (count) and `dead_letters` (what
+/// the rule's dead-letter queue would hold, with the last status and why retries ended).
+async fn webhook_deliveries(State(app): State<Arc<App>>) -> Response {
+    match &app.webhook_bus {
+        Some(bus) => axum::Json(json!({
+            "pending": bus.pending(),
+            "delivered": bus.delivered().len(),
+            "dead_letters": bus.dead_letters(),
+        }))
+        .into_response(),
+        None => error(
+            StatusCode::CONFLICT,
+            "no_webhook",
+            "no access-events webhook: set ACCESS_EVENTS_WEBHOOK_URL and ACCESS_EVENTS_WEBHOOK_SECRET",
+        ),
+    }
+}
+
+/// The deployed path of an access event, locally: the table's stream and the
+/// `access-events` function, then EventBridge with a rule to the webhook's API
+/// destination. The stream is stood in for by reading the table's new event items every
+/// 200 ms (the local table has no stream: the embedded engine slows down with one), and
+/// each batch goes through the function's own publisher, signed as its role (so
+/// `permissions` holds its `events:PutEvents` to the template), to the EventBridge
+/// stand-in, which delivers to the webhook ([`crate::local_stream::ApiDestination`]).
+pub struct AccessEventsPump {
+    pub bus: crate::local_stream::LocalEventBus,
+    publisher: paywall::handlers::AccessEventPublisher,
+    store: Store,
+    /// Events already published (those stored before the start count as published: a
+    /// restart does not send them again).
+    published: tokio::sync::Mutex<Option<std::collections::HashSet<String>>>,
+}
+
+impl AccessEventsPump {
+    async fn start(
+        webhook: AccessEventsWebhook,
+        clock: Clock,
+        region: &str,
+        store: Store,
+    ) -> Result<Self, ServerError> {
+        let mut destination =
+            crate::local_stream::ApiDestination::new(&webhook.url, webhook.secret, clock);
+        destination.retry = webhook.retry;
+        destination.region = region.to_owned();
+        let bus = crate::local_stream::LocalEventBus::with_api_destination(destination);
+        let bus_url = bus.start().await?;
+        let key = crate::iam::access_key_for("access-events");
+        let lookup = |name: &str| match name {
+            "TABLE_NAME" => Some(TABLE.to_owned()),
+            "AWS_REGION" => Some(region.to_owned()),
+            "AWS_ACCESS_KEY_ID" => Some(key.clone()),
+            "AWS_SECRET_ACCESS_KEY" => Some("local".to_owned()),
+            // The template's default bus.
+            "ACCESS_EVENT_BUS" => Some("default".to_owned()),
+            "AWS_ENDPOINT_URL_EVENTBRIDGE" => Some(bus_url.clone()),
+            _ => None,
+        };
+        let publisher = paywall::handlers::AccessEventPublisher::new(
+            paywall::eventbridge::EventBridgeClient::from_vars(&Vars::new(&lookup))?,
+        );
+        let pump = Self {
+            bus,
+            publisher,
+            store,
+            published: tokio::sync::Mutex::new(None),
+        };
+        pump.publish_new().await;
+        Ok(pump)
+    }
+
+    /// Publishes the events stored since the last call, oldest first, as one stream
+    /// batch; what the publisher reports failed is tried again next time.
+    pub async fn publish_new(&self) {
+        let mut published = self.published.lock().await;
+        let Ok(mut events) = self.store.all_access_events().await else {
+            return; // The engine is down (an outage test): next time.
+        };
+        let Some(seen) = published.as_mut() else {
+            *published = Some(events.into_iter().map(|e| e.event_id).collect());
+            return;
+        };
+        events.retain(|event| !seen.contains(&event.event_id));
+        if events.is_empty() {
+            return;
+        }
+        events.reverse();
+        // The records the stream would carry for these items.
+        let records: Vec<Value> = events
+            .iter()
+            .map(|event| {
+                json!({
+                    "eventName": "INSERT",
+                    "eventSource": "aws:dynamodb",
+                    "dynamodb": {
+                        "SequenceNumber": event.event_id,
+                        "NewImage": {
+                            "sk": {"S": format!("{}{}", paywall::store::ACCESS_EVENT_PREFIX, event.event_id)},
+                            "detail": {"S": event.detail},
+                        },
+                    },
+                })
+            })
+            .collect();
+        let answer = self.publisher.publish(&json!({ "Records": records })).await;
+        let failed = answer["batchItemFailures"][0]["itemIdentifier"].as_str();
+        for event in &events {
+            if Some(event.event_id.as_str()) == failed {
+                break;
+            }
+            seen.insert(event.event_id.clone());
+        }
+    }
+}
+
 /// The webhook is public, like the Function URL (`AuthType: NONE`): its signature is
 /// its authentication.
 async fn webhook(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -1120,6 +1341,16 @@ pub struct TestStack {
 impl TestStack {
     /// `name` tells parallel tests' state folders apart.
     pub async fn start(name: &str, start: &str, seed: u64) -> Result<Self, ServerError> {
+        Self::start_with(name, start, seed, None).await
+    }
+
+    /// As [`Self::start`], with access events delivered to `webhook`.
+    pub async fn start_with(
+        name: &str,
+        start: &str,
+        seed: u64,
+        webhook: Option<AccessEventsWebhook>,
+    ) -> Result<Self, ServerError> {
         let state =
             std::env::temp_dir().join(format!("paywall-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
@@ -1131,6 +1362,7 @@ impl TestStack {
             clock: clock.clone(),
             seed: Some(seed),
             isolated: true,
+            access_events_webhook: webhook,
         })
         .await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

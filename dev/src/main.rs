@@ -69,6 +69,11 @@ fn announce(started: &Started) {
         println!("  faults           {base}/dev/faults");
     }
     println!("  access events    {base}/dev/events  (?user_id=)");
+    if started.access_events_webhook {
+        println!(
+            "  events webhook   each access event POSTed to ACCESS_EVENTS_WEBHOOK_URL; deliveries at {base}/dev/events/webhook"
+        );
+    }
     if started.simulator {
         println!(
             "  Dodo simulator   {base}/dodo  (no DODO_PAYMENTS_API_KEY: nothing leaves this machine)"

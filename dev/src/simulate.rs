@@ -330,6 +330,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         clock: clock.clone(),
         seed: Some(options.seed),
         isolated: true,
+        access_events_webhook: None,
     })
     .await
     .map_err(|e| format!("cannot start the local stack: {e}"))?;

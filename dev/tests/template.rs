@@ -691,3 +691,208 @@ fn every_checkov_suppression_names_its_check_and_says_why() {
     }
     assert!(suppressions > 0);
 }
+
+/// `AccessEventsWebhookUrl` set: a generated secret, an API-key connection that sends it,
+/// an API destination for the URL, a rule matching exactly the access events on the
+/// access-event bus with the day-long retry policy and an alarmed, encrypted dead-letter
+/// queue only that rule may send to, and a role that may invoke that destination only.
+/// Unset (the default): none of it.
+#[test]
+fn access_events_reach_a_webhook_through_an_api_destination_when_a_url_is_given() {
+    const WEBHOOK: [&str; 8] = [
+        "AccessEventsWebhookSecret",
+        "AccessEventsWebhookConnection",
+        "AccessEventsWebhookDestination",
+        "AccessEventsWebhookRule",
+        "AccessEventsWebhookRole",
+        "AccessEventsWebhookDeadLetterQueue",
+        "AccessEventsWebhookDeadLetterQueuePolicy",
+        "AccessEventsWebhookDeadLetterAlarm",
+    ];
+    let off = Stack::deploy(&[]);
+    let deployed = off.resources();
+    for id in WEBHOOK {
+        assert!(!deployed.contains_key(id), "{id} without a webhook URL");
+    }
+    assert!(allowed_by_pattern(&off, "AccessEventsWebhookUrl", ""));
+    assert!(allowed_by_pattern(
+        &off,
+        "AccessEventsWebhookUrl",
+        "https://app.example.com/api/paywall-events"
+    ));
+    for refused in [
+        "http://app.example.com/hook",
+        "https://",
+        "https://a b",
+        "ftp://x",
+    ] {
+        assert!(
+            !allowed_by_pattern(&off, "AccessEventsWebhookUrl", refused),
+            "{refused}"
+        );
+    }
+
+    let url = "https://app.example.com/api/paywall-events";
+    let on = Stack::deploy(&[
+        ("AccessEventsWebhookUrl", url),
+        ("AccessEventBusName", "paywall-events"),
+    ]);
+    let resources = on.resources();
+    for id in WEBHOOK {
+        assert!(resources.contains_key(id), "{id} with a webhook URL");
+    }
+    let get_att = |id: &str, attribute: &str| serde_json::json!({ "Fn::GetAtt": [id, attribute] });
+    let properties = |id: &str| resources[id]["Properties"].clone();
+
+    assert!(properties("AccessEventsWebhookSecret")["GenerateSecretString"].is_object());
+    let connection = properties("AccessEventsWebhookConnection");
+    assert_eq!(connection["AuthorizationType"], "API_KEY");
+    let api_key = &connection["AuthParameters"]["ApiKeyAuthParameters"];
+    assert_eq!(
+        api_key["ApiKeyName"],
+        dev::local_stream::WEBHOOK_SECRET_HEADER
+    );
+    assert_eq!(
+        api_key["ApiKeyValue"],
+        serde_json::json!({
+            "Fn::Sub": "{{resolve:secretsmanager:${AccessEventsWebhookSecret}:SecretString}}"
+        }),
+        "the value is resolved from the secret at deploy time, never written in the template"
+    );
+
+    let destination = properties("AccessEventsWebhookDestination");
+    assert_eq!(destination["HttpMethod"], "POST");
+    assert_eq!(destination["InvocationEndpoint"], url);
+    assert_eq!(
+        destination["ConnectionArn"],
+        get_att("AccessEventsWebhookConnection", "Arn")
+    );
+    assert_eq!(destination["InvocationRateLimitPerSecond"], "10");
+
+    let rule = properties("AccessEventsWebhookRule");
+    assert_eq!(rule["EventBusName"], "paywall-events");
+    assert_eq!(
+        rule["EventPattern"]["source"],
+        serde_json::json!([paywall::access_events::EVENT_SOURCE])
+    );
+    assert_eq!(
+        rule["EventPattern"]["detail-type"],
+        serde_json::json!([paywall::access_events::EVENT_DETAIL_TYPE])
+    );
+    assert_eq!(
+        rule["EventPattern"]["account"],
+        serde_json::json!([{ "Ref": "AWS::AccountId" }])
+    );
+    let targets = rule["Targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 1);
+    let target = &targets[0];
+    assert_eq!(
+        target["Arn"],
+        get_att("AccessEventsWebhookDestination", "Arn")
+    );
+    assert_eq!(target["RoleArn"], get_att("AccessEventsWebhookRole", "Arn"));
+    assert_eq!(target["RetryPolicy"]["MaximumEventAgeInSeconds"], 86400);
+    assert_eq!(target["RetryPolicy"]["MaximumRetryAttempts"], 185);
+    assert_eq!(
+        target["DeadLetterConfig"]["Arn"],
+        get_att("AccessEventsWebhookDeadLetterQueue", "Arn")
+    );
+
+    // The rule's role: EventBridge may assume it, and it may invoke this destination only.
+    let role = properties("AccessEventsWebhookRole");
+    let trust = role["AssumeRolePolicyDocument"]["Statement"]
+        .as_array()
+        .expect("trust");
+    assert!(trust.iter().all(|s| {
+        s["Principal"] == serde_json::json!({ "Service": "events.amazonaws.com" })
+            && s["Action"] == "sts:AssumeRole"
+    }));
+    let granted: Vec<(Value, Value)> = role["Policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .flat_map(|p| {
+            p["PolicyDocument"]["Statement"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|s| {
+            assert_eq!(s["Effect"], "Allow");
+            (s["Action"].clone(), s["Resource"].clone())
+        })
+        .collect();
+    assert_eq!(
+        granted,
+        [(
+            serde_json::json!("events:InvokeApiDestination"),
+            get_att("AccessEventsWebhookDestination", "Arn")
+        )]
+    );
+    // The permissions check lists it as a role it does not hold to calls.
+    let roles = dev::iam::Roles::from_template(
+        &std::fs::read_to_string(format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR")))
+            .expect("readable"),
+    )
+    .expect("the roles");
+    assert!(
+        roles
+            .service_roles()
+            .iter()
+            .any(|r| r.logical_id == "AccessEventsWebhookRole")
+    );
+
+    // Only this rule may send to its dead-letter queue; the queue is encrypted, and a
+    // message in it notifies the alarm topic.
+    let policy = properties("AccessEventsWebhookDeadLetterQueuePolicy");
+    assert_eq!(
+        policy["Queues"],
+        serde_json::json!([{ "Ref": "AccessEventsWebhookDeadLetterQueue" }])
+    );
+    let statements = policy["PolicyDocument"]["Statement"]
+        .as_array()
+        .expect("statements");
+    assert_eq!(statements.len(), 1);
+    assert_eq!(
+        statements[0]["Principal"]["Service"],
+        "events.amazonaws.com"
+    );
+    assert_eq!(statements[0]["Action"], "sqs:SendMessage");
+    assert_eq!(
+        statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+        get_att("AccessEventsWebhookRule", "Arn")
+    );
+    assert_eq!(
+        properties("AccessEventsWebhookDeadLetterQueue")["SqsManagedSseEnabled"],
+        true
+    );
+    let alarm = properties("AccessEventsWebhookDeadLetterAlarm");
+    assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(
+        alarm["Dimensions"],
+        serde_json::json!([{
+            "Name": "QueueName",
+            "Value": get_att("AccessEventsWebhookDeadLetterQueue", "QueueName"),
+        }])
+    );
+    assert_eq!(alarm["Threshold"], 1);
+    assert_eq!(
+        alarm["AlarmActions"],
+        serde_json::json!([{ "Ref": "AlarmTopic" }])
+    );
+
+    let outputs = &on.template["Outputs"];
+    for output in [
+        "AccessEventsWebhookSecretArn",
+        "AccessEventsWebhookDeadLetterQueueUrl",
+    ] {
+        assert_eq!(
+            outputs[output]["Condition"], "HasAccessEventsWebhook",
+            "{output}"
+        );
+    }
+    assert_eq!(
+        outputs["AccessEventsWebhookSecretArn"]["Value"],
+        serde_json::json!({ "Ref": "AccessEventsWebhookSecret" })
+    );
+}
