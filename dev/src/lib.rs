@@ -1,3 +1,4 @@
+pub mod api_reference;
 pub mod dev_jwt;
 pub mod dodo_simulator;
 pub mod fixtures;

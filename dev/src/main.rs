@@ -1,5 +1,6 @@
 //! `cargo run -p dev -- [serve]`: the local server (`make dev`).
 //! `cargo run -p dev -- trigger <event type> …`: a signed test event to any webhook URL.
+//! `cargo run -p dev -- api-reference [--check]`: the book's API reference, from openapi.yaml.
 
 use dev::local_server::{self, Started};
 use dev::simulate;
@@ -91,6 +92,37 @@ fn announce(started: &Started) {
     );
 }
 
+/// Writes `docs/src/reference/api.md` from `openapi.yaml`, or with `--check` only says
+/// whether it is up to date.
+fn api_reference(option: Option<&str>) -> Result<(), String> {
+    use dev::api_reference::{REGENERATE, openapi_path, reference_path, render};
+    let check = match option {
+        None => false,
+        Some("--check") => true,
+        Some(other) => {
+            return Err(format!(
+                "unknown option {other}\n\nusage: cargo run -p dev -- api-reference [--check]"
+            ));
+        }
+    };
+    let openapi = openapi_path();
+    let yaml =
+        std::fs::read_to_string(&openapi).map_err(|e| format!("{}: {e}", openapi.display()))?;
+    let page = render(&yaml)?;
+    let target = reference_path();
+    let current = std::fs::read_to_string(&target).unwrap_or_default();
+    if current == page {
+        println!("{} is up to date", target.display());
+        Ok(())
+    } else if check {
+        Err(format!("{} is stale: run `{REGENERATE}`", target.display()))
+    } else {
+        std::fs::write(&target, page).map_err(|e| format!("{}: {e}", target.display()))?;
+        println!("wrote {}", target.display());
+        Ok(())
+    }
+}
+
 /// The outcome, and how long it took.
 async fn timed<T, E>(
     work: impl std::future::Future<Output = Result<T, E>>,
@@ -175,6 +207,7 @@ async fn main() {
                 }
             }
         }
+        Some("api-reference") => api_reference(args.get(1).map(String::as_str)),
         Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),
     };
     if let Err(message) = outcome {
