@@ -65,6 +65,14 @@ fn announce(started: &Started) {
         "  server API       {base}/server/usage, {base}/server/users/<id>[/grants]  (token: /dev/token?server=1)"
     );
     println!("  dev tokens       {base}/dev/token?sub=<user id>&email=<email>");
+    if dev::book::is_built(&dev::book::book_dir()) {
+        println!("  docs (the book)  {base}/docs/");
+    } else {
+        println!("  docs (the book)  {base}/docs/  (not built yet: make docs builds it)");
+    }
+    println!(
+        "  OpenAPI          {base}/openapi.yaml  (API reference: {base}/docs/reference/api.html)"
+    );
     if started.simulator {
         println!("  test clock       {base}/dev/clock  (GET; POST {{\"advance\": \"30d\"}})");
         println!("  faults           {base}/dev/faults");
