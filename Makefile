@@ -11,7 +11,7 @@ export AWS_EC2_METADATA_DISABLED := true
 # sam: no telemetry prompt or upload.
 export SAM_CLI_TELEMETRY ?= 0
 
-.PHONY: help dev test test-tools test-rust test-client test-simulate test-browser test-permissions test-sdk-models lint bench build sam-build validate tools
+.PHONY: help dev docs test test-tools test-rust test-client test-simulate test-browser test-permissions test-sdk-models lint bench build sam-build validate tools
 
 # The Python tools, each pinned in its own virtualenv under target/tools/ (dev/tools.sh
 # makes it on first use, and again when a pin changes): CI installs them the same way,
@@ -27,6 +27,16 @@ SCHEMATHESIS ?= target/tools/schemathesis/bin/schemathesis
 CHROMIUM_PATH ?= /usr/bin/chromium
 export CHROMIUM_PATH
 
+# The book (docs/, mdBook) and its link check. mdBook is a Rust program: cargo installs the
+# pinned version into target/tools/mdbook (first run only; about a minute and a half on 2
+# cores), with only its search feature (no `mdbook serve` or `watch`: make dev serves the
+# book). linkchecker (PyPI, pinned, a virtualenv like the tools above) then reads the built
+# HTML; external links are not fetched.
+MDBOOK_VERSION := 0.5.4
+MDBOOK := target/tools/mdbook/bin/mdbook
+LINKCHECKER_PIN := linkchecker==10.6.0
+LINKCHECKER ?= target/tools/linkchecker/bin/linkchecker
+
 # The CPU architecture to build for: arm64 (the template's default) or x86_64.
 ARCH ?= arm64
 # The functions' binaries, selected as sam build selects each one (`--bin <name>`, features
@@ -41,8 +51,25 @@ help: ## List the targets
 
 # `make dev` and `make test` resolve the same dependency features (see dev/Cargo.toml), so
 # whichever runs second reuses the other's build of the dependencies.
-dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator
+# The book at /docs/ is target/book: rebuilt here first (in well under a second) when
+# mdBook is installed; make docs installs it, and until then /docs/ says so.
+dev: ## Run it all locally on http://127.0.0.1:3000 (PORT overrides): demo page, API, webhook, Dodo simulator, this book at /docs/
+	@[ ! -x $(MDBOOK) ] || $(MDBOOK) build docs >/dev/null 2>&1 \
+	  || echo "make: the book did not build (make docs says why); /docs/ serves the last one built" >&2
 	cargo run --locked -p dev -- serve
+
+# linkchecker, run as root, drops its privileges to the user nobody, who may not be able
+# to read the checkout (under /root, say): it reads a world-readable copy of the book.
+docs: ## Build the book (docs/) into target/book and check every internal link and anchor (the first run installs mdBook and linkchecker into target/tools/)
+	@[ "$$($(MDBOOK) --version 2>/dev/null)" = "mdbook v$(MDBOOK_VERSION)" ] || { \
+	  echo "make: installing mdbook $(MDBOOK_VERSION) into target/tools/mdbook (first run only)" >&2; \
+	  env -u CARGO_TARGET_DIR cargo install --locked --root target/tools/mdbook mdbook \
+	    --version $(MDBOOK_VERSION) --no-default-features --features search; }
+	@dev/tools.sh venv linkchecker "$(LINKCHECKER_PIN)" linkchecker
+	$(MDBOOK) build docs
+	@echo '$(LINKCHECKER) --config docs/linkchecker.ini target/book/index.html'; \
+	  copy=$$(mktemp -d) && trap 'rm -rf "$$copy"' EXIT && cp -R target/book "$$copy/book" \
+	  && chmod -R a+rX "$$copy" && $(LINKCHECKER) --config docs/linkchecker.ini "$$copy/book/index.html"
 
 test: test-tools test-rust test-client test-simulate test-sdk-models test-browser test-permissions ## Every test: Rust (unit, store, Dodo client, handlers, binaries, local server), the TypeScript client, a simulated year, the simulator against Dodo's SDK models, the browser test, then each function's AWS calls against its role
 

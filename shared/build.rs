@@ -1,7 +1,7 @@
 //! Builds the catalogue in `plans.toml` (at the workspace root) into the binaries, as
 //! JSON of the same shape as the `PLANS` variable, so that one parser validates both at
 //! cold start. A file that is not TOML fails the build here, naming the line.
-//! `plans.example.toml` (README's example) is converted too, for the test that keeps it
+//! `plans.example.toml` (the book's example) is converted too, for the test that keeps it
 //! valid; only tests include it.
 
 use std::path::Path;

@@ -1,3 +1,5 @@
+pub mod api_reference;
+pub mod book;
 pub mod dev_jwt;
 pub mod dodo_simulator;
 pub mod fixtures;

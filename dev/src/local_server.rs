@@ -451,6 +451,10 @@ impl LocalStack {
 
         let mut router = Router::new()
             .route("/", get(|| async { Html(DEMO_PAGE) }))
+            .route("/docs", get(crate::book::docs))
+            .route("/docs/", get(crate::book::docs))
+            .route("/docs/{*rest}", get(crate::book::docs))
+            .route("/openapi.yaml", get(crate::book::openapi))
             .route("/dev/token", get(mint_token))
             .route("/dev/clock", get(read_clock).post(move_clock))
             .route("/dev/faults", get(read_faults).post(set_faults))

@@ -1,5 +1,6 @@
 //! `cargo run -p dev -- [serve]`: the local server (`make dev`).
 //! `cargo run -p dev -- trigger <event type> …`: a signed test event to any webhook URL.
+//! `cargo run -p dev -- api-reference [--check]`: the book's API reference, from openapi.yaml.
 
 use dev::local_server::{self, Started};
 use dev::simulate;
@@ -64,6 +65,14 @@ fn announce(started: &Started) {
         "  server API       {base}/server/usage, {base}/server/users/<id>[/grants]  (SigV4 as local/local, or token: /dev/token?server=1)"
     );
     println!("  dev tokens       {base}/dev/token?sub=<user id>&email=<email>");
+    if dev::book::is_built(&dev::book::book_dir()) {
+        println!("  docs (the book)  {base}/docs/");
+    } else {
+        println!("  docs (the book)  {base}/docs/  (not built yet: make docs builds it)");
+    }
+    println!(
+        "  OpenAPI          {base}/openapi.yaml  (API reference: {base}/docs/reference/api.html)"
+    );
     if started.simulator {
         println!("  test clock       {base}/dev/clock  (GET; POST {{\"advance\": \"30d\"}})");
         println!("  faults           {base}/dev/faults");
@@ -94,6 +103,37 @@ fn announce(started: &Started) {
         "Ready. Ctrl-C stops it; state is kept in {}/ (PAYWALL_STATE_DIR).",
         started.state_dir.display()
     );
+}
+
+/// Writes `docs/src/reference/api.md` from `openapi.yaml`, or with `--check` only says
+/// whether it is up to date.
+fn api_reference(option: Option<&str>) -> Result<(), String> {
+    use dev::api_reference::{REGENERATE, openapi_path, reference_path, render};
+    let check = match option {
+        None => false,
+        Some("--check") => true,
+        Some(other) => {
+            return Err(format!(
+                "unknown option {other}\n\nusage: cargo run -p dev -- api-reference [--check]"
+            ));
+        }
+    };
+    let openapi = openapi_path();
+    let yaml =
+        std::fs::read_to_string(&openapi).map_err(|e| format!("{}: {e}", openapi.display()))?;
+    let page = render(&yaml)?;
+    let target = reference_path();
+    let current = std::fs::read_to_string(&target).unwrap_or_default();
+    if current == page {
+        println!("{} is up to date", target.display());
+        Ok(())
+    } else if check {
+        Err(format!("{} is stale: run `{REGENERATE}`", target.display()))
+    } else {
+        std::fs::write(&target, page).map_err(|e| format!("{}: {e}", target.display()))?;
+        println!("wrote {}", target.display());
+        Ok(())
+    }
 }
 
 /// The outcome, and how long it took.
@@ -180,6 +220,7 @@ async fn main() {
                 }
             }
         }
+        Some("api-reference") => api_reference(args.get(1).map(String::as_str)),
         Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),
     };
     if let Err(message) = outcome {

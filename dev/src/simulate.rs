@@ -42,11 +42,11 @@
 //! (k) no subscription's period is charged twice (at the end).
 //!
 //! The checker is independent of what it checks: every expectation is computed here from
-//! the documented rules (README), stated below as this file's own constants and
+//! the documented rules (the book), stated below as this file's own constants and
 //! functions — the renewal grace, what a pass buys (read from the catalogue text itself),
 //! what a refund or a dispute takes back, the repair window and the orders of events it
 //! tolerates, each plan's price and trial, what a trial gives, the e-mail normalisation
-//! for one trial per person (`mailbox`, from README's words), which move is an upgrade.
+//! for one trial per person (`mailbox`, from the book's words), which move is an upgrade.
 //! Nothing of the paywall's own policy is asked (no constant, no `Catalog`, not its
 //! e-mail normaliser, no rule such as "does this claim revoke"): a defect planted in the
 //! paywall's rules would otherwise move the expectation with it and pass unseen. `dev/tests/
@@ -86,7 +86,7 @@ const START: &str = "2027-01-04T00:00:00Z";
 /// the hourly reconcile sees a lost purchase, renewal, cancellation or refund within the
 /// hour, a dispute within six hours, and a subscription that recovered from on hold
 /// within a day and an hour (on hold, it is asked about after six hours, then daily).
-/// README ("Test clock") says the same.
+/// The book ("Test clock") says the same.
 pub const REPAIR_WINDOW_SECONDS: i64 = 25 * 3600;
 
 /// How long before and after a moment that matters (a trial's end, a renewal with a
@@ -99,37 +99,37 @@ const ACTS_PER_DAY: f64 = 0.035;
 
 const DAY: i64 = 86_400;
 
-/// The renewal grace, as documented — never the paywall's constant. README, "Money
+/// The renewal grace, as documented — never the paywall's constant. The book, "Money
 /// rules": "An active subscription set to renew keeps access for a one-day renewal grace
 /// after its `next_billing_date` while Dodo renews it"; "API", `GET /payment/status`:
 /// "`plan_expires_at` of a subscription set to renew is its next billing date plus the
 /// one-day renewal grace". Set to cancel, or cancelled, access ends at the period's end.
 const RENEWAL_GRACE_SECONDS: i64 = DAY;
 
-/// README, "Configuration": `PLAN_DURATION_DAYS`, "Days of access one payment buys;
+/// The book, "Configuration": `PLAN_DURATION_DAYS`, "Days of access one payment buys;
 /// default 30" (a pass plan that names no `days`).
 const DEFAULT_PASS_DAYS: i64 = 30;
 
-/// README, "Configuration": without `PLANS` or `plans.toml`, "one plan, `monthly`, a pass
+/// The book, "Configuration": without `PLANS` or `plans.toml`, "one plan, `monthly`, a pass
 /// of `PLAN_DURATION_DAYS` on `DODO_PRODUCT_ID`".
 const DEFAULT_PLAN: &str = "monthly";
 
-/// README, "Plans, features and limits": the plan `free` is "what a signed-in user with
+/// The book, "Plans, features and limits": the plan `free` is "what a signed-in user with
 /// nothing paid may use (no product: it is not sold)".
 const FREE_PLAN: &str = "free";
 
-/// The founder's catalogue file, as written (README, "Plans, features and limits": it is
+/// The founder's catalogue file, as written (the book, "Plans, features and limits": it is
 /// built into every function; `PLANS` overrides it).
 const PLANS_TOML: &str = include_str!("../../plans.toml");
 
 /// A tolerance of the checker's about Dodo's records: a renewal's payment and the period
 /// it starts are stamped a moment apart, so a payment up to a minute before the period's
-/// start paid for that period (README, "Money rules": "a full refund of the payment for
+/// start paid for that period (the book, "Money rules": "a full refund of the payment for
 /// its current period ends it until the next period is paid").
 const PERIOD_PAYMENT_SLACK_SECONDS: i64 = 60;
 
 /// Whether a payment of Dodo's pays a subscription's whole period, in the checker's own
-/// reading of README ("Money rules": "a plan change's prorated charge, which Dodo marks
+/// reading of the book ("Money rules": "a plan change's prorated charge, which Dodo marks
 /// `charge_type: plan_change`, pays part of a period and its refund ends nothing"): a
 /// `new` or `renewal` charge (or one Dodo does not mark) does; a `plan_change` only when
 /// its service period is a whole one (`proration_factor` 1); anything else does not.
@@ -262,7 +262,7 @@ struct User {
 }
 
 /// A card-less trial as the checker knows it: asked for at `from` and answered `201`;
-/// README: "`POST /payment/trial {"plan"}` | Starts the plan's card-less trial now"; it
+/// The book: "`POST /payment/trial {"plan"}` | Starts the plan's card-less trial now"; it
 /// "grants the plan's features and limits until it ends", `days` later.
 #[derive(Clone, Debug)]
 struct CardlessTrial {
@@ -895,7 +895,7 @@ impl World {
     /// The user moves their subscription to another plan in the app: mostly a preview
     /// first (`POST /payment/change-plan {"plan", "preview": true}`), then the change;
     /// or, with a change scheduled, sometimes drops it (`DELETE /payment/change-plan`).
-    /// README: an upgrade (a higher price) takes effect now, prorated, charged what the
+    /// The book: an upgrade (a higher price) takes effect now, prorated, charged what the
     /// preview said; a downgrade at the next billing date.
     async fn change_plan(&mut self, user: usize, active: &Value) {
         let token = self.token(user);
@@ -960,7 +960,7 @@ impl World {
         };
         self.scheduled_seen.remove(&subscription_id);
         self.check_change_terms(user, &current, &target, &applied);
-        // Charged what the preview said, at the same moment (README: "What Dodo will
+        // Charged what the preview said, at the same moment (the book: "What Dodo will
         // charge to move the subscription to `plan`, from Dodo's own preview").
         let charged = applied["payment_id"].as_str().and_then(|id| {
             let truth = Truth::of(&self.simulator, &self.users[user].id);
@@ -988,7 +988,7 @@ impl World {
     }
 
     /// A move from `current` to `target` is an upgrade, now, when `target` costs more,
-    /// else a downgrade at the next billing date (README, "Changing plans": "an upgrade (a
+    /// else a downgrade at the next billing date (the book, "Changing plans": "an upgrade (a
     /// plan ranking higher: price per period-day …) takes effect now, prorated; a
     /// downgrade at the next billing date", the defaults). Judged only between monthly
     /// plans with their own different prices and the default `change`.
@@ -1239,8 +1239,8 @@ impl World {
     }
 
     /// (i) a scheduled change takes effect exactly at its renewal: before it, the plan
-    /// shown is never the plan it moves to (README: "a **downgrade** at the **next
-    /// billing date**"); at it, the renewal is charged at the new plan's price (README,
+    /// shown is never the plan it moves to (the book: "a **downgrade** at the **next
+    /// billing date**"); at it, the renewal is charged at the new plan's price (the book,
     /// the simulator's Dodo: "the plan change payment replaces the renewal payment" at
     /// the new price), never the old plan renewed as if nothing was scheduled. Judged at
     /// any moment (the plan shown after the renewal is (g), once settled).
@@ -1314,7 +1314,7 @@ impl World {
     }
 
     /// At the end, over everything Dodo and the paywall did:
-    /// (j) no one had two trials of a plan — per account, and per mailbox (README: "One
+    /// (j) no one had two trials of a plan — per account, and per mailbox (the book: "One
     ///     trial per person and plan. A user who had a trial of a plan, or whose verified
     ///     e-mail had one", normalised by [`mailbox`]): the card-less trials the paywall
     ///     started (each `201`) and Dodo's (each subscription created with
@@ -1404,7 +1404,7 @@ impl World {
 
         // Passes: every paid one granted once, in time, to this user; each plan's expiry
         // is the fold of that plan's grants and what refunds and lost disputes took back
-        // (README, "Money rules": a new pass extends from the later of now and the
+        // (the book, "Money rules": a new pass extends from the later of now and the
         // current expiry; money returned takes its days back). Each plan's paid time is
         // its own: a pass of plan P extends P's expiry, never another plan's; the user
         // has access while any plan's time runs.
@@ -1471,7 +1471,7 @@ impl World {
                 );
             }
             let claims = claims_of.remove(&id).unwrap_or_default();
-            // What the stored claims say, judged by the documented rule (README,
+            // What the stored claims say, judged by the documented rule (the book,
             // "Webhook": a full refund, a dispute lost or accepted, takes back what the
             // payment granted; a partial refund changes nothing) — not the store's own
             // verdict.
@@ -1564,7 +1564,7 @@ impl World {
         let expected_sub = truth.subscription_access(now);
         let pass_live = pass_until.filter(|until| *until > now);
         // A card-less trial gives its plan from its start for its days while nothing paid
-        // does (README: it "grants the plan's features and limits until it ends"; status
+        // does (the book: it "grants the plan's features and limits until it ends"; status
         // `trialing`, "a trial gives access until `trial_ends_at`"); what is paid speaks
         // over it ("buying a plan before converts it").
         let trial_live = self.users[index]
@@ -1606,7 +1606,7 @@ impl World {
             return; // within the repair window: reconcile has not had its chance yet
         }
         // (g) the plan shown is the plan Dodo's subscription is on, when one subscription
-        // alone gives access (no pass beside it: README, entitlements: "an active
+        // alone gives access (no pass beside it: the book, entitlements: "an active
         // `subscription` first, then a `pass`", and a pass holder's subscription runs
         // beside the pass).
         let giving = truth.subscriptions_giving_access(now);
@@ -1866,7 +1866,7 @@ fn scheduled_change(subscription: &Value) -> Option<(String, i64)> {
     Some((product, at))
 }
 
-/// The mailboxes whose `+tag` is ignored, as README names them ("Gmail, Outlook, iCloud,
+/// The mailboxes whose `+tag` is ignored, as the book names them ("Gmail, Outlook, iCloud,
 /// Fastmail, Proton"): their domains.
 const PLUS_TAG_MAILBOXES: &[&str] = &[
     "gmail.com",
@@ -1877,7 +1877,7 @@ const PLUS_TAG_MAILBOXES: &[&str] = &[
     "protonmail.com",
 ];
 
-/// The mailbox an e-mail reaches, by README's words ("One trial per person and plan":
+/// The mailbox an e-mail reaches, by the book's words ("One trial per person and plan":
 /// "compared normalised: lower case; a `+tag` dropped where the mailbox ignores it
 /// (Gmail, Outlook, iCloud, Fastmail, Proton); Gmail's dots dropped and
 /// `googlemail.com` read as `gmail.com`") — the checker's own, never the paywall's.
@@ -2008,8 +2008,8 @@ async fn session_of(answer: Result<reqwest::Response, reqwest::Error>) -> Option
 
 /// Each pass plan's expiry from its grants and take-backs `(plan, at, seconds, grant?)`:
 /// a grant extends the plan's own expiry from the later of when it was applied and that
-/// expiry (README, "Money rules": "A new pass extends from the later of now and the
-/// current expiry"); a take-back removes the payment's seconds (README: "a full refund
+/// expiry (the book, "Money rules": "A new pass extends from the later of now and the
+/// current expiry"); a take-back removes the payment's seconds (the book: "a full refund
 /// of a pass takes back its days; a lost dispute takes them back"). A pass of one plan
 /// never moves another plan's time.
 fn pass_expiries(mut steps: Vec<(String, i64, i64, bool)>) -> BTreeMap<String, i64> {
@@ -2050,10 +2050,10 @@ struct SoldPlan {
 }
 
 /// The catalogue the stack under test sells, read by the checker from the same text the
-/// stack is given, by README's rules ("Configuration"; "Plans, features and limits"):
+/// stack is given, by the book's rules ("Configuration"; "Plans, features and limits"):
 /// `PLANS` (JSON); else `plans.toml` when it names a plan; else one plan, `monthly`, a
 /// pass of `PLAN_DURATION_DAYS` (default 30) on `DODO_PRODUCT_ID`; and when none of these
-/// is set, the local stack's demo catalogue (README, "Run it locally": "Without a
+/// is set, the local stack's demo catalogue (the book, "Run it locally": "Without a
 /// catalogue … sells demo plans": a free tier, a 30-day pass `monthly` and a monthly
 /// subscription `pro`; the text is `local_server::DEMO_PLANS`, the stack's input, not the
 /// paywall's). The paywall's own parser (`Catalog`) is never asked: a pass's days are
@@ -2147,7 +2147,7 @@ impl Plans {
     }
 }
 
-/// A catalogue `price` as cents: `"$9/month"` 900, `"$19"` 1900, `"$4.50"` 450 (README,
+/// A catalogue `price` as cents: `"$9/month"` 900, `"$19"` 1900, `"$4.50"` 450 (the book,
 /// "Plans, features and limits": "its amount also ranks plans for upgrades and
 /// downgrades"). The checker's own reading: the currency sign, the amount, then anything.
 fn price_cents(text: &str) -> Option<i64> {
@@ -2318,7 +2318,7 @@ impl Truth {
     }
 
     /// The pass payments Dodo took from the user: a cart of pass products.
-    /// README, "Money rules": a payment buys only what its own `product_cart` says; "a
+    /// The book, "Money rules": a payment buys only what its own `product_cart` says; "a
     /// pass line grants the plan's days times its quantity".
     fn pass_payments(&self, plans: &Plans) -> Vec<PassPayment> {
         self.0
@@ -2407,7 +2407,7 @@ impl Truth {
     }
 
     /// Whether the subscription is on Dodo's trial: created with `trial_period_days` and
-    /// not charged yet (README, "Trials": "Dodo has no trial status, so the paywall derives
+    /// not charged yet (the book, "Trials": "Dodo has no trial status, so the paywall derives
     /// it: a subscription created with `trial_period_days` is on trial until its first
     /// charge"). Its access then runs as any active subscription's: to its
     /// `next_billing_date` (the trial's end), plus the renewal grace while set to renew.
@@ -2443,7 +2443,7 @@ impl Truth {
                     .filter_map(|p| Some((seconds(p, "created_at")?, p["payment_id"].as_str()?)))
                     .collect();
                 // A full refund or a lost dispute of the payment for the current period
-                // ends it, until the next period is paid (README, Money rules: "A lost
+                // ends it, until the next period is paid (the book, Money rules: "A lost
                 // dispute or a full refund of a subscription's payment for its current
                 // period ends that subscription's access until the next period is paid").
                 let period_start = seconds(s, "previous_billing_date").unwrap_or(i64::MIN);
@@ -2602,7 +2602,7 @@ mod tests {
                 ),
             ]))
         );
-        // README's example file, in TOML.
+        // The book's example file, in TOML.
         let example = include_str!("../../plans.example.toml");
         assert_eq!(
             Plans::from_sources(None, example, Some("pdt_ignored"), None),

@@ -110,7 +110,7 @@ async fn assert_api_error(
             .is_some_and(|m| !m.is_empty()),
         "{what}: {body}"
     );
-    // As the README promises: the request id, the one API Gateway's header carries.
+    // As the book promises: the request id, the one API Gateway's header carries.
     let request_id = body["error"]["request_id"].as_str().unwrap_or_default();
     assert!(!request_id.is_empty(), "{what}: no request_id in {body}");
     assert_eq!(

@@ -115,7 +115,7 @@ fn the_checker_takes_no_rule_from_the_paywall() {
             "simulate.rs takes `{path}` from the paywall: only {ALLOWED:?} may be"
         );
     }
-    // The one-trial-per-person rule is the checker's own reading of README, never the
+    // The one-trial-per-person rule is the checker's own reading of the book, never the
     // paywall's normaliser.
     assert!(
         !source.contains("person_email"),
@@ -130,10 +130,10 @@ fn the_checker_takes_no_rule_from_the_paywall() {
 /// No paywall defect can be planted for trials without a hook in the paywall (none
 /// exists, and none is added for this): the checker's rule (j) is shown instead to flag
 /// a synthetic second trial — by the same account, or by a second account on the same
-/// mailbox written as README says the paywall must see through — and nothing else.
+/// mailbox written as the book says the paywall must see through — and nothing else.
 #[test]
 fn a_second_trial_by_one_person_is_flagged_by_the_checkers_own_reading() {
-    // README: "lower case; a `+tag` dropped where the mailbox ignores it (Gmail, Outlook,
+    // The book: "lower case; a `+tag` dropped where the mailbox ignores it (Gmail, Outlook,
     // iCloud, Fastmail, Proton); Gmail's dots dropped and `googlemail.com` read as
     // `gmail.com`".
     for (given, person) in [

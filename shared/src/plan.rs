@@ -876,7 +876,7 @@ mod tests {
         assert!(err.to_string().contains("`basic`"), "{err}");
     }
 
-    /// The catalogue shipped at the root, and the README's example, are valid.
+    /// The catalogue shipped at the root, and the book's example, are valid.
     #[test]
     fn the_shipped_catalogues_are_valid() {
         let nothing = |name: &str| (name == "DODO_PRODUCT_ID").then(|| "pdt_a".to_owned());

@@ -2,7 +2,7 @@
 //! a failing card puts them on hold and is retried on Dodo's schedule, a cancellation at
 //! period end takes effect then, refunds and disputes are raised and resolved.
 //!
-//! The model (Dodo's documentation, 2026; README "Test clock" says the same):
+//! The model (Dodo's documentation, 2026; the book's "Test clock" says the same):
 //! - A subscription is bought in a checkout: `subscription.active` and the first
 //!   `payment.succeeded` (the payment names the subscription and carries no cart). With a
 //!   free trial (`subscription_data.trial_period_days`), `subscription.active` alone: the

@@ -9,7 +9,7 @@
 use super::*;
 
 /// The Dodo calls that users' requests (checkout, success, portal) may make, all users
-/// together: below Dodo's quota for one API key (about 100 a minute, README), so that the
+/// together: below Dodo's quota for one API key (about 100 a minute, the book), so that the
 /// hourly reconcile (paced at 40 a minute) keeps its share however many accounts sign up
 /// (issue 17, M3). `DODO_USER_CALLS_PER_MINUTE` sets it (default 50).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
