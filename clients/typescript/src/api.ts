@@ -568,9 +568,11 @@ export interface components {
                 };
             };
         };
-        /** @description The store is unavailable (`store_unavailable`). Nothing changed; retry. */
+        /** @description The store is unavailable (`store_unavailable`), or every user's calls together have spent the Dodo call budget for now, or Dodo said it is rate-limiting (`busy`, with `Retry-After`). Nothing changed; retry. */
         Unavailable: {
             headers: {
+                /** @description With `busy`, seconds to wait before retrying. */
+                "Retry-After"?: number;
                 [name: string]: unknown;
             };
             content: {
@@ -868,9 +870,11 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
-            /** @description The caller already has a running subscription (`already_subscribed`); manage it in the customer portal. */
+            /** @description The caller already has a running subscription (`already_subscribed`); manage it in the customer portal. Or another request of the caller's is opening a checkout right now (`checkout_in_progress`, with `Retry-After`); retry shortly and the same checkout is handed out. */
             409: {
                 headers: {
+                    /** @description With `checkout_in_progress`, seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
