@@ -3,9 +3,11 @@
 
 /**
  * The stable `code`s the API answers in `{"error": {"code", "message"}}` (openapi.yaml and
- * the README's API section), plus the client's own: `network_error` (no answer at all) and
- * `bad_response` (an answer that is not what the API documents). API Gateway's own refusals
- * carry no code; they get `unauthorized` (401), `forbidden` (403) and `rate_limited` (429).
+ * the README's API section), plus the client's own: `network_error` (no answer at all),
+ * `bad_response` (an answer that is not what the API documents), and for the server client
+ * `credentials_unavailable` (no AWS credentials, or their provider failed) and
+ * `region_unknown` (no region to sign for). API Gateway's own refusals carry no code; they
+ * get `unauthorized` (401), `forbidden` (403) and `rate_limited` (429).
  */
 export type PaywallErrorCode =
   // Any route
@@ -52,7 +54,9 @@ export type PaywallErrorCode =
   | "no_grant"
   // The client's own
   | "network_error"
-  | "bad_response";
+  | "bad_response"
+  | "credentials_unavailable"
+  | "region_unknown";
 
 /**
  * An error from the paywall's API, or from reaching it. Branch on `code` (stable), not on
@@ -110,8 +114,11 @@ export interface Attempt {
   request: () => Promise<Request> | Request;
   /** Whether a failure with no answer may be retried: only reads and idempotent writes. */
   retryNetwork: boolean;
-  /** Whether this answer may be retried (the loop passes 429/503 to it; others too for the server client). */
-  retryStatus: (response: Response) => boolean;
+  /**
+   * Whether this answer may be retried (the loop passes 429/503 to it; others too for the
+   * server client). It may read the body of a clone (see {@link unchanged}).
+   */
+  retryStatus: (response: Response) => boolean | Promise<boolean>;
   retries: number;
   fetch: Fetch;
 }
@@ -156,7 +163,7 @@ export async function send(attempt: Attempt): Promise<Response> {
       }
       throw new PaywallError("network_error", `the paywall's API could not be reached: ${describe(cause)}`, { cause });
     }
-    if (n >= attempt.retries || !attempt.retryStatus(response)) return response;
+    if (n >= attempt.retries || !(await attempt.retryStatus(response))) return response;
     const after = retryAfterSeconds(response);
     const wait = after === undefined ? backoffMs(n) : after * 1000 * (1 + Math.random() * 0.1);
     if (wait > MAX_RETRY_DELAY_MS) return response;
@@ -166,7 +173,31 @@ export async function send(attempt: Attempt): Promise<Response> {
   }
 }
 
-function describe(cause: unknown): string {
+/** The `{"error": {"code"}}` codes with which the API answers a 503 that changed nothing. */
+const UNCHANGED_503 = new Set(["busy", "store_unavailable"]);
+
+/**
+ * Whether `response` is an answer that changed nothing, so that even a request that is not
+ * idempotent may be sent again: a `429` (the API's rate limit and API Gateway's throttling
+ * both refuse before anything is done), or a `503` whose body carries one of the API's own
+ * codes (`busy`, `store_unavailable`: "nothing changed; retry", openapi.yaml). API
+ * Gateway's own `503` (no code: e.g. its integration timed out) may come after the
+ * function did its work. The body is read from a clone: the response itself stays
+ * readable, to become the error.
+ */
+export async function unchanged(response: Response): Promise<boolean> {
+  if (response.status === 429) return true;
+  if (response.status !== 503) return false;
+  try {
+    const body = (await response.clone().json()) as { error?: { code?: unknown } } | null;
+    const code = body?.error?.code;
+    return typeof code === "string" && UNCHANGED_503.has(code);
+  } catch {
+    return false;
+  }
+}
+
+export function describe(cause: unknown): string {
   return cause instanceof Error ? cause.message : String(cause);
 }
 

@@ -1,7 +1,7 @@
 // dodo-paywall: the browser (or any fetch runtime) client for the paywall's /payment API.
 // Its only runtime need is `fetch`. Types come from src/api.ts, generated from openapi.yaml.
 import type { components } from "./api.js";
-import { errorFrom, jsonFrom, join, PaywallError, send, type Fetch } from "./core.js";
+import { describe, errorFrom, jsonFrom, join, PaywallError, send, unchanged, type Fetch } from "./core.js";
 
 export { PaywallError, isPaywallError, type PaywallErrorCode, type Fetch } from "./core.js";
 export type { paths, components, operations } from "./api.js";
@@ -36,7 +36,10 @@ export interface PaywallOptions {
   getToken: () => TokenResult | Promise<TokenResult>;
   /** The fetch to use (default: the global one). */
   fetch?: Fetch;
-  /** How many times a `429`/`503` (or a safe request that got no answer) is retried; default 3. */
+  /**
+   * How many times a `429`, the API's own `503` (`busy`, `store_unavailable`), or, for a
+   * safe request, any `503` or no answer at all, is retried; default 3.
+   */
   retries?: number;
 }
 
@@ -63,6 +66,8 @@ export interface Paywall {
    * address bar. Answers `null` when the URL has no `payment_id` (nothing to confirm).
    * While Dodo is still processing (202) it asks again a few times, then answers the
    * `pending` answer (and leaves the address as it was, for a reload to ask again).
+   * Also `null` without a URL to read (no `url`, and no `location`, as on a server); a
+   * `url` that does not parse throws `invalid_request`.
    */
   confirmReturn(url?: string | URL): Promise<Success | Pending | null>;
   /** A link to Dodo's customer portal for the caller (`POST /payment/portal`); `no_customer` before any checkout. */
@@ -134,7 +139,14 @@ export function createPaywall(options: PaywallOptions): Paywall {
   const cache = new Map<string, { token: string; etag: string; body: unknown }>();
 
   async function token(): Promise<string> {
-    const value = await getToken();
+    let value: TokenResult;
+    try {
+      value = await getToken();
+    } catch (cause) {
+      // The identity provider could not hand out a token (say, its refresh failed): no
+      // token, as far as the API is concerned.
+      throw new PaywallError("unauthorized", `getToken failed: ${describe(cause)}`, { cause });
+    }
     if (typeof value !== "string" || value === "") {
       throw new PaywallError("unauthorized", "not signed in: getToken gave no token");
     }
@@ -159,7 +171,9 @@ export function createPaywall(options: PaywallOptions): Paywall {
         });
       },
       retryNetwork: r.idempotent,
-      retryStatus: (res) => res.status === 429 || res.status === 503,
+      // A 429, or the API's own 503 (`busy`, `store_unavailable`), changed nothing: any
+      // route may ask again. Another 503 (API Gateway's own, no code) only a safe one.
+      retryStatus: (res) => (r.idempotent && res.status === 503) || unchanged(res),
       retries,
       fetch: fetchImpl,
     });
@@ -186,7 +200,14 @@ export function createPaywall(options: PaywallOptions): Paywall {
 
   async function confirmReturn(url?: string | URL): Promise<Success | Pending | null> {
     const here = typeof location === "undefined" ? undefined : location.href;
-    const target = new URL(url ?? here ?? "", here);
+    // No URL at all (no argument, and no page, as on a server): nothing to confirm.
+    if (url === undefined && here === undefined) return null;
+    let target: URL;
+    try {
+      target = new URL(url ?? here ?? "", here);
+    } catch (cause) {
+      throw new PaywallError("invalid_request", `confirmReturn: not a URL: ${String(url)}`, { cause });
+    }
     const paymentId = target.searchParams.get("payment_id");
     if (!paymentId) return null;
     let answer: { status: number; body: Success | Pending };
@@ -198,7 +219,7 @@ export function createPaywall(options: PaywallOptions): Paywall {
         // reload does not ask again. One worth retrying (not signed in yet, too many
         // calls, the API or the network down) leaves it for the next load.
         if (e instanceof PaywallError && e.status >= 400 && e.status < 500 && e.status !== 401 && e.status !== 429) {
-          cleanAddressBar(target);
+          cleanAddressBar(target, paymentId);
         }
         throw e;
       }
@@ -206,7 +227,7 @@ export function createPaywall(options: PaywallOptions): Paywall {
       await new Promise((resolve) => setTimeout(resolve, PENDING_WAITS_MS[n]));
     }
     // Still pending: left on the address bar, for a reload to ask again.
-    if (answer.status !== 202) cleanAddressBar(target);
+    if (answer.status !== 202) cleanAddressBar(target, paymentId);
     return answer.body;
   }
 
@@ -232,12 +253,14 @@ export function createPaywall(options: PaywallOptions): Paywall {
 
 /**
  * Takes `payment_id` and `status` (what Dodo appended) off the address bar, without a
- * reload or a history entry, when `url` is the page's own address.
+ * reload or a history entry, when `url` is the page's own address and it still carries the
+ * `payment_id` just confirmed. A `status` without that `payment_id` is the app's own: left.
  */
-function cleanAddressBar(url: URL): void {
+function cleanAddressBar(url: URL, paymentId: string): void {
   if (typeof location === "undefined" || typeof history === "undefined") return;
   const here = new URL(location.href);
   if (here.origin !== url.origin || here.pathname !== url.pathname) return;
+  if (here.searchParams.get("payment_id") !== paymentId) return;
   here.searchParams.delete("payment_id");
   here.searchParams.delete("status");
   history.replaceState(history.state, "", here.pathname + here.search + here.hash);

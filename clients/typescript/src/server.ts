@@ -4,7 +4,7 @@
 // aws4fetch: this entry's one runtime dependency (tiny, none of its own).
 import { AwsV4Signer } from "aws4fetch";
 import type { components } from "./api.js";
-import { errorFrom, jsonFrom, join, PaywallError, send, type Fetch } from "./core.js";
+import { describe, errorFrom, jsonFrom, join, PaywallError, send, unchanged, type Fetch } from "./core.js";
 
 export { PaywallError, isPaywallError, type PaywallErrorCode, type Fetch } from "./core.js";
 
@@ -42,7 +42,11 @@ export type CredentialsOption = AwsCredentials | (() => AwsCredentials | Promise
 export interface ServerClientOptions {
   /** The API's base URL: the stack's `ApiUrl` output. */
   baseUrl: string;
-  /** The stack's region. Default: the one an `execute-api` URL names, else `AWS_REGION`, else `AWS_DEFAULT_REGION`. */
+  /**
+   * The stack's region. Default: the one an `execute-api` URL names, else `AWS_REGION`, else
+   * `AWS_DEFAULT_REGION` (read at each request). A custom domain with neither set throws
+   * `region_unknown` at each call, rather than signing for a guessed region.
+   */
   region?: string;
   /** Default: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, read at each request. */
   credentials?: CredentialsOption;
@@ -96,7 +100,7 @@ function credentialsFromEnv(): AwsCredentials {
   const secretAccessKey = env("AWS_SECRET_ACCESS_KEY");
   if (!accessKeyId || !secretAccessKey) {
     throw new PaywallError(
-      "forbidden",
+      "credentials_unavailable",
       "no AWS credentials: pass `credentials`, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
     );
   }
@@ -125,42 +129,71 @@ export function createServerClient(options: ServerClientOptions): ServerClient {
   // An execute-api host names its region, and a signature for another is refused: it
   // wins over the environment's (a backend in one region may call a stack in another).
   const hostRegion = /^[^.]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$/.exec(new URL(baseUrl).hostname)?.[1];
-  const region = options.region ?? hostRegion ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION");
   const fetchImpl: Fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+
+  function region(): string {
+    const found = options.region ?? hostRegion ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION");
+    // aws4fetch would guess us-east-1, and a stack elsewhere would answer 403 for it.
+    if (found === undefined) {
+      throw new PaywallError(
+        "region_unknown",
+        `no region to sign for: ${baseUrl} names none; pass \`region\` (the stack's), or set AWS_REGION`,
+      );
+    }
+    return found;
+  }
 
   async function credentials(): Promise<AwsCredentials> {
     const given = options.credentials;
     if (given === undefined) return credentialsFromEnv();
-    return typeof given === "function" ? await given() : given;
+    let found: AwsCredentials;
+    try {
+      found = typeof given === "function" ? await given() : given;
+    } catch (cause) {
+      // The provider's own words (an expired SSO session…), never a key: it had none to give.
+      throw new PaywallError("credentials_unavailable", `the AWS credentials provider failed: ${describe(cause)}`, { cause });
+    }
+    if (!found?.accessKeyId || !found.secretAccessKey) {
+      throw new PaywallError("credentials_unavailable", "the AWS credentials have no accessKeyId or secretAccessKey");
+    }
+    return found;
+  }
+
+  /** Signs one attempt; anything aws4fetch throws is a PaywallError too (never quoting a secret). */
+  async function sign(r: ServerRoute, body: string | undefined): Promise<Request> {
+    const signingRegion = region();
+    const { accessKeyId, secretAccessKey, sessionToken } = await credentials();
+    try {
+      const signed = await new AwsV4Signer({
+        method: r.method,
+        url: join(baseUrl, r.path),
+        headers: body === undefined ? { accept: "application/json" } : { accept: "application/json", "content-type": "application/json" },
+        body,
+        accessKeyId,
+        secretAccessKey,
+        sessionToken,
+        service: "execute-api",
+        region: signingRegion,
+      }).sign();
+      return new Request(signed.url, { method: signed.method, headers: signed.headers, body: signed.body ?? null });
+    } catch (cause) {
+      throw new PaywallError("credentials_unavailable", `the request could not be signed (${cause instanceof Error ? cause.name : "error"})`, { cause });
+    }
   }
 
   async function call(r: ServerRoute): Promise<Response> {
     const body = r.body === undefined ? undefined : JSON.stringify(r.body);
     const response = await send({
       // Signed anew for each attempt: a signature carries its time.
-      request: async () => {
-        const { accessKeyId, secretAccessKey, sessionToken } = await credentials();
-        const signed = await new AwsV4Signer({
-          method: r.method,
-          url: join(baseUrl, r.path),
-          headers: body === undefined ? { accept: "application/json" } : { accept: "application/json", "content-type": "application/json" },
-          body,
-          accessKeyId,
-          secretAccessKey,
-          sessionToken,
-          service: "execute-api",
-          ...(region === undefined ? {} : { region }),
-        }).sign();
-        return new Request(signed.url, { method: signed.method, headers: signed.headers, body: signed.body ?? null });
-      },
+      request: () => sign(r, body),
       retryNetwork: r.idempotent,
-      // 429 and 503 change nothing (openapi.yaml: retry); another 5xx only when it says
-      // when to come back, or, for a read or a keyed write, a timeout.
+      // A 429, or the API's own 503 (`busy`, `store_unavailable`), changed nothing
+      // (openapi.yaml: retry): any route may ask again. A read or a keyed write also
+      // after any 503 (API Gateway's own carries no code), a 504, or another 5xx that says
+      // when to come back; a grant or revoke never, since it may have been done.
       retryStatus: (res) =>
-        res.status === 429 ||
-        res.status === 503 ||
-        (res.status >= 500 && res.headers.has("retry-after")) ||
-        (r.idempotent && res.status === 504),
+        (r.idempotent && (res.status === 503 || res.status === 504 || (res.status >= 500 && res.headers.has("retry-after")))) ||
+        unchanged(res),
       retries,
       fetch: fetchImpl,
     });
@@ -168,7 +201,15 @@ export function createServerClient(options: ServerClientOptions): ServerClient {
     return response;
   }
 
-  const users = (userId: string, rest = "") => `/server/users/${encodeURIComponent(userId)}${rest}`;
+  // `.` and `..` are left as they are by encodeURIComponent, and a URL resolves them away
+  // (`/server/users/..` is `/server/`): another route. Refused before any call, as is an
+  // empty id (the API's user ids are 1–256 printable ASCII characters).
+  const users = (userId: string, rest = "") => {
+    if (userId === "" || userId === "." || userId === "..") {
+      throw new PaywallError("invalid_request", `user id ${JSON.stringify(userId)} cannot be put in a URL path`);
+    }
+    return `/server/users/${encodeURIComponent(userId)}${rest}`;
+  };
 
   return {
     async usage(userId, feature, amount, opts = {}) {

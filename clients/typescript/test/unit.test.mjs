@@ -245,8 +245,153 @@ test("server credentials default to the AWS_* environment variables", async () =
     await createServerClient({ baseUrl: "http://127.0.0.1:9", fetch }).user("u");
     assert.match(requests[0].request.headers.get("authorization"), /Credential=AKIDENV\/\d{8}\/ap-south-1\/execute-api\//);
     delete process.env.AWS_ACCESS_KEY_ID;
-    await assert.rejects(createServerClient({ baseUrl: "http://127.0.0.1:9", fetch }).user("u"), (e) => isPaywallError(e, "forbidden"));
+    await assert.rejects(
+      createServerClient({ baseUrl: "http://127.0.0.1:9", fetch }).user("u"),
+      (e) => isPaywallError(e, "credentials_unavailable") && e.status === 0,
+    );
+    assert.equal(requests.length, 1);
   } finally {
     process.env = saved;
+  }
+});
+
+// API Gateway's own 503 (its integration timed out: the function may have done the work):
+// no `{"error": {"code"}}`, unlike the API's busy and store_unavailable.
+const gateway503 = () => json(503, { message: "Service Unavailable" });
+const storeDown = () => json(503, { error: { code: "store_unavailable", message: "retry" } });
+
+test("a 503 without the API's code is not retried for checkout, portal and plan changes; reads retry any 503", async () => {
+  for (const call of [(p) => p.checkout("pro"), (p) => p.changePlan("team"), (p) => p.portal()]) {
+    const s = scripted(gateway503());
+    await assert.rejects(call(client(s.fetch)), (e) => {
+      // The body read to decide is still there for the error.
+      assert.ok(isPaywallError(e), String(e));
+      assert.equal(e.status, 503);
+      assert.equal(e.message, "Service Unavailable");
+      return true;
+    });
+    assert.equal(s.requests.length, 1, "not resent");
+  }
+  // The API's own 503 changed nothing: retried even for a checkout.
+  let s = scripted(busy(), storeDown(), json(200, { checkout_url: "https://pay.example.test/c", plan: "pro", price: "$49", session_id: "c" }));
+  assert.equal(await client(s.fetch).checkout("pro"), "https://pay.example.test/c");
+  assert.equal(s.requests.length, 3);
+  // Retried up to `retries`, then the last answer's error, its body intact.
+  s = scripted(busy(), busy());
+  await assert.rejects(client(s.fetch, { retries: 1 }).changePlan("team"), (e) => isPaywallError(e, "busy") && e.status === 503);
+  assert.equal(s.requests.length, 2);
+  // A read (and an idempotent write) may be sent again after any 503.
+  s = scripted(gateway503(), json(200, noStatus));
+  assert.equal((await client(s.fetch).status()).status, "none");
+  s = scripted(gateway503(), json(200, noStatus));
+  assert.equal((await client(s.fetch).cancel()).status, "none");
+  assert.equal(s.requests.length, 2);
+});
+
+test("server grant and revoke retry a 429 and the API's own 503 only; user() any 503", async () => {
+  const server = (fetch) =>
+    createServerClient({ baseUrl: "http://127.0.0.1:9", region: "us-east-1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, fetch });
+  const grant = (c) => c.grant("u", { plan: "pro", days: 3, reason: "make-good" });
+  const granted = () => json(200, { grant: { plan: "pro" }, entitlements: {} });
+  let s = scripted(gateway503());
+  await assert.rejects(grant(server(s.fetch)), (e) => isPaywallError(e) && e.status === 503);
+  assert.equal(s.requests.length, 1);
+  s = scripted(json(500, { error: { code: "internal_error", message: "x" } }, { "retry-after": "1" }));
+  await assert.rejects(server(s.fetch).revokeGrant("u"), (e) => isPaywallError(e, "internal_error"));
+  assert.equal(s.requests.length, 1, "a 5xx that may have revoked is not resent");
+  s = scripted(storeDown(), json(429, { message: "Too Many Requests" }), granted());
+  assert.equal((await grant(server(s.fetch))).grant.plan, "pro");
+  assert.equal(s.requests.length, 3);
+  s = scripted(gateway503(), json(200, { user_id: "u" }));
+  assert.equal((await server(s.fetch).user("u")).user_id, "u");
+  assert.equal(s.requests.length, 2);
+});
+
+test("server user ids `.`, `..` and empty are refused before any call (a URL would resolve them to another route)", async () => {
+  const { fetch, requests } = scripted(json(200, { user_id: "a.b" }));
+  const server = createServerClient({ baseUrl: "http://127.0.0.1:9", region: "us-east-1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, fetch });
+  for (const id of [".", "..", ""]) {
+    await assert.rejects(server.user(id), (e) => isPaywallError(e, "invalid_request") && e.status === 0);
+    await assert.rejects(server.grant(id, { plan: "pro", days: 1, reason: "r" }), (e) => isPaywallError(e, "invalid_request"));
+    await assert.rejects(server.revokeGrant(id), (e) => isPaywallError(e, "invalid_request"));
+  }
+  assert.equal(requests.length, 0);
+  await server.user("a.b");
+  assert.equal(requests[0].request.url, "http://127.0.0.1:9/server/users/a.b");
+});
+
+test("server: a failing credentials provider or signer is a PaywallError (credentials_unavailable) with the cause, no secret", async () => {
+  const { fetch, requests } = scripted();
+  const cause = new Error("the SSO session has expired");
+  let server = createServerClient({ baseUrl: "http://127.0.0.1:9", region: "us-east-1", credentials: async () => { throw cause; }, fetch });
+  await assert.rejects(server.user("u"), (e) => {
+    assert.ok(isPaywallError(e, "credentials_unavailable"), String(e));
+    assert.equal(e.cause, cause);
+    assert.equal(e.status, 0);
+    assert.match(e.message, /SSO session has expired/);
+    return true;
+  });
+  // aws4fetch refusing what it was handed: wrapped, its message (which could quote what it
+  // was given) not repeated.
+  server = createServerClient({
+    baseUrl: "http://127.0.0.1:9",
+    region: "us-east-1",
+    credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: { toString() { throw new Error("s3cr3t-value"); } } },
+    fetch,
+  });
+  await assert.rejects(server.user("u"), (e) => {
+    assert.ok(isPaywallError(e, "credentials_unavailable"), String(e));
+    assert.ok(e.cause instanceof Error);
+    assert.doesNotMatch(e.message, /s3cr3t/);
+    return true;
+  });
+  assert.equal(requests.length, 0);
+});
+
+test("server: a custom domain without a region throws region_unknown instead of signing for us-east-1", async () => {
+  const saved = { ...process.env };
+  delete process.env.AWS_REGION;
+  delete process.env.AWS_DEFAULT_REGION;
+  try {
+    let s = scripted();
+    const options = { baseUrl: "https://paywall.example.com", credentials: { accessKeyId: "a", secretAccessKey: "b" } };
+    await assert.rejects(createServerClient({ ...options, fetch: s.fetch }).user("u"), (e) => isPaywallError(e, "region_unknown") && /region/.test(e.message));
+    assert.equal(s.requests.length, 0);
+    process.env.AWS_DEFAULT_REGION = "eu-central-1";
+    s = scripted(json(200, { user_id: "u" }));
+    await createServerClient({ ...options, fetch: s.fetch }).user("u");
+    assert.match(s.requests[0].request.headers.get("authorization"), /\/eu-central-1\/execute-api\//);
+  } finally {
+    process.env = saved;
+  }
+});
+
+test("confirmReturn with no URL and no page answers null; a URL that does not parse is invalid_request", async () => {
+  const { fetch, requests } = scripted();
+  assert.equal(typeof globalThis.location, "undefined");
+  assert.equal(await client(fetch).confirmReturn(), null);
+  await assert.rejects(client(fetch).confirmReturn("not a url"), (e) => isPaywallError(e, "invalid_request") && e.cause instanceof TypeError);
+  assert.equal(requests.length, 0);
+});
+
+test("a getToken that throws is unauthorized, with the cause, and no request", async () => {
+  const { fetch, requests } = scripted();
+  const cause = new Error("auth/network-request-failed");
+  await assert.rejects(client(fetch, { getToken: async () => { throw cause; } }).entitlements(), (e) => isPaywallError(e, "unauthorized") && e.cause === cause);
+  assert.equal(requests.length, 0);
+});
+
+test("confirmReturn leaves the app's own `status` on the address bar when it carries no payment_id", async () => {
+  const replaced = [];
+  globalThis.location = { href: "https://app.example.test/account?status=draft", assign() {} };
+  globalThis.history = { state: null, replaceState: (...args) => replaced.push(args) };
+  try {
+    const { fetch } = scripted(json(200, { status: "success", has_paid: true, message: "payment confirmed" }));
+    const answer = await client(fetch).confirmReturn("https://app.example.test/account?payment_id=pay_7&status=succeeded");
+    assert.equal(answer.status, "success");
+    assert.deepEqual(replaced, [], "the page's own status stays");
+  } finally {
+    delete globalThis.location;
+    delete globalThis.history;
   }
 });
