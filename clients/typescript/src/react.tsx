@@ -102,6 +102,14 @@ class EntitlementsCache {
   private started = false;
   /** Focus revalidation waits for the first fetch (after a return is confirmed). */
   private ready = false;
+  /**
+   * A checkout return still to confirm: set by start(), and again when confirmReturn could
+   * not run for want of a token (the `payment_id` stays on the address bar), so that the
+   * next fetch (a focus, a refresh) confirms it once the user is signed in.
+   */
+  private confirmDue = false;
+  /** Tells one provider's caches apart: a new one (another user) remounts the pricing table. */
+  readonly id = ++caches;
 
   constructor(readonly paywall: PaywallClient) {}
 
@@ -131,12 +139,22 @@ class EntitlementsCache {
       try {
         do {
           this.again = false;
+          // Confirmed first, so that the entitlements include what was just bought.
+          if (this.confirmDue) await this.confirm();
           try {
             const entitlements = await this.paywall.entitlements();
             this.set({ entitlements, error: null, loading: false, revision: this.snapshot.revision + 1 });
           } catch (error) {
-            // Stale while revalidating: what was known stays, with the error beside it.
-            this.set({ error: asError(error), loading: false, revision: this.snapshot.revision + 1 });
+            // Stale while revalidating: what was known stays, with the error beside it;
+            // but not past `unauthorized` (signed out, or another user's token refused):
+            // what was known was someone's who is no longer here.
+            const signedOut = isCoded(error) && error.code === "unauthorized";
+            this.set({
+              ...(signedOut ? { entitlements: null } : {}),
+              error: asError(error),
+              loading: false,
+              revision: this.snapshot.revision + 1,
+            });
           }
         } while (this.again);
       } finally {
@@ -152,6 +170,25 @@ class EntitlementsCache {
   };
 
   /**
+   * `paywall.confirmReturn()`, its outcome in `checkout`. Without a token (an auth library
+   * that has not restored its user yet) it is due again at the next fetch.
+   */
+  private async confirm(): Promise<void> {
+    this.confirmDue = false;
+    this.set({ checkout: { confirming: true, result: null, error: null, subscriptionId: null } });
+    let result: Success | Pending | null = null;
+    let error: Error | null = null;
+    try {
+      result = await this.paywall.confirmReturn();
+    } catch (e) {
+      error = asError(e);
+      if (isCoded(e) && e.code === "unauthorized") this.confirmDue = true;
+    }
+    const subscriptionId = result === null && error === null ? returnedSubscription() : null;
+    this.set({ checkout: { confirming: subscriptionId !== null, result, error, subscriptionId } });
+  }
+
+  /**
    * Once per cache (StrictMode mounts effects twice; a remount must not post the same
    * payment again): confirm a checkout return first, so the first entitlements already
    * include what was just bought, then fetch.
@@ -159,22 +196,11 @@ class EntitlementsCache {
   start(confirmReturn: boolean): void {
     if (this.started) return;
     this.started = true;
-    if (!confirmReturn) {
-      void this.refresh();
-      return;
-    }
-    this.set({ checkout: { confirming: true, result: null, error: null, subscriptionId: null } });
+    this.confirmDue = confirmReturn;
+    if (confirmReturn) this.set({ checkout: { confirming: true, result: null, error: null, subscriptionId: null } });
     void (async () => {
-      let result: Success | Pending | null = null;
-      let error: Error | null = null;
-      try {
-        result = await this.paywall.confirmReturn();
-      } catch (e) {
-        error = asError(e);
-      }
-      const subscriptionId = result === null && error === null ? returnedSubscription() : null;
-      this.set({ checkout: { confirming: subscriptionId !== null, result, error, subscriptionId } });
       await this.refresh();
+      const { subscriptionId } = this.snapshot.checkout;
       if (subscriptionId === null) return;
       // Dodo's trial checkout charges nothing: the buyer comes back with the subscription
       // and no payment, and its webhook starts the trial, possibly a moment later. Ask
@@ -192,6 +218,8 @@ class EntitlementsCache {
 
 const SUBSCRIPTION_WAITS_MS = [1000, 1000, 2000, 2000, 4000];
 
+let caches = 0;
+
 // The `subscription_id` Dodo appended to the return URL without a `payment_id`.
 function returnedSubscription(): string | null {
   if (typeof location === "undefined") return null;
@@ -200,10 +228,12 @@ function returnedSubscription(): string | null {
 }
 
 // Takes what Dodo appended off the address bar (no reload, no history entry): a reload
-// must not wait for the subscription again.
+// must not wait for the subscription again. A `status` without `subscription_id` is the
+// app's own: left.
 function cleanSubscriptionReturn(): void {
   if (typeof location === "undefined" || typeof history === "undefined") return;
   const url = new URL(location.href);
+  if (!url.searchParams.has("subscription_id")) return;
   url.searchParams.delete("subscription_id");
   url.searchParams.delete("status");
   history.replaceState(history.state, "", url.pathname + url.search + url.hash);
@@ -223,8 +253,16 @@ function useSnapshot(): Snapshot {
 }
 
 export interface PaywallProviderProps {
-  /** A client from `createPaywall`. Another client (another user) starts a new cache. */
+  /** A client from `createPaywall`. Another client starts a new cache. */
   paywall: PaywallClient;
+  /**
+   * Who is signed in: their user id, or null/undefined when no one is. When it changes
+   * (sign-in, sign-out, another user) the provider starts a new cache: nothing of the last
+   * user's shows, and a checkout return not yet confirmed for want of a token is confirmed
+   * with the new one. Needed with a client whose `getToken` reads the current user (one
+   * client for the app): the provider cannot see a sign-in or sign-out otherwise.
+   */
+  userKey?: string | null;
   /** Confirm a checkout return on mount (`paywall.confirmReturn()`); default true. */
   confirmReturn?: boolean;
   children?: ReactNode;
@@ -233,10 +271,13 @@ export interface PaywallProviderProps {
 /**
  * Holds one entitlements cache for its subtree: fetched once on mount (after confirming a
  * checkout return), and again when the window regains focus or the page becomes visible
- * (the client's ETag makes an unchanged answer a bodiless 304).
+ * (the client's ETag makes an unchanged answer a bodiless 304), and anew when `userKey`
+ * changes. An `unauthorized` answer clears what it held.
  */
-export function PaywallProvider({ paywall, confirmReturn = true, children }: PaywallProviderProps) {
-  const cache = useMemo(() => new EntitlementsCache(paywall), [paywall]);
+export function PaywallProvider({ paywall, userKey, confirmReturn = true, children }: PaywallProviderProps) {
+  // A new user, a new cache: keyed on userKey too, though the client is the same.
+  // eslint-disable-next-line react-hooks/exhaustive-deps
+  const cache = useMemo(() => new EntitlementsCache(paywall), [paywall, userKey ?? null]);
   useEffect(() => {
     cache.start(confirmReturn);
     const onFocus = () => cache.revalidate();
@@ -333,10 +374,16 @@ export interface PricingTableProps {
   messages?: Record<string, string>;
 }
 
-// Minor units in the currency, as a price reads ("$30.00").
+// Minor units in the currency, as a price reads ("$30.00", "¥500"). Dodo's amounts are
+// integers in the currency's lowest denomination (openapi.yaml: "minor units"; cents for
+// USD), so the exponent is the currency's own, as Intl knows it from ISO 4217: 2 for USD,
+// 0 for JPY and KRW (the yen is its own lowest denomination), 3 for BHD. (Dodo's docs say
+// "lowest denomination"; a zero-decimal amount from Dodo has not been seen here.)
 function money(amount: number, currency: string): string {
   try {
-    return new Intl.NumberFormat("en-US", { style: "currency", currency: currency || "USD" }).format(amount / 100);
+    const format = new Intl.NumberFormat("en-US", { style: "currency", currency: currency || "USD" });
+    const digits = format.resolvedOptions().maximumFractionDigits ?? 2;
+    return format.format(amount / 10 ** digits);
   } catch {
     return `${(amount / 100).toFixed(2)} ${currency}`;
   }
@@ -412,7 +459,13 @@ function Includes({ features, limits }: { features: string[]; limits: Record<str
  * at once), up- or downgrade with Dodo's preview confirmed first, cancel or resume. Unstyled:
  * style the `dp-` classes.
  */
-export function PricingTable({ className, messages }: PricingTableProps) {
+export function PricingTable(props: PricingTableProps) {
+  // Another user (a new cache): a new table, with nothing of the last one's status,
+  // preview or message.
+  return <PricingTableOf key={useCache().id} {...props} />;
+}
+
+function PricingTableOf({ className, messages }: PricingTableProps) {
   const cache = useCache();
   const { paywall } = cache;
   const { revision } = useSnapshot();
