@@ -2,8 +2,9 @@
 // real local server on another: the plans signed out; sign in; the gate's fallback pricing
 // table; a purchase on the Dodo simulator's page, the return confirmed, the gate open,
 // Manage billing; a card-less trial; a trial with a card; an upgrade previewed and
-// confirmed; a declined payment; and access granted from the server side showing up on
-// focus, without a reload. Headless Chromium (Debian's), as buy.test.mjs. It builds
+// confirmed; a declined payment; access granted from the server side showing up on
+// focus, without a reload; sign-out and a user switch never showing the last user's plan;
+// and a return from checkout while signed out, confirmed once the buyer signs in. Headless Chromium (Debian's), as buy.test.mjs. It builds
 // nothing: make test-browser builds the client package and the example first.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -152,6 +153,26 @@ async function signIn(page, user, email = `${user}@example.com`) {
   await assertText(page, "#features", "basic");
 }
 
+// Signs in through the form already on the page (no navigation: the address bar stays).
+async function signInHere(page, user) {
+  await page.fill("#sub", user);
+  await page.fill("#email", `${user}@example.com`);
+  await button(page, "Sign in").click();
+  await assertText(page, "#who", user);
+}
+
+// As the local server's /server API (its /dev/token?server=1 stands for the IAM signature).
+async function asServer(method, path, body) {
+  const { token } = await (await fetch(`${apiUrl}/dev/token?server=1`)).json();
+  const response = await fetch(`${apiUrl}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  return response.json();
+}
+
 async function tokenOf(page) {
   return page.evaluate(() => JSON.parse(localStorage.getItem("dodo-example-session")).token);
 }
@@ -272,6 +293,24 @@ test("a subscriber previews an upgrade with Dodo's amounts and confirms it; sche
   await assertText(page, "#plans [data-plan='team'] .dp-badge", "Your plan");
   await button(page, "Downgrade to pro").waitFor();
   assert.equal((await statusOf(page)).plan, "team");
+
+  // Amounts are in the currency's minor unit: a zero-decimal currency (yen) is not
+  // divided by 100. (The local Dodo simulator charges in USD: a preview in JPY, answered
+  // here without asking the API, whose per-user limit the rest of this test needs.)
+  await page.route(`${apiUrl}/payment/change-plan`, (route) => route.fulfill({
+    status: 200,
+    json: {
+      from: "team", plan: "pro", direction: "downgrade", effective_at: "next_billing_date",
+      preview: {
+        amount: 12000, charge_now: 0, credit: 0, currency: "JPY", next_charge: 12000,
+        next_charge_at: "2031-01-01T00:00:00Z", effective_at: "2031-01-01T00:00:00Z",
+      },
+    },
+  }));
+  await button(page, "Downgrade to pro").click();
+  await assertText(page, ".dp-pricing__change-text", "nothing now, then ¥12,000/month from 2031-01-01");
+  await button(page, "Keep my current plan").click();
+  await page.unroute(`${apiUrl}/payment/change-plan`);
 
   // A preview dismissed changes nothing.
   await button(page, "Downgrade to pro").click();
@@ -430,3 +469,81 @@ async function setFaults(faults) {
   });
   assert.equal(response.status, 200, await response.text());
 }
+
+test("sign-out closes the gate, and a user switch never shows the last user's plan", async () => {
+  const page = await newPage();
+  await signIn(page, "react-switch-a");
+  await asServer("POST", "/server/users/react-switch-a/grants", { plan: "pro", days: 30, reason: "e2e: user switch" });
+  await page.evaluate(() => window.dispatchEvent(new Event("focus")));
+  await page.waitForSelector("#premium");
+  await assertText(page, "#plan", "pro (grant)");
+
+  // From here on: the export must never be on screen for anyone but react-switch-a.
+  await page.evaluate(() => {
+    window.leaks = [];
+    const check = () => {
+      const who = document.querySelector("#who")?.textContent ?? "(signed out)";
+      if (document.querySelector("#premium") && who !== "react-switch-a") window.leaks.push(who);
+    };
+    new MutationObserver(check).observe(document.body, { subtree: true, childList: true, characterData: true });
+  });
+
+  // Signed out: the same provider (one client for the app) drops what it held.
+  await button(page, "Sign out").click();
+  await page.waitForSelector("#visitor-plans .dp-plan[data-plan='pro']");
+  await assertText(page, "#visitor-plans [data-plan='pro'] .dp-plan__actions", "Sign in to choose");
+  assert.equal(await page.locator("#premium").count(), 0, "signed out, the gate is closed");
+
+  // Another user signs in: their own (free) plan, not the last one's grant.
+  await signInHere(page, "react-switch-b");
+  await page.waitForSelector("#upgrade .dp-plan[data-plan='team']");
+  await assertText(page, "#plan", "free");
+  assert.equal(await page.locator("#premium").count(), 0);
+  // Nothing of the last user in the pricing table either (theirs was a grant, no buttons to
+  // cancel): react-switch-b may start trials.
+  await button(page, "Start 14-day trial of team").waitFor();
+
+  // Switched straight back and forth, without signing out.
+  await page.fill("#switch-sub", "react-switch-a");
+  await button(page, "Switch user").click();
+  await assertText(page, "#who", "react-switch-a");
+  await page.waitForSelector("#premium");
+  await assertText(page, "#plan", "pro (grant)");
+  await page.fill("#switch-sub", "react-switch-b");
+  await button(page, "Switch user").click();
+  await assertText(page, "#who", "react-switch-b");
+  await page.waitForSelector("#upgrade .dp-plan[data-plan='team']");
+  await assertText(page, "#plan", "free");
+  assert.equal(await page.locator("#premium").count(), 0);
+
+  assert.deepEqual(await page.evaluate(() => window.leaks), [], "the export showed for someone else");
+  assert.deepEqual(page.errors ?? [], []);
+  await page.close();
+});
+
+test("back from checkout before the app knows who is signed in: confirmed once they are", async () => {
+  const page = await newPage();
+  await signIn(page, "react-late-auth");
+  await button(page, "Buy monthly").click();
+  await page.waitForURL(/\/dodo\/checkout\/cks_/);
+  // As an auth library whose user is restored only after the page mounts: the return
+  // loads signed out.
+  await page.addInitScript(() => {
+    if (location.search.includes("payment_id")) localStorage.removeItem("dodo-example-session");
+  });
+  await page.click("#pay");
+  await page.waitForURL((url) => url.origin === appUrl);
+  await page.waitForSelector("#visitor-plans .dp-plan[data-plan='monthly']");
+  // No token, no confirmation (and no request): the payment id stays for later.
+  assert.ok(new URL(page.url()).searchParams.get("payment_id"), page.url());
+  assert.deepEqual(calls(page, "POST /payment/success"), []);
+
+  await signInHere(page, "react-late-auth");
+  await assertText(page, "#return-message", "Payment confirmed");
+  await page.waitForSelector("#premium");
+  await assertText(page, "#plan", "monthly (pass)");
+  assert.equal(new URL(page.url()).searchParams.get("payment_id"), null, `the return URL is cleaned: ${page.url()}`);
+  assert.deepEqual(calls(page, "POST /payment/success"), ["POST /payment/success 200"], "confirmed exactly once");
+  assert.deepEqual(page.errors ?? [], []);
+  await page.close();
+});

@@ -1,12 +1,13 @@
 // A founder's React app behind the paywall: sign in, see your plan, an "export" feature
-// gated with <Gate> (its fallback the <PricingTable>), and Manage billing.
+// gated with <Gate> (its fallback the <PricingTable>), Manage billing, sign out and switch
+// user.
 //
 // The app runs on its own origin, as a real frontend does (the API is API Gateway's URL in
 // AWS): the API's base URL comes from `?api=…` (remembered for the return from checkout),
 // else http://127.0.0.1:3000, `make dev`'s.
-import { StrictMode, useMemo, useState, type FormEvent } from "react";
+import { StrictMode, useState, type FormEvent } from "react";
 import { createRoot } from "react-dom/client";
-import { createPaywall, isPaywallError, type Paywall } from "dodo-paywall";
+import { createPaywall, isPaywallError } from "dodo-paywall";
 import { Gate, PaywallProvider, PricingTable, useCheckoutReturn, useEntitlements } from "dodo-paywall/react";
 
 // What the demo catalogue (make dev's DEMO_PLANS) sells beyond the free tier: every paid
@@ -15,6 +16,8 @@ const FEATURE = "export";
 
 const API_KEY = "dodo-example-api";
 const SESSION_KEY = "dodo-example-session";
+
+const api = apiBase();
 
 function apiBase(): string {
   const fromQuery = new URLSearchParams(location.search).get("api");
@@ -37,6 +40,13 @@ function loadSession(): Session | null {
   }
 }
 
+// The signed-in user, as an identity provider's SDK holds it (`auth.currentUser`).
+let currentSession: Session | null = loadSession();
+
+// One client for the app, made once at module scope, as the READMEs show: `getToken` reads
+// whoever is signed in now. The provider's `userKey` tells it when that changes.
+const paywall = createPaywall({ baseUrl: api, getToken: () => currentSession?.token });
+
 // Locally a test token comes from the local server's /dev/token; in your app, from your
 // identity provider (Cognito, Auth0, Clerk…), as `getToken` below.
 async function signIn(api: string, sub: string, email: string): Promise<Session> {
@@ -46,7 +56,7 @@ async function signIn(api: string, sub: string, email: string): Promise<Session>
   return { sub, email, token: body.token };
 }
 
-function SignIn({ api, onSignedIn }: { api: string; onSignedIn: (session: Session) => void }) {
+function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
   const [sub, setSub] = useState("demo-user");
   const [email, setEmail] = useState("demo@example.com");
   const [error, setError] = useState("");
@@ -146,7 +156,35 @@ function Export() {
   );
 }
 
-function ManageBilling({ paywall }: { paywall: Paywall }) {
+// Another user at once, without signing out first (a second account, an admin's "view as").
+function SwitchUser({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
+  const [sub, setSub] = useState("");
+  const [error, setError] = useState("");
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    if (!sub.trim()) return setError("Enter a user id.");
+    try {
+      onSignedIn(await signIn(api, sub.trim(), `${sub.trim()}@example.com`));
+      setSub("");
+      setError("");
+    } catch (e) {
+      setError(`Could not switch: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+  return (
+    <form id="switch" onSubmit={(e) => void submit(e)}>
+      <label>
+        Switch to user id <input id="switch-sub" value={sub} onChange={(e) => setSub(e.target.value)} />
+      </label>{" "}
+      <button type="submit">Switch user</button>{" "}
+      <span className="note" role="alert">
+        {error}
+      </span>
+    </form>
+  );
+}
+
+function ManageBilling() {
   const [message, setMessage] = useState("");
   const open = async () => {
     setMessage("Opening billing…");
@@ -169,70 +207,64 @@ function ManageBilling({ paywall }: { paywall: Paywall }) {
 }
 
 function App() {
-  const api = useMemo(apiBase, []);
-  const [session, setSession] = useState(loadSession);
-  // One client per signed-in user: another user gets another client, so the provider
-  // starts a fresh cache rather than showing the last user's plan.
-  const paywall = useMemo(
-    () => (session ? createPaywall({ baseUrl: api, getToken: () => session.token }) : null),
-    [api, session],
-  );
-  // No token: plans() needs none; everything else answers `unauthorized` without a call.
-  const visitor = useMemo(() => createPaywall({ baseUrl: api, getToken: () => null }), [api]);
-  const signedIn = (s: Session) => {
-    localStorage.setItem(SESSION_KEY, JSON.stringify(s));
-    setSession(s);
+  const [session, setSession] = useState(currentSession);
+  const change = (next: Session | null) => {
+    if (next) localStorage.setItem(SESSION_KEY, JSON.stringify(next));
+    else localStorage.removeItem(SESSION_KEY);
+    currentSession = next;
+    setSession(next);
   };
-  const signOut = () => {
-    localStorage.removeItem(SESSION_KEY);
-    setSession(null);
-  };
+  // One provider, signed in or not: `userKey` starts its cache afresh on every sign-in,
+  // sign-out and switch, so no one sees the last user's plan. Signed out, the gate shows
+  // the public plans (plans() needs no token; nothing else is asked without one).
   return (
     <main>
       <h1>dodo-paywall · React example</h1>
-      {!session || !paywall ? (
-        <>
-          <SignIn api={api} onSignedIn={signedIn} />
-          {/* The plans are public: a visitor sees them (without buttons) before signing in. */}
-          <section id="visitor-plans">
-            <h2>Plans</h2>
-            <PaywallProvider paywall={visitor}>
-              <PricingTable />
-            </PaywallProvider>
-          </section>
-        </>
-      ) : (
-        <PaywallProvider paywall={paywall}>
-          <section id="account">
-            <p>
-              Signed in as <strong id="who">{session.sub}</strong>{" "}
-              <button type="button" onClick={signOut}>
-                Sign out
-              </button>
-            </p>
-            <ReturnMessage />
-            <Plan />
-            <ManageBilling paywall={paywall} />
-          </section>
-          <Gate
-            feature={FEATURE}
-            loading={<p id="gate-loading">Checking your plan…</p>}
-            fallback={
+      <PaywallProvider paywall={paywall} userKey={session?.sub ?? null}>
+        {session ? (
+          <>
+            <section id="account">
+              <p>
+                Signed in as <strong id="who">{session.sub}</strong>{" "}
+                <button type="button" onClick={() => change(null)}>
+                  Sign out
+                </button>
+              </p>
+              <ReturnMessage />
+              <Plan />
+              <ManageBilling />
+            </section>
+            <SwitchUser onSignedIn={change} />
+          </>
+        ) : (
+          <SignIn onSignedIn={change} />
+        )}
+        <Gate
+          feature={FEATURE}
+          loading={<p id="gate-loading">Checking your plan…</p>}
+          fallback={
+            session ? (
               <section id="upgrade">
                 <h2>Export is a paid feature</h2>
                 <p>Choose a plan to unlock it.</p>
                 <PricingTable />
               </section>
-            }
-          >
-            <Export />
-            <section id="plans">
-              <h2>Plans</h2>
-              <PricingTable />
-            </section>
-          </Gate>
-        </PaywallProvider>
-      )}
+            ) : (
+              // The plans are public: a visitor sees them (without buttons) before signing in.
+              <section id="visitor-plans">
+                <h2>Plans</h2>
+                <PricingTable />
+              </section>
+            )
+          }
+        >
+          <Export />
+          <section id="plans">
+            <h2>Plans</h2>
+            <PricingTable />
+          </section>
+        </Gate>
+      </PaywallProvider>
     </main>
   );
 }
