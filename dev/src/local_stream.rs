@@ -188,9 +188,9 @@ impl RetryPolicy {
 /// connection that gets one ("De-authorizing connections in EventBridge"): it loses its
 /// key and stays `DEAUTHORIZED` until it is updated. Here that event and every later one
 /// (pending retries included) is dead-lettered with the reason, without a request,
-/// until the bus is made again (the server restarted, or reconfigured). In AWS the
-/// events fail their attempts until retries or age run out and then reach the queue;
-/// here they go at once, so the local dead letter shows the cause without waiting.
+/// until the bus is made again (the server restarted, or reconfigured). In AWS they
+/// fail too and reach the queue (at once or after their retries: EventBridge does not
+/// say); here they go at once, so the local dead letter shows the cause without waiting.
 ///
 /// Not modelled: the jitter EventBridge adds to its back-off (the waits here are exact,
 /// so tests can count attempts), `InvocationRateLimitPerSecond` (no throttling), the
