@@ -435,8 +435,8 @@ impl LocalEventBus {
                             retry_in_ms = wait.as_millis() as u64,
                             "the webhook refused an access event; retrying"
                         );
-                        delivery.due_ms = started_ms
-                            + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                        delivery.due_ms =
+                            started_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
                         delivery.last_failure = Some(failure);
                         self.lock().pending.push(delivery);
                     }

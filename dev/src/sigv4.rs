@@ -1022,7 +1022,11 @@ mod tests {
             .unwrap()
         };
         // The bytes each escape stands for, encoded again: not one replacement character.
-        assert!(canonical("k=%FF").contains("\nk=%FF\n"), "{}", canonical("k=%FF"));
+        assert!(
+            canonical("k=%FF").contains("\nk=%FF\n"),
+            "{}",
+            canonical("k=%FF")
+        );
         assert!(canonical("k=%fe").contains("\nk=%FE\n"));
         assert_ne!(canonical("k=%FF"), canonical("k=%FE"));
         assert_ne!(canonical("%FF=v"), canonical("%FE=v"));

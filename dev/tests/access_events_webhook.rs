@@ -402,17 +402,23 @@ async fn publish(events: &paywall::eventbridge::EventBridgeClient, users: &[&str
 async fn a_retry_is_timed_from_the_start_of_the_failed_attempt() {
     let (url, received) = receiver().await;
     let clock = Clock::test(1_800_000_000_000, false);
-    let bus =
-        LocalEventBus::with_api_destination(ApiDestination::new(&url, SECRET.into(), clock.clone()));
+    let bus = LocalEventBus::with_api_destination(ApiDestination::new(
+        &url,
+        SECRET.into(),
+        clock.clone(),
+    ));
     let bus_url = bus.start().await.expect("bus");
     publish(&events_client(&bus_url), &["frank"]).await;
     // The receiver has the request but answers (503) only 300 ms later: the clock moves
     // by the first back-off in between.
     until("the first attempt", || received.all().len() == 1).await;
-    clock.advance_to(clock.now_millis() + 1000).expect("forward");
-    until("the retry, due a second after the first attempt started", || {
-        received.all().len() == 2
-    })
+    clock
+        .advance_to(clock.now_millis() + 1000)
+        .expect("forward");
+    until(
+        "the retry, due a second after the first attempt started",
+        || received.all().len() == 2,
+    )
     .await;
     until("the delivery", || bus.delivered().len() == 1).await;
     assert!(bus.dead_letters().is_empty());
@@ -443,15 +449,23 @@ async fn a_401_deauthorizes_the_connection_until_the_bus_is_made_again() {
     let connection = bus.connection();
     assert_eq!(connection["state"], "DEAUTHORIZED", "{connection}");
     assert!(
-        connection["reason"].as_str().expect("a reason").contains("401"),
+        connection["reason"]
+            .as_str()
+            .expect("a reason")
+            .contains("401"),
         "{connection}"
     );
 
     // bob's retry and a new event for alice (whom the endpoint would take): dead-lettered,
     // not sent.
-    clock.advance_to(clock.now_millis() + 1000).expect("forward");
+    clock
+        .advance_to(clock.now_millis() + 1000)
+        .expect("forward");
     publish(&events, &["alice"]).await;
-    until("bob's and alice's dead letters", || bus.dead_letters().len() == 3).await;
+    until("bob's and alice's dead letters", || {
+        bus.dead_letters().len() == 3
+    })
+    .await;
     for letter in &bus.dead_letters()[1..] {
         let error = letter["error"].as_str().expect("an error");
         assert!(
