@@ -1210,14 +1210,16 @@ async fn list_access_events(
 }
 
 /// `GET /dev/events/webhook`: how the deliveries to `ACCESS_EVENTS_WEBHOOK_URL` went —
-/// `pending` (not yet delivered, retrying), `delivered` (count) and `dead_letters` (what
-/// the rule's dead-letter queue would hold, with the last status and why retries ended).
+/// `pending` (not yet delivered, retrying), `delivered` (count), `dead_letters` (what
+/// the rule's dead-letter queue would hold, with the last status and why retries ended)
+/// and `connection` (`AUTHORIZED`, or `DEAUTHORIZED` with its reason after a 401 or 407).
 async fn webhook_deliveries(State(app): State<Arc<App>>) -> Response {
     match &app.webhook_bus {
         Some(bus) => axum::Json(json!({
             "pending": bus.pending(),
             "delivered": bus.delivered().len(),
             "dead_letters": bus.dead_letters(),
+            "connection": bus.connection(),
         }))
         .into_response(),
         None => error(

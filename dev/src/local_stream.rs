@@ -176,18 +176,26 @@ impl RetryPolicy {
 /// as the full event envelope (`version`, `id`, `detail-type`, `source`, `account`,
 /// `time`, `region`, `resources`, `detail`) with `Content-Type: application/json;
 /// charset=utf-8`, `User-Agent: Amazon/EventBridge/ApiDestinations` and the API-key
-/// header; a 2xx is delivered; 401, 407, 409, 429, 5xx, a timeout (EventBridge gives an
-/// endpoint 5 seconds) or a connection failure is retried with exponential back-off
-/// until `MaximumRetryAttempts` or `MaximumEventAgeInSeconds` runs out; any other status
-/// (1xx, 3xx, other 4xx) is not retried; what is not delivered goes to the dead-letter
-/// list (the rule's SQS dead-letter queue in AWS). Retries are timed on `clock`: the
-/// stack's test clock when it has one (moving it makes retries due), else real time.
+/// header; a 2xx is delivered; 409, 429, 5xx, a timeout (EventBridge gives an endpoint
+/// 5 seconds) or a connection failure is retried with exponential back-off, timed from
+/// the start of the failed attempt, until `MaximumRetryAttempts` or
+/// `MaximumEventAgeInSeconds` runs out; any other status (1xx, 3xx, other 4xx) is not
+/// retried; what is not delivered goes to the dead-letter list (the rule's SQS
+/// dead-letter queue in AWS). Retries are timed on `clock`: the stack's test clock when
+/// it has one (moving it makes retries due), else real time.
+///
+/// A 401 or 407 de-authorizes the connection, as EventBridge de-authorizes an API-key
+/// connection that gets one ("De-authorizing connections in EventBridge"): it loses its
+/// key and stays `DEAUTHORIZED` until it is updated. Here that event and every later one
+/// (pending retries included) is dead-lettered with the reason, without a request,
+/// until the bus is made again (the server restarted, or reconfigured). In AWS they
+/// fail too and reach the queue (at once or after their retries: EventBridge does not
+/// say); here they go at once, so the local dead letter shows the cause without waiting.
 ///
 /// Not modelled: the jitter EventBridge adds to its back-off (the waits here are exact,
 /// so tests can count attempts), `InvocationRateLimitPerSecond` (no throttling), the
-/// headers EventBridge strips or adds beyond those above (`Range`…), parallel deliveries
-/// (one at a time here, so a slow endpoint delays the others), and the connection's
-/// de-authorisation after repeated 401/407 answers.
+/// headers EventBridge strips or adds beyond those above (`Range`…), and parallel
+/// deliveries (one at a time here, so a slow endpoint delays the others).
 #[derive(Clone)]
 pub struct ApiDestination {
     pub endpoint: String,
@@ -234,9 +242,12 @@ struct Delivery {
     taken_ms: i64,
     attempts: u32,
     due_ms: i64,
+    /// Why the last attempt failed (what the dead letter shows if retries run out).
+    last_failure: Option<Failure>,
 }
 
 /// Why an attempt failed.
+#[derive(Clone)]
 struct Failure {
     status: Option<u16>,
     error: String,
@@ -254,6 +265,8 @@ struct Bus {
     pending: Vec<Delivery>,
     delivered: Vec<Value>,
     dead_letters: Vec<Value>,
+    /// Why the connection is `DEAUTHORIZED` (a 401 or 407 answer); `None`: authorized.
+    deauthorized: Option<String>,
 }
 
 /// A local `PutEvents` endpoint: it checks the call is SigV4-signed for `events` and
@@ -311,6 +324,15 @@ impl LocalEventBus {
         self.lock().pending.len()
     }
 
+    /// The connection's state, as `DescribeConnection` names it: `{"state": "AUTHORIZED"}`,
+    /// or `{"state": "DEAUTHORIZED", "reason": …}` after a 401 or 407.
+    pub fn connection(&self) -> Value {
+        match &self.lock().deauthorized {
+            None => json!({"state": "AUTHORIZED"}),
+            Some(reason) => json!({"state": "DEAUTHORIZED", "reason": reason}),
+        }
+    }
+
     /// Polls for due deliveries (every 20 ms of real time; "due" is on the destination's
     /// clock) and makes them, one at a time.
     async fn deliver_forever(&self, http: reqwest::Client, destination: Arc<ApiDestination>) {
@@ -328,16 +350,17 @@ impl LocalEventBus {
             for mut delivery in due {
                 let max_age_ms = i64::try_from(destination.retry.maximum_event_age.as_millis())
                     .unwrap_or(i64::MAX);
-                // Too old to try again (the clock moved past the event's age limit).
+                // Too old to try again (the clock moved past the event's age limit): the
+                // dead letter keeps the last attempt's failure.
                 if delivery.attempts > 0
                     && destination.clock.now_millis() - delivery.taken_ms >= max_age_ms
                 {
-                    let failure = Failure {
+                    let failure = delivery.last_failure.clone().unwrap_or(Failure {
                         status: None,
                         error: "not retried: the event is older than MaximumEventAgeInSeconds"
                             .into(),
                         retryable: true,
-                    };
+                    });
                     self.dead_letter(
                         &destination,
                         delivery,
@@ -346,7 +369,22 @@ impl LocalEventBus {
                     );
                     continue;
                 }
+                // A de-authorized connection has no key to send: nothing is sent.
+                let deauthorized = self.lock().deauthorized.clone();
+                if let Some(reason) = deauthorized {
+                    delivery.attempts += 1;
+                    let failure = Failure {
+                        status: None,
+                        error: format!("the connection is DEAUTHORIZED: {reason}"),
+                        retryable: false,
+                    };
+                    self.dead_letter(&destination, delivery, &failure, None);
+                    continue;
+                }
                 delivery.attempts += 1;
+                // The back-off counts from the attempt's start, not from when its answer
+                // is read: the clock may move while the endpoint answers.
+                let started_ms = destination.clock.now_millis();
                 match attempt(&http, &destination, &delivery.envelope).await {
                     Ok(()) => {
                         tracing::info!(
@@ -355,6 +393,25 @@ impl LocalEventBus {
                             "access event delivered to the webhook"
                         );
                         self.lock().delivered.push(delivery.envelope);
+                    }
+                    Err(failure) if matches!(failure.status, Some(401 | 407)) => {
+                        let status = failure.status.unwrap_or_default();
+                        let reason = format!(
+                            "the endpoint answered {status}, which de-authorizes an API-key \
+                             connection; restart the local server to authorize it again"
+                        );
+                        tracing::warn!(
+                            target: "dev::access_events",
+                            status,
+                            "the webhook answered {status}: the connection is de-authorized \
+                             and every later delivery is dead-lettered"
+                        );
+                        self.lock().deauthorized = Some(reason.clone());
+                        let failure = Failure {
+                            error: format!("the connection is DEAUTHORIZED: {reason}"),
+                            ..failure
+                        };
+                        self.dead_letter(&destination, delivery, &failure, None);
                     }
                     Err(failure) if !failure.retryable => {
                         self.dead_letter(&destination, delivery, &failure, None);
@@ -378,8 +435,9 @@ impl LocalEventBus {
                             retry_in_ms = wait.as_millis() as u64,
                             "the webhook refused an access event; retrying"
                         );
-                        delivery.due_ms = destination.clock.now_millis()
-                            + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                        delivery.due_ms =
+                            started_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                        delivery.last_failure = Some(failure);
                         self.lock().pending.push(delivery);
                     }
                 }
@@ -505,6 +563,7 @@ async fn put_events(
                     taken_ms: now,
                     attempts: 0,
                     due_ms: now,
+                    last_failure: None,
                 });
             }
             results.push(json!({"EventId": id}));
@@ -581,6 +640,8 @@ async fn attempt(
                 Err(Failure {
                     status: Some(status),
                     error: format!("the endpoint answered {status}"),
+                    // 401 and 407 are retried too, but de-authorize the connection first
+                    // (see the delivery loop), so no retry ever reaches the endpoint.
                     retryable: matches!(status, 401 | 407 | 409 | 429 | 500..=599),
                 })
             }

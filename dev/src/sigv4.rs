@@ -250,7 +250,8 @@ impl Verifier {
         let canonical = canonical_request(
             method,
             uri.path(),
-            &query,
+            &query_pairs_bytes(uri.query().unwrap_or_default()),
+            parts.expires.is_some(),
             headers,
             &parts.signed_headers,
             &body_hash,
@@ -415,6 +416,12 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 fn percent_decode(text: &str) -> String {
+    String::from_utf8_lossy(&percent_decode_bytes(text)).into_owned()
+}
+
+/// The bytes the text stands for: `%XX` escapes decoded, `+` as a space. Not read as
+/// UTF-8, so that different invalid escapes (`%FF`, `%FE`) stay different.
+fn percent_decode_bytes(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -439,13 +446,29 @@ fn percent_decode(text: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+/// The query's parameters as bytes, percent-decoded: what the canonical query encodes.
+fn query_pairs_bytes(query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode_bytes(name), percent_decode_bytes(value))
+        })
+        .collect()
 }
 
 /// RFC 3986 encoding: everything but the unreserved characters (and `/` when `keep_slash`).
 fn uri_encode(text: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
+    uri_encode_bytes(text.as_bytes(), keep_slash)
+}
+
+fn uri_encode_bytes(bytes: &[u8], keep_slash: bool) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &byte in bytes {
         if byte.is_ascii_alphanumeric()
             || matches!(byte, b'-' | b'_' | b'.' | b'~')
             || (keep_slash && byte == b'/')
@@ -484,11 +507,14 @@ fn normalize_path(path: &str) -> String {
     normalized
 }
 
-/// The canonical request; `None` when a signed header is absent.
+/// The canonical request; `None` when a signed header is absent. `presigned`: signed in
+/// the query (`X-Amz-Signature` is then left out of the canonical query, as the signer
+/// adds it after signing); signed in the header, every query parameter is signed.
 fn canonical_request(
     method: &Method,
     path: &str,
-    query: &[(String, String)],
+    query: &[(Vec<u8>, Vec<u8>)],
+    presigned: bool,
     headers: &HeaderMap,
     signed_headers: &[String],
     payload_hash: &str,
@@ -498,8 +524,13 @@ fn canonical_request(
     let canonical_uri = uri_encode(&normalize_path(path), true);
     let mut params: Vec<(String, String)> = query
         .iter()
-        .filter(|(name, _)| name != "X-Amz-Signature")
-        .map(|(name, value)| (uri_encode(name, false), uri_encode(value, false)))
+        .filter(|(name, _)| !(presigned && name.as_slice() == b"X-Amz-Signature"))
+        .map(|(name, value)| {
+            (
+                uri_encode_bytes(name, false),
+                uri_encode_bytes(value, false),
+            )
+        })
         .collect();
     params.sort();
     let canonical_query = params
@@ -963,5 +994,43 @@ mod tests {
         let mut bearer = HeaderMap::new();
         bearer.insert("authorization", HeaderValue::from_static("Bearer abc"));
         assert!(!is_signed(&bearer, &URL.parse().unwrap()));
+    }
+
+    #[test]
+    fn a_signature_parameter_added_to_a_header_signed_query_is_a_mismatch() {
+        let request = signed("GET", URL, &[], b"", Signing::default());
+        check(&request).unwrap();
+        // Signed in the header, every query parameter is signed: AWS would refuse a
+        // request with one added, even one named X-Amz-Signature.
+        let mut added = request.clone();
+        *added.uri_mut() = format!("{URL}?X-Amz-Signature=x").parse().unwrap();
+        assert_eq!(check(&added), Err(Rejection::SignatureMismatch));
+    }
+
+    #[test]
+    fn different_invalid_escapes_are_different_canonical_queries() {
+        let canonical = |query: &str| {
+            canonical_request(
+                &Method::GET,
+                "/server/usage",
+                &query_pairs_bytes(query),
+                false,
+                &HeaderMap::new(),
+                &[],
+                "e3b0",
+            )
+            .unwrap()
+        };
+        // The bytes each escape stands for, encoded again: not one replacement character.
+        assert!(
+            canonical("k=%FF").contains("\nk=%FF\n"),
+            "{}",
+            canonical("k=%FF")
+        );
+        assert!(canonical("k=%fe").contains("\nk=%FE\n"));
+        assert_ne!(canonical("k=%FF"), canonical("k=%FE"));
+        assert_ne!(canonical("%FF=v"), canonical("%FE=v"));
+        // Valid UTF-8 and unreserved characters are unchanged by the round trip.
+        assert!(canonical("k=%C3%A9%2Fa-b").contains("\nk=%C3%A9%2Fa-b\n"));
     }
 }

@@ -35,7 +35,8 @@ impl Received {
 }
 
 /// A receiver that answers by the event's user: `alice` 200; `bob` 500 twice, then 200;
-/// `carol` always 503; `dave` 400; anyone else 200.
+/// `carol` always 503; `dave` 400; `frank` 503 after 300 ms the first time, then 200;
+/// `gina` 401; anyone else 200. Each request is recorded before it is answered.
 async fn receiver() -> (String, Received) {
     let received = Received::default();
     let state = received.clone();
@@ -49,16 +50,22 @@ async fn receiver() -> (String, Received) {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                let mut all = state.0.lock().unwrap_or_else(|p| p.into_inner());
-                all.push((headers, body));
-                let seen = all
-                    .iter()
-                    .filter(|(_, b)| b["detail"]["user_id"] == user.as_str())
-                    .count();
+                let seen = {
+                    let mut all = state.0.lock().unwrap_or_else(|p| p.into_inner());
+                    all.push((headers, body));
+                    all.iter()
+                        .filter(|(_, b)| b["detail"]["user_id"] == user.as_str())
+                        .count()
+                };
                 match user.as_str() {
                     "bob" if seen <= 2 => StatusCode::INTERNAL_SERVER_ERROR,
                     "carol" => StatusCode::SERVICE_UNAVAILABLE,
                     "dave" => StatusCode::BAD_REQUEST,
+                    "frank" if seen == 1 => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    "gina" => StatusCode::UNAUTHORIZED,
                     _ => StatusCode::OK,
                 }
             }
@@ -337,6 +344,10 @@ async fn access_events_reach_the_webhook_as_an_api_destination_delivers_them() {
         carol["exhausted_retry_condition"],
         "MaximumEventAgeInSeconds"
     );
+    // The last real failure, not a made-up one.
+    assert_eq!(carol["last_status"], 503, "{carol}");
+    assert_eq!(carol["error"], "the endpoint answered 503", "{carol}");
+    assert_eq!(answer["connection"], json!({"state": "AUTHORIZED"}));
     assert!(
         carol["attempts"].as_u64().expect("attempts") >= 3,
         "{carol}"
@@ -357,6 +368,132 @@ async fn access_events_reach_the_webhook_as_an_api_destination_delivers_them() {
     assert!(!answer.to_string().contains(SECRET));
 }
 
+/// A client of the bus at `bus_url`, as the `access-events` function makes it.
+fn events_client(bus_url: &str) -> paywall::eventbridge::EventBridgeClient {
+    let lookup = |name: &str| match name {
+        "TABLE_NAME" => Some("unused".to_owned()),
+        "AWS_REGION" => Some("us-east-1".to_owned()),
+        "AWS_ACCESS_KEY_ID" => Some("admin".to_owned()),
+        "AWS_SECRET_ACCESS_KEY" => Some("local".to_owned()),
+        "AWS_ENDPOINT_URL_EVENTBRIDGE" => Some(bus_url.to_owned()),
+        _ => None,
+    };
+    paywall::eventbridge::EventBridgeClient::from_vars(&paywall::config::Vars::new(&lookup))
+        .expect("client")
+}
+
+/// Publishes one access event per user, in one call.
+async fn publish(events: &paywall::eventbridge::EventBridgeClient, users: &[&str]) {
+    let entries: Vec<_> = users
+        .iter()
+        .map(|user| paywall::eventbridge::Entry {
+            source: "paywall".into(),
+            detail_type: "Access Changed".into(),
+            detail: json!({ "user_id": user }).to_string(),
+        })
+        .collect();
+    let taken = events.put_events(&entries).await.expect("published");
+    assert!(taken.iter().all(|t| *t), "{taken:?}");
+}
+
+/// The back-off counts from the failed attempt's start: a clock moved while the endpoint
+/// was still answering does not push the retry further away.
+#[tokio::test]
+async fn a_retry_is_timed_from_the_start_of_the_failed_attempt() {
+    let (url, received) = receiver().await;
+    let clock = Clock::test(1_800_000_000_000, false);
+    let bus = LocalEventBus::with_api_destination(ApiDestination::new(
+        &url,
+        SECRET.into(),
+        clock.clone(),
+    ));
+    let bus_url = bus.start().await.expect("bus");
+    publish(&events_client(&bus_url), &["frank"]).await;
+    // The receiver has the request but answers (503) only 300 ms later: the clock moves
+    // by the first back-off in between.
+    until("the first attempt", || received.all().len() == 1).await;
+    clock
+        .advance_to(clock.now_millis() + 1000)
+        .expect("forward");
+    until(
+        "the retry, due a second after the first attempt started",
+        || received.all().len() == 2,
+    )
+    .await;
+    until("the delivery", || bus.delivered().len() == 1).await;
+    assert!(bus.dead_letters().is_empty());
+}
+
+/// A 401 de-authorizes the API-key connection, as in EventBridge: that event and every
+/// later one (a pending retry, a new event) is dead-lettered with the reason and never
+/// reaches the endpoint again, until the bus is made again (the server restarted).
+#[tokio::test]
+async fn a_401_deauthorizes_the_connection_until_the_bus_is_made_again() {
+    let (url, received) = receiver().await;
+    let clock = Clock::test(1_800_000_000_000, false);
+    let destination = ApiDestination::new(&url, SECRET.into(), clock.clone());
+    let bus = LocalEventBus::with_api_destination(destination.clone());
+    let bus_url = bus.start().await.expect("bus");
+    let events = events_client(&bus_url);
+    assert_eq!(bus.connection(), json!({"state": "AUTHORIZED"}));
+
+    // bob's first attempt fails (500, a retry due in 1 s); then gina's is refused with 401.
+    publish(&events, &["bob", "gina"]).await;
+    until("gina's dead letter", || bus.dead_letters().len() == 1).await;
+    let gina = &bus.dead_letters()[0];
+    assert_eq!(gina["event"]["detail"]["user_id"], "gina");
+    assert_eq!(gina["last_status"], 401);
+    assert_eq!(gina["attempts"], 1);
+    let error = gina["error"].as_str().expect("an error");
+    assert!(error.contains("DEAUTHORIZED"), "{error}");
+    let connection = bus.connection();
+    assert_eq!(connection["state"], "DEAUTHORIZED", "{connection}");
+    assert!(
+        connection["reason"]
+            .as_str()
+            .expect("a reason")
+            .contains("401"),
+        "{connection}"
+    );
+
+    // bob's retry and a new event for alice (whom the endpoint would take): dead-lettered,
+    // not sent.
+    clock
+        .advance_to(clock.now_millis() + 1000)
+        .expect("forward");
+    publish(&events, &["alice"]).await;
+    until("bob's and alice's dead letters", || {
+        bus.dead_letters().len() == 3
+    })
+    .await;
+    for letter in &bus.dead_letters()[1..] {
+        let error = letter["error"].as_str().expect("an error");
+        assert!(
+            error.contains("DEAUTHORIZED") && error.contains("401"),
+            "{letter}"
+        );
+        assert_eq!(letter["last_status"], Value::Null, "no request: {letter}");
+        assert_eq!(letter["exhausted_retry_condition"], Value::Null);
+    }
+    assert_eq!(received.for_user("bob").len(), 1, "the retry was not sent");
+    assert!(received.for_user("alice").is_empty(), "nothing sent");
+    assert!(bus.delivered().is_empty());
+    assert_eq!(bus.pending(), 0);
+    clock
+        .advance_to(clock.now_millis() + 3_600_000)
+        .expect("forward");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(received.all().len(), 2, "nothing sent after the 401");
+
+    // A bus made again (the server restarted) has its connection authorized again.
+    let again = LocalEventBus::with_api_destination(destination);
+    let again_url = again.start().await.expect("bus");
+    publish(&events_client(&again_url), &["alice"]).await;
+    until("alice's delivery", || again.delivered().len() == 1).await;
+    assert_eq!(received.for_user("alice").len(), 1);
+    assert_eq!(again.connection(), json!({"state": "AUTHORIZED"}));
+}
+
 /// `MaximumRetryAttempts` runs out before the age does: the event is dead-lettered after
 /// the first attempt and that many retries, each after its back-off on the clock.
 #[tokio::test]
@@ -370,17 +507,7 @@ async fn retries_stop_at_the_maximum_attempts() {
     };
     let bus = LocalEventBus::with_api_destination(destination);
     let bus_url = bus.start().await.expect("bus");
-    let lookup = |name: &str| match name {
-        "TABLE_NAME" => Some("unused".to_owned()),
-        "AWS_REGION" => Some("us-east-1".to_owned()),
-        "AWS_ACCESS_KEY_ID" => Some("admin".to_owned()),
-        "AWS_SECRET_ACCESS_KEY" => Some("local".to_owned()),
-        "AWS_ENDPOINT_URL_EVENTBRIDGE" => Some(bus_url.clone()),
-        _ => None,
-    };
-    let events =
-        paywall::eventbridge::EventBridgeClient::from_vars(&paywall::config::Vars::new(&lookup))
-            .expect("client");
+    let events = events_client(&bus_url);
     let taken = events
         .put_events(&[
             paywall::eventbridge::Entry {

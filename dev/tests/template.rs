@@ -759,6 +759,27 @@ fn access_events_reach_a_webhook_through_an_api_destination_when_a_url_is_given(
         }),
         "the value is resolved from the secret at deploy time, never written in the template"
     );
+    // A new SecretsRevision changes the connection, so a redeploy updates it: it takes a
+    // rotated value, and authorizes again a connection a 401 or 407 de-authorized.
+    let revised = Stack::deploy(&[
+        ("AccessEventsWebhookUrl", url),
+        ("AccessEventBusName", "paywall-events"),
+        ("SecretsRevision", "2"),
+    ]);
+    let revised_connection =
+        revised.resources()["AccessEventsWebhookConnection"]["Properties"].clone();
+    assert_ne!(revised_connection, connection);
+    assert_eq!(
+        revised_connection["Description"],
+        serde_json::json!({ "Fn::Sub": "Access events webhook (secrets revision 2)" })
+    );
+    // The URL may carry a token: masked in describe-stacks, and in no output.
+    assert_eq!(
+        on.template["Parameters"]["AccessEventsWebhookUrl"]["NoEcho"],
+        true
+    );
+    let outputs = on.template["Outputs"].to_string();
+    assert!(!outputs.contains("AccessEventsWebhookUrl"), "{outputs}");
 
     let destination = properties("AccessEventsWebhookDestination");
     assert_eq!(destination["HttpMethod"], "POST");
