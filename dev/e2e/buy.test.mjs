@@ -3,85 +3,22 @@
 // one (`make dev`'s binary), on a free port, with a fresh state folder.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createServer } from "node:net";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { startServer, launchChromium, screenshots } from "./stack.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const serverBinary = process.env.PAYWALL_DEV_BIN || join(root, "target", "debug", "dev");
-const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const screenshots = join(root, "target", "e2e");
-
-let server;
+let stack;
 let baseUrl;
 let browser;
-let stateDir;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-function startServer(port) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(serverBinary, ["serve"], {
-      env: { ...process.env, PORT: String(port), PAYWALL_STATE_DIR: stateDir, DODO_PAYMENTS_API_KEY: "" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    const timer = setTimeout(() => reject(new Error("the local server did not start:\n" + output)), 20000);
-    const collect = (chunk) => {
-      output += chunk;
-      if (output.includes("Ready.")) {
-        clearTimeout(timer);
-        resolve(child);
-      }
-    };
-    child.stdout.on("data", collect);
-    child.stderr.on("data", collect);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the local server exited (${code}):\n${output}`));
-    });
-  });
-}
 
 before(async () => {
-  assert.ok(existsSync(serverBinary), `${serverBinary} is missing: run \`cargo build --bins\` first (make test does)`);
-  assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: install Debian's chromium package, or set CHROMIUM_PATH`);
-  mkdirSync(screenshots, { recursive: true });
-  stateDir = mkdtempSync(join(tmpdir(), "paywall-e2e-"));
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
-  server = await startServer(port);
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  stack = await startServer();
+  baseUrl = stack.url;
+  browser = await launchChromium();
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (server) {
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    server.kill("SIGINT"); // Ctrl-C: the server stops cleanly
-    await exited;
-  }
-  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  if (stack) await stack.stop();
 });
 
 async function signIn(page, user, email = `${user}@example.com`) {

@@ -8,99 +8,38 @@
 // nothing: make test-browser builds the client package and the example first.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createServer } from "node:net";
-import { chromium } from "playwright-core";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { root, startServer, launchChromium, screenshots } from "./stack.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const serverBinary = process.env.PAYWALL_DEV_BIN || join(root, "target", "debug", "dev");
-const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const screenshots = join(root, "target", "e2e");
 const exampleDir = join(root, "examples", "react");
 const dist = join(exampleDir, "dist");
 
-let server;
+let stack;
 let apiUrl;
 let appUrl;
 let app;
 let browser;
-let stateDir;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-function startServer(port, env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(serverBinary, ["serve"], {
-      env: { ...process.env, PORT: String(port), PAYWALL_STATE_DIR: stateDir, DODO_PAYMENTS_API_KEY: "", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    const timer = setTimeout(() => reject(new Error("the local server did not start:\n" + output)), 20000);
-    const collect = (chunk) => {
-      output += chunk;
-      if (output.includes("Ready.")) {
-        clearTimeout(timer);
-        resolve(child);
-      }
-    };
-    child.stdout.on("data", collect);
-    child.stderr.on("data", collect);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the local server exited (${code}):\n${output}`));
-    });
-  });
-}
 
 before(async () => {
   assert.ok(
     existsSync(join(dist, "index.html")) && existsSync(join(dist, "app.js")),
     `${dist} is not built: run \`(cd clients/typescript && npm run build) && (cd examples/react && npm run build)\` first (make test-browser does)`,
   );
-  assert.ok(existsSync(serverBinary), `${serverBinary} is missing: run \`cargo build --bins\` first (make test does)`);
-  assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: install Debian's chromium package, or set CHROMIUM_PATH`);
-  mkdirSync(screenshots, { recursive: true });
-  stateDir = mkdtempSync(join(tmpdir(), "paywall-e2e-example-"));
   // The example's own tiny static server, on its own origin (as a founder's frontend is).
   const { serveDist } = await import(join(exampleDir, "serve.mjs"));
   app = await serveDist(dist, 0);
   appUrl = `http://127.0.0.1:${app.address().port}`;
-  const port = await freePort();
-  apiUrl = `http://127.0.0.1:${port}`;
   // Dodo sends the buyer back to the app, not to the local server's demo page.
-  server = await startServer(port, { DODO_SUCCESS_URL: `${appUrl}/` });
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  stack = await startServer({ DODO_SUCCESS_URL: `${appUrl}/` });
+  apiUrl = stack.url;
+  browser = await launchChromium();
 });
 
 after(async () => {
   if (browser) await browser.close();
   if (app) await new Promise((resolve) => app.close(resolve));
-  if (server) {
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    server.kill("SIGINT");
-    await exited;
-  }
-  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  if (stack) await stack.stop();
 });
 
 // A page that records the API calls it makes (method and path, with the answer's status).
