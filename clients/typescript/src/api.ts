@@ -309,7 +309,7 @@ export interface components {
             by: string;
         };
         AuditEntry: {
-            /** @description The Dodo delivery id, or server_<request id>_<random> for a server action. */
+            /** @description The Dodo delivery id, or `server_{request id}_{random}` for a server action. */
             webhook_id: string;
             event_type: string;
             effect: string;
@@ -471,7 +471,7 @@ export interface components {
         };
         CheckoutInput: {
             /**
-             * @description A plan name from `PLANS` (without it, the one plan `monthly`); never a product or a price. Absent or null: the first plan. Another name: `400 unknown_plan`.
+             * @description A plan name from `PLANS` (without it, the one plan `monthly`); never a product or a price. Absent or null: `monthly` when the catalogue has it, else its first plan. Another name: `400 unknown_plan`.
              * @default monthly
              * @enum {string|null}
              */

@@ -56,9 +56,12 @@ export interface Paywall {
   entitlements(): Promise<Entitlements>;
   /** The plans for sale (`GET /payment/plans`): public, no token needed. */
   plans(): Promise<PlanListing>;
-  /** Opens a Dodo checkout for `plan` (default: the catalogue's first) and answers its URL. */
+  /** Opens a Dodo checkout for `plan` (default: `monthly` if the catalogue has it, else its first plan) and answers its URL. */
   checkout(plan?: string, options?: CheckoutOptions): Promise<string>;
-  /** {@link checkout}, then sends the browser there (`window.location`). */
+  /**
+   * {@link checkout}, then sends the browser there (`window.location`). Outside a browser
+   * it throws `invalid_request` before opening anything: use {@link checkout} there.
+   */
   redirectToCheckout(plan?: string, options?: CheckoutOptions): Promise<void>;
   /**
    * Back from Dodo's checkout: confirms the `payment_id` on the return URL (default: the
@@ -237,6 +240,14 @@ export function createPaywall(options: PaywallOptions): Paywall {
     plans: () => get<PlanListing>(ROUTES.plans),
     checkout,
     async redirectToCheckout(plan, opts) {
+      // Checked first: outside a browser there is nowhere to send the buyer, and a checkout
+      // opened for nothing would stay open at Dodo.
+      if (typeof location === "undefined") {
+        throw new PaywallError(
+          "invalid_request",
+          "redirectToCheckout needs a browser (window.location); elsewhere, checkout(plan) answers the URL",
+        );
+      }
       const url = await checkout(plan, opts);
       location.assign(url);
     },

@@ -196,6 +196,12 @@ test("redirectToCheckout sends the browser to the checkout URL", async () => {
   }
 });
 
+test("redirectToCheckout outside a browser is invalid_request, and opens no checkout", async () => {
+  const { fetch, requests } = scripted();
+  await assert.rejects(client(fetch).redirectToCheckout("pro"), (e) => isPaywallError(e, "invalid_request"));
+  assert.equal(requests.length, 0);
+});
+
 test("server usage: SigV4-signed, and every retry resends the same idempotency key", async () => {
   const { fetch, requests } = scripted(
     busy(),
