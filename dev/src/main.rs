@@ -60,6 +60,9 @@ fn announce(started: &Started) {
     println!("                   POST {base}/payment/create-checkout-session");
     println!("                   POST {base}/payment/success");
     println!("                   POST {base}/payment/portal");
+    println!("                   GET  {base}/payment/plans  (public)");
+    println!("                   POST {base}/payment/trial, /payment/cancel, /payment/resume");
+    println!("                   POST|DELETE {base}/payment/change-plan");
     println!("  webhook          POST {base}/payment/webhook  (or {base}/webhook)");
     println!(
         "  server API       {base}/server/usage, {base}/server/users/<id>[/grants]  (SigV4 as local/local, or token: /dev/token?server=1)"
