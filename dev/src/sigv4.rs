@@ -197,39 +197,22 @@ impl Verifier {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        match parts.expires {
-            None => {
-                if signed_at < now_s - MAX_SKEW_SECONDS {
-                    return Err(Rejection::Expired {
-                        signed: parts.amz_date.clone(),
-                        earliest: format_amz_date(now_s - MAX_SKEW_SECONDS),
-                        now: format_amz_date(now_s),
-                    });
-                }
-                if signed_at > now_s + MAX_SKEW_SECONDS {
-                    return Err(Rejection::NotYetCurrent {
-                        signed: parts.amz_date.clone(),
-                        latest: format_amz_date(now_s + MAX_SKEW_SECONDS),
-                        now: format_amz_date(now_s),
-                    });
-                }
-            }
-            Some(expires) => {
-                if signed_at.saturating_add(expires) < now_s {
-                    return Err(Rejection::Expired {
-                        signed: parts.amz_date.clone(),
-                        earliest: format_amz_date(now_s - expires),
-                        now: format_amz_date(now_s),
-                    });
-                }
-                if signed_at > now_s + MAX_SKEW_SECONDS {
-                    return Err(Rejection::NotYetCurrent {
-                        signed: parts.amz_date.clone(),
-                        latest: format_amz_date(now_s + MAX_SKEW_SECONDS),
-                        now: format_amz_date(now_s),
-                    });
-                }
-            }
+        // A header-signed request is good for MAX_SKEW_SECONDS either side of now; a
+        // presigned URL for its X-Amz-Expires after signing; neither if signed further ahead.
+        let max_age = parts.expires.unwrap_or(MAX_SKEW_SECONDS);
+        if signed_at.saturating_add(max_age) < now_s {
+            return Err(Rejection::Expired {
+                signed: parts.amz_date.clone(),
+                earliest: format_amz_date(now_s - max_age),
+                now: format_amz_date(now_s),
+            });
+        }
+        if signed_at > now_s + MAX_SKEW_SECONDS {
+            return Err(Rejection::NotYetCurrent {
+                signed: parts.amz_date.clone(),
+                latest: format_amz_date(now_s + MAX_SKEW_SECONDS),
+                now: format_amz_date(now_s),
+            });
         }
         if !parts.signed_headers.iter().any(|h| h == "host") {
             return Err(Rejection::Incomplete(
