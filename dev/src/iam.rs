@@ -804,10 +804,9 @@ Resources:
         );
     }
 
-    #[test]
-    fn the_verdict_fails_on_a_refused_call_and_on_a_grant_no_call_used() {
-        let roles = Roles::from_template(TEMPLATE).expect("template");
-        let all_used = calls(&[
+    /// A call, allowed, for each grant the test template gives the `reader` function.
+    fn every_grant_of_the_reader() -> BTreeSet<(String, String, Resource, bool)> {
+        calls(&[
             ("reader", "dynamodb:GetItem", Resource::Table, true),
             ("reader", "dynamodb:PutItem", Resource::Table, true),
             (
@@ -822,7 +821,13 @@ Resources:
                 Resource::Secret("app/key".into()),
                 true,
             ),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn the_verdict_fails_on_a_refused_call_and_on_a_grant_no_call_used() {
+        let roles = Roles::from_template(TEMPLATE).expect("template");
+        let all_used = every_grant_of_the_reader();
         let verdict = Verdict::of(&roles, &all_used);
         // The DLQ's SendMessage is Lambda's (the OnFailure destination), SAM's stream
         // rights are SAM's: neither is required of the code.
@@ -896,22 +901,7 @@ Resources:
                 )],
             }]
         );
-        let used = calls(&[
-            ("reader", "dynamodb:GetItem", Resource::Table, true),
-            ("reader", "dynamodb:PutItem", Resource::Table, true),
-            (
-                "reader",
-                "dynamodb:Query",
-                Resource::Index("by-email".into()),
-                true,
-            ),
-            (
-                "reader",
-                "secretsmanager:GetSecretValue",
-                Resource::Secret("app/key".into()),
-                true,
-            ),
-        ]);
+        let used = every_grant_of_the_reader();
         let verdict = Verdict::of(&roles, &used);
         assert!(verdict.passed(), "never counted as unused: {verdict:?}");
         let report = verdict.report();
