@@ -32,7 +32,9 @@ pub fn init_logging() {
         .with_ansi(false);
     // Another subscriber already installed (a test harness) is not an error.
     let _ = if json {
-        logs.json().try_init()
+        // The current span (the runtime's, with the request id) once, not again in a
+        // list of every span: CloudWatch Logs bills each byte.
+        logs.json().with_span_list(false).try_init()
     } else {
         logs.try_init()
     };

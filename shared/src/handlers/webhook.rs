@@ -92,10 +92,10 @@ impl WebhookHandler {
         })?;
 
         let event_type = event.event_type().to_owned();
-        let (outcome, user, object_id) = match event {
+        let (done, object_id) = match event {
             Event::PaymentSucceeded(payment) => {
-                let (outcome, user) = self.on_payment_succeeded(&payment, now).await?;
-                (outcome, user, payment.payment_id)
+                let done = self.on_payment_succeeded(&payment, now).await?;
+                (done, payment.payment_id)
             }
             Event::Subscription {
                 subscription,
@@ -103,10 +103,10 @@ impl WebhookHandler {
                 ..
             } => {
                 let occurred_at = occurred_at.unwrap_or_else(|| self.clock.now_millis());
-                let (outcome, user) = self
-                    .on_subscription(&event_type, &subscription, occurred_at, now)
+                let done = self
+                    .on_subscription(&subscription, occurred_at, now)
                     .await?;
-                (outcome, user, subscription.subscription_id)
+                (done, subscription.subscription_id)
             }
             Event::Refund { payment_id, full } => {
                 let outcome = self
@@ -114,7 +114,7 @@ impl WebhookHandler {
                     .apply_claim(&payment_id, &Claim::Refund { full }, now)
                     .await?;
                 let user = self.grantee(&payment_id).await?;
-                (claim_outcome(outcome), user, payment_id)
+                (Done::new(claim_outcome(outcome), user), payment_id)
             }
             Event::Dispute {
                 payment_id,
@@ -128,10 +128,16 @@ impl WebhookHandler {
                     .apply_claim(&payment_id, &Claim::Dispute { status, event_at }, now)
                     .await?;
                 let user = self.grantee(&payment_id).await?;
-                (claim_outcome(outcome), user, payment_id)
+                (Done::new(claim_outcome(outcome), user), payment_id)
             }
-            Event::Ignored { .. } => ("ignored", None, String::new()),
+            Event::Ignored { .. } => (Done::new("ignored", None), String::new()),
         };
+        let Done {
+            outcome,
+            user,
+            reason,
+            status,
+        } = done;
         // The audit trail, after the effect: if this write fails, Dodo's retry re-applies
         // nothing (every effect is idempotent) and writes the entry then.
         if let Some(user) = &user {
@@ -139,14 +145,24 @@ impl WebhookHandler {
                 webhook_id: delivery_id.clone(),
                 event_type: event_type.clone(),
                 effect: outcome.to_owned(),
-                object_id,
+                object_id: object_id.clone(),
                 at: now,
                 actor: None,
                 reason: None,
             };
             self.store.record_event(user, &entry).await?;
         }
-        tracing::info!(webhook_id = %delivery_id, event_type = %event_type, outcome, "webhook processed");
+        // The delivery's one log line, whatever it did (a line per DynamoDB call or per
+        // step would multiply what CloudWatch Logs bills for every payment). An event
+        // kept aside for support (linked to no user) is a warning.
+        let user_id = user.as_ref().map(|u| u.as_str());
+        let object_id = (!object_id.is_empty()).then_some(object_id.as_str());
+        let status = status.as_deref();
+        if outcome == "unmatched" {
+            tracing::warn!(webhook_id = %delivery_id, event_type = %event_type, outcome, object_id, reason, "webhook processed");
+        } else {
+            tracing::info!(webhook_id = %delivery_id, event_type = %event_type, outcome, object_id, user_id, reason, status, "webhook processed");
+        }
         Ok(json_response(
             StatusCode::OK,
             &json!({"status": "ok", "outcome": outcome}),
@@ -169,23 +185,19 @@ impl WebhookHandler {
         &self,
         payment: &Payment,
         now: Timestamp,
-    ) -> Result<(&'static str, Option<UserId>), ApiError> {
+    ) -> Result<Done, ApiError> {
         let payment_id = &payment.payment_id;
         // The payload is the payment's latest state; only a succeeded one grants.
         if !matches!(
             payment.status,
             PaymentStatus::Succeeded | PaymentStatus::Missing
         ) {
-            tracing::info!(payment_id, status = ?payment.status, "payment.succeeded carries a payment that has not succeeded");
-            return Ok(("ignored", None));
+            return Ok(Done::new("ignored", None)
+                .because("the payment has not succeeded")
+                .with_status(format!("{:?}", payment.status)));
         }
         if let Purchase::Nothing(why) = what_payment_buys(&self.catalog, payment) {
-            tracing::info!(
-                payment_id,
-                reason = why.as_str(),
-                "payment buys nothing this paywall sells"
-            );
-            return Ok(("ignored", None));
+            return Ok(Done::new("ignored", None).because(why.as_str()));
         }
         let Some(user_id) = owner_of(&self.store, payment, Linking::AllowEmail).await? else {
             // Retrying cannot help; keep it for support rather than lose it.
@@ -197,11 +209,7 @@ impl WebhookHandler {
                     now,
                 )
                 .await?;
-            tracing::warn!(
-                payment_id,
-                "succeeded payment linked to no user; kept as unmatched"
-            );
-            return Ok(("unmatched", None));
+            return Ok(Done::new("unmatched", None).because("linked to no user; kept for support"));
         };
         let applied = apply_payment(
             &self.store,
@@ -213,36 +221,29 @@ impl WebhookHandler {
         )
         .await?;
         let outcome = match applied {
-            Applied::Pass(GrantOutcome::Applied(_)) => {
-                tracing::info!(payment_id, user_id = %user_id, "payment granted by webhook");
-                "granted"
-            }
+            Applied::Pass(GrantOutcome::Applied(_)) => "granted",
             Applied::Pass(GrantOutcome::AlreadyApplied { .. }) => "duplicate",
             Applied::Pass(GrantOutcome::Revoked) => "revoked",
             // Its subscription's events grant the access.
             Applied::SubscriptionPayment { .. } => "subscription_payment",
             Applied::Nothing(_) => "ignored",
         };
-        Ok((outcome, Some(user_id)))
+        Ok(Done::new(outcome, Some(user_id)))
     }
 
     /// Stores the subscription's state for its owner unless a newer event was applied.
     async fn on_subscription(
         &self,
-        event_type: &str,
         subscription: &Subscription,
         occurred_at: i64,
         now: Timestamp,
-    ) -> Result<(&'static str, Option<UserId>), ApiError> {
+    ) -> Result<Done, ApiError> {
         let id = &subscription.subscription_id;
         let plan = subscription_plan_for(&self.catalog, subscription);
         let owner = subscription_owner_of(&self.store, subscription, Linking::AllowEmail).await?;
         let user = match (plan, owner) {
             (_, Some(user)) => user,
-            (None, None) => {
-                tracing::info!(subscription_id = %id, "subscription to a product this paywall does not sell");
-                return Ok(("ignored", None));
-            }
+            (None, None) => return Ok(Done::new("ignored", None).because(NOT_SOLD)),
             (Some(_), None) => {
                 self.store
                     .record_unmatched(
@@ -252,8 +253,9 @@ impl WebhookHandler {
                         now,
                     )
                     .await?;
-                tracing::warn!(subscription_id = %id, "subscription linked to no user; kept as unmatched");
-                return Ok(("unmatched", None));
+                return Ok(
+                    Done::new("unmatched", None).because("linked to no user; kept for support")
+                );
             }
         };
         // A subscription of ours moved to a product we do not sell still has its state
@@ -261,8 +263,7 @@ impl WebhookHandler {
         // One that was never on ours (another product of the same business) is none of
         // the paywall's business.
         if plan.is_none() && self.store.get_subscription(&user, id).await?.is_none() {
-            tracing::info!(subscription_id = %id, "subscription to a product this paywall does not sell");
-            return Ok(("ignored", None));
+            return Ok(Done::new("ignored", None).because(NOT_SOLD));
         }
         let outcome = self
             .store
@@ -273,12 +274,43 @@ impl WebhookHandler {
                 occurred_at,
             )
             .await?;
-        tracing::info!(subscription_id = %id, user_id = %user, event_type, status = subscription.status.as_str(), ?outcome, "subscription event");
         let outcome = match outcome {
             SubscriptionOutcome::Applied => "applied",
             SubscriptionOutcome::Stale => "stale",
         };
-        Ok((outcome, Some(user)))
+        Ok(Done::new(outcome, Some(user)).with_status(subscription.status.as_str().to_owned()))
+    }
+}
+
+const NOT_SOLD: &str = "a subscription to a product this paywall does not sell";
+
+/// What a delivery did: its answer's `outcome`, the user it concerned, and for the
+/// delivery's one log line, why it was set aside and the state it carried.
+struct Done {
+    outcome: &'static str,
+    user: Option<UserId>,
+    reason: Option<&'static str>,
+    status: Option<String>,
+}
+
+impl Done {
+    fn new(outcome: &'static str, user: Option<UserId>) -> Self {
+        Self {
+            outcome,
+            user,
+            reason: None,
+            status: None,
+        }
+    }
+
+    fn because(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    fn with_status(mut self, status: String) -> Self {
+        self.status = Some(status);
+        self
     }
 }
 

@@ -234,7 +234,7 @@ impl Reconciler {
             .await;
             match result {
                 Ok(true) => {
-                    tracing::info!(payment_id = %listed.payment_id, "reconcile applied a payment whose webhook was lost");
+                    tracing::debug!(payment_id = %listed.payment_id, "reconcile applied a payment whose webhook was lost");
                     summary.payments_granted += 1;
                 }
                 Ok(false) => {}

@@ -190,7 +190,7 @@ impl Reconciler {
             .apply_subscription(user, &subscription, Some(&plan.name), observed_at)
             .await?;
         self.store.complete_checkout(user, session_id).await?;
-        tracing::info!(user_id = %user, subscription_id = %subscription.subscription_id, "reconcile found a trial subscription whose webhook was lost");
+        tracing::debug!(user_id = %user, subscription_id = %subscription.subscription_id, "reconcile found a trial subscription whose webhook was lost");
         Ok(Some(Repair::Granted))
     }
 
@@ -269,7 +269,7 @@ impl Reconciler {
                 Repair::Granted
             }
             Applied::Pass(GrantOutcome::Applied(_)) => {
-                tracing::info!(user_id = %user, payment_id, "reconcile granted a payment whose webhook was lost");
+                tracing::debug!(user_id = %user, payment_id, "reconcile granted a payment whose webhook was lost");
                 Repair::Granted
             }
             Applied::Pass(GrantOutcome::AlreadyApplied { .. }) => {

@@ -331,6 +331,8 @@ impl Reconciler {
         }
         self.sweep_claims(now, &mut budget, &mut summary).await;
         summary.dodo_calls = budget.calls;
+        // The run's one line (with the metric line run_scheduled prints): what each item
+        // did is counted here, its own lines are DEBUG.
         if summary.complete() {
             tracing::info!(summary = ?summary, "reconcile run");
         } else {
@@ -372,7 +374,7 @@ impl Reconciler {
                 summary.unchanged += 1;
                 let held_for = now.unix_seconds() - since.div_euclid(1000);
                 let next = if held_for >= WATCH_HELD_FOR {
-                    tracing::info!(item = ?item.what, "on hold for 30 days: no longer checked");
+                    tracing::debug!(item = ?item.what, "on hold for 30 days: no longer checked");
                     self.store.drop_due(item).await
                 } else {
                     self.store
