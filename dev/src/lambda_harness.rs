@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 
 use crate::runtime_api::RuntimeApi;
 
@@ -29,12 +29,41 @@ pub struct RunningFunction {
     pub runtime: RuntimeApi,
     child: Child,
     spawned_at: Instant,
+    /// The function's log (its stdout), when kept to be counted.
+    log: Option<ChildStdout>,
+}
+
+/// What a function wrote to its log (stdout): what CloudWatch Logs would ingest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogVolume {
+    pub bytes: u64,
+    pub lines: u64,
 }
 
 impl RunningFunction {
     /// Starts `binary` with Lambda's reserved variables, dummy AWS credentials (so no
-    /// request can leave loopback) and `config`.
+    /// request can leave loopback) and `config`. Its log is discarded (at WARN unless
+    /// `config` sets `AWS_LAMBDA_LOG_LEVEL`).
     pub async fn spawn(binary: &Path, config: &[(&str, String)]) -> std::io::Result<Self> {
+        Self::start(binary, config, false).await
+    }
+
+    /// As [`RunningFunction::spawn`], but its log is kept for [`RunningFunction::take_log`]
+    /// to count: to measure what a function logs, set `AWS_LAMBDA_LOG_LEVEL` in `config`
+    /// (the template's level is INFO) and take the log after each invocation, or the
+    /// pipe fills and the function blocks.
+    pub async fn spawn_keeping_log(
+        binary: &Path,
+        config: &[(&str, String)],
+    ) -> std::io::Result<Self> {
+        Self::start(binary, config, true).await
+    }
+
+    async fn start(
+        binary: &Path,
+        config: &[(&str, String)],
+        keep_log: bool,
+    ) -> std::io::Result<Self> {
         let runtime = RuntimeApi::start().await?;
         let name = binary
             .file_name()
@@ -60,18 +89,69 @@ impl RunningFunction {
             .env("AWS_SESSION_TOKEN", "local")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(if keep_log {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (key, value) in config {
             command.env(key, value);
         }
         let spawned_at = Instant::now();
-        let child = command.spawn()?;
+        let mut child = command.spawn()?;
+        let log = child.stdout.take();
         Ok(Self {
             runtime,
             child,
             spawned_at,
+            log,
+        })
+    }
+
+    /// What the function has logged since the last take (nothing when its log is not
+    /// kept). A line is written whole before the invocation's answer is sent (stdout is
+    /// line-buffered and tracing writes synchronously), so after an invocation has been
+    /// answered its lines are all in the pipe: this reads until the pipe is empty.
+    pub async fn take_log(&mut self) -> LogVolume {
+        let mut volume = LogVolume::default();
+        let Some(log) = self.log.as_mut() else {
+            return volume;
+        };
+        let mut buffer = [0u8; 8192];
+        // An empty pipe answers nothing: a read that waits 5 ms finds it empty.
+        while let Ok(Ok(read @ 1..)) =
+            tokio::time::timeout(Duration::from_millis(5), log.read(&mut buffer)).await
+        {
+            volume.bytes += read as u64;
+            volume.lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        volume
+    }
+
+    /// CPU time the process (all its threads) has used so far: the sum of each thread's
+    /// time on CPU in `/proc/<pid>/task/*/schedstat` (nanoseconds), else `utime + stime`
+    /// from `/proc/<pid>/stat` (clock ticks, 10 ms each: only useful over many
+    /// invocations).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.pid()?;
+        let from_schedstat = || -> Option<Duration> {
+            let mut total = 0u64;
+            for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+                let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+                total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+            }
+            (total > 0).then(|| Duration::from_nanos(total))
+        };
+        from_schedstat().or_else(|| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command's closing parenthesis; utime and stime are the
+            // 14th and 15th of the whole line.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks: u64 =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(Duration::from_millis(ticks * 10))
         })
     }
 

@@ -9,6 +9,7 @@ pub mod local_dynamodb;
 pub mod local_secrets;
 pub mod local_server;
 pub mod local_stream;
+pub mod route_costs;
 pub mod runtime_api;
 pub mod sigv4;
 pub mod simulate;

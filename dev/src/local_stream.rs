@@ -261,6 +261,8 @@ struct Bus {
     /// Entries to refuse (by position in the next calls' entries, counted across calls).
     refuse_next: usize,
     unsigned_calls: usize,
+    /// Every request received, signed or not (the `PutEvents` calls a function made).
+    calls: usize,
     destination: Option<Arc<ApiDestination>>,
     pending: Vec<Delivery>,
     delivered: Vec<Value>,
@@ -483,6 +485,11 @@ impl LocalEventBus {
         self.lock().unsigned_calls
     }
 
+    /// Every call received (`PutEvents`, answered or refused).
+    pub fn calls(&self) -> usize {
+        self.lock().calls
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Bus> {
         self.bus
             .lock()
@@ -502,6 +509,7 @@ async fn put_events(
             .unwrap_or_default()
             .to_owned()
     };
+    bus.lock().calls += 1;
     let signed = header("authorization").starts_with("AWS4-HMAC-SHA256 Credential=")
         && header("authorization").contains("/events/aws4_request")
         && !header("x-amz-date").is_empty();

@@ -5,8 +5,16 @@
 //! times the original Python router's stack starting (its imports, in a virtualenv the
 //! bench creates), for the ratio.
 //!
+//! Then, in a separate short pass (so that the latency figures above stay comparable:
+//! that pass uses the engine without its IAM and metering front, and logs at WARN), what
+//! each request costs ([`dev::route_costs`]): AWS calls, DynamoDB units, Dodo calls, the
+//! billed duration estimated at 128 MB and the bytes logged at INFO, per route;
+//! `--write-measured FILE` writes them (`dev/cost/measured.toml`, which `cargo run -p dev
+//! -- cost` reads).
+//!
 //! `make bench`, or: `cargo run -p dev --bin lambda-bench -- [--cold N] [--warm N]
-//! [--bin-dir DIR] [--python-runs N | --no-python]`
+//! [--bin-dir DIR] [--python-runs N | --no-python] [--cost-requests N]
+//! [--write-measured FILE] [--costs-only]`
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +62,11 @@ struct Options {
     warm: usize,
     bin_dir: PathBuf,
     python_runs: usize,
+    /// Requests per route in the cost pass.
+    cost_requests: usize,
+    write_measured: Option<PathBuf>,
+    /// Only the cost pass (no latency, size or Python figures).
+    costs_only: bool,
 }
 
 fn options() -> Options {
@@ -62,11 +75,18 @@ fn options() -> Options {
         warm: 300,
         bin_dir: binary_dir("release"),
         python_runs: 10,
+        cost_requests: 50,
+        write_measured: None,
+        costs_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--no-python" {
             options.python_runs = 0;
+            continue;
+        }
+        if arg == "--costs-only" {
+            options.costs_only = true;
             continue;
         }
         let value = args.next().unwrap_or_default();
@@ -75,6 +95,10 @@ fn options() -> Options {
             "--warm" => options.warm = value.parse().unwrap_or(options.warm),
             "--bin-dir" => options.bin_dir = value.into(),
             "--python-runs" => options.python_runs = value.parse().unwrap_or(options.python_runs),
+            "--cost-requests" => {
+                options.cost_requests = value.parse().unwrap_or(options.cost_requests)
+            }
+            "--write-measured" => options.write_measured = Some(value.into()),
             other => {
                 eprintln!("unknown option {other}");
                 std::process::exit(2);
@@ -270,21 +294,82 @@ fn python_stack_start(runs: usize) -> Result<Vec<Duration>, String> {
     Ok(times)
 }
 
-/// What the numbers were measured on.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{model}, {cores} cores, {}", std::env::consts::ARCH)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = options();
+    let mut failed = false;
+    if !options.costs_only {
+        failed |= latency_pass(&options).await?;
+    }
+    failed |= cost_pass(&options).await?;
+    if failed {
+        return Err("some invocations failed".into());
+    }
+    Ok(())
+}
+
+/// What each request costs, measured apart from the timed pass (see dev::route_costs).
+/// `Ok(true)`: something did not hold.
+async fn cost_pass(options: &Options) -> Result<bool, Box<dyn std::error::Error>> {
+    let runs = dev::route_costs::Runs {
+        requests: options.cost_requests,
+        reconcile_runs: RECONCILE_WARM_RUNS.min(options.cost_requests),
+    };
+    let measurement = dev::route_costs::measure(&options.bin_dir, runs).await?;
+    let measured = &measurement.measured;
+    println!(
+        "\nWhat each request costs ({} requests per route, {} runs of reconcile, after one \
+         unmeasured request; DynamoDB behind its metering front, logs at INFO in JSON):\n",
+        runs.requests, runs.reconcile_runs
+    );
+    print!("{}", measured.table());
+    println!(
+        "\nRRU and WRU: DynamoDB on-demand request units, from the engine's ConsumedCapacity \
+         (\"(rules)\": some computed by DynamoDB's rules, for answers that carry none). \
+         Billed ms: Lambda's billed duration at {} MB estimated from the medians here, as \
+         wall - cpu + cpu * 1769 / {} (Lambda gives 1/13.8 of a vCPU at 128 MB), rounded up \
+         to the millisecond; measured on x86_64 only, the same figure stands for arm64. \
+         Secrets Manager is read only at cold start, in the secrets-manager mode: {}.",
+        measured.memory_mb,
+        measured.memory_mb,
+        cold_start_calls(measured),
+    );
+    for problem in &measurement.problems {
+        eprintln!("{problem}");
+    }
+    if let Some(path) = &options.write_measured {
+        std::fs::write(path, measured.to_toml())?;
+        println!("Written to {}.", path.display());
+    }
+    Ok(!measurement.problems.is_empty())
+}
+
+/// Each function's calls at cold start in the secrets-manager mode, for the note.
+fn cold_start_calls(measured: &dev::route_costs::Measured) -> String {
+    let mut by_function = std::collections::BTreeMap::new();
+    for route in measured.routes.values() {
+        by_function.insert(route.function.as_str(), &route.cold_start_aws_calls);
+    }
+    by_function
+        .iter()
+        .map(|(function, calls)| {
+            let calls: Vec<String> = calls.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            format!(
+                "{function} {}",
+                if calls.is_empty() {
+                    "none".into()
+                } else {
+                    calls.join(", ")
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Init, cold request, warm latency, sizes and memory of each function, then the Python
+/// stack. `Ok(true)`: some invocation did not answer as expected.
+async fn latency_pass(options: &Options) -> Result<bool, Box<dyn std::error::Error>> {
     // As before the IAM gate existed: the figures stay comparable (see in_memory_without_iam).
     let dynamo = LocalDynamo::in_memory_without_iam().await?;
     // Without the table's stream: DynamoDB's stream costs a write nothing, but the embedded
@@ -321,7 +406,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     secrets_mode.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", secrets_url));
 
-    println!("Measured on {}.\n", machine());
+    println!("Measured on {}.\n", dev::route_costs::machine());
     println!(
         "| function | stripped | zipped | init p50 | init p90 | init max | cold request p50 | cold request p90 | cold request max | warm p50 | warm p99 | peak RSS |"
     );
@@ -416,33 +501,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ms(slowest_init),
         );
     }
-    if failed {
-        return Err("some invocations failed".into());
-    }
-    Ok(())
+    Ok(failed)
 }
 
-/// Whether `response` is the answer `function` must give (`expected` is the HTTP status,
-/// or 0 for an answer that is not HTTP: a stream batch with no failures, a reconcile run
-/// with nothing failed or left behind); says what went wrong otherwise.
+/// Whether `response` is the answer `function` must give (see
+/// [`dev::route_costs::check_answer`]); says what went wrong otherwise.
 fn answered_as_expected(function: &str, i: usize, response: &Value, expected: u64) -> bool {
-    let status = response["statusCode"].as_u64().unwrap_or_default();
-    let batch_failed = response["batchItemFailures"]
-        .as_array()
-        .is_some_and(|failures| !failures.is_empty());
-    let run_failed = ["failed", "left_behind"]
-        .iter()
-        .any(|field| response[field].as_u64().is_some_and(|n| n > 0));
-    if status != expected || batch_failed || run_failed {
-        eprintln!(
-            "{function}: invocation {i} answered {status}: {}",
-            if expected == 0 {
-                response
-            } else {
-                &response["body"]
-            }
-        );
-        return false;
+    match dev::route_costs::check_answer(response, expected) {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("{function}: invocation {i} {why}");
+            false
+        }
     }
-    true
 }
