@@ -3,7 +3,9 @@
 //! `aws-sdk-dynamodb`, exactly as it talks to DynamoDB in AWS. The table is created from
 //! `template.yaml`'s own definition, never from a copy.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
@@ -38,14 +40,64 @@ pub struct LocalDynamo {
     endpoint: String,
     stop: Option<oneshot::Sender<()>>,
     stopped: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    /// Every request the front served, when it meters ([`LocalDynamo::in_memory_metered`]).
+    meter: Option<Meter>,
 }
+
+/// Where a metered call's capacity units were read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitsFrom {
+    /// The engine's own `ConsumedCapacity` in its answer.
+    Engine,
+    /// DynamoDB's documented rules, for an answer that carries none (a failed
+    /// conditional write, a cancelled transaction, a refusal).
+    Rules,
+}
+
+/// One DynamoDB request, as the metering front saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeteredCall {
+    /// The binary whose role signed it (access key `role-<binary>`, see
+    /// [`crate::iam::access_key_for`]); empty for the administrator's key (a test's
+    /// setup and checks).
+    pub function: String,
+    /// The `X-Amz-Target` operation, e.g. `Query`, `TransactWriteItems`.
+    pub operation: String,
+    /// Read request units DynamoDB on demand would bill for it.
+    pub read_units: f64,
+    /// Write request units DynamoDB on demand would bill for it.
+    pub write_units: f64,
+    pub units_from: UnitsFrom,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+}
+
+/// The calls a metering front recorded and nobody has taken yet.
+type Meter = Arc<Mutex<Vec<MeteredCall>>>;
 
 impl LocalDynamo {
     /// In memory: each call is a fresh, empty engine.
     pub async fn in_memory() -> Result<Self, LocalDynamoError> {
         let db =
             dynoxide::Database::memory().map_err(|e| LocalDynamoError::Engine(e.to_string()))?;
-        Self::serve(db, "127.0.0.1:0").await
+        Self::serve(db, "127.0.0.1:0", None).await
+    }
+
+    /// In memory, behind the same IAM front, which also meters: it records every
+    /// request (see [`LocalDynamo::take_calls`]) with the capacity units DynamoDB would
+    /// bill for it. The function sees exactly the answer it would without the meter.
+    pub async fn in_memory_metered() -> Result<Self, LocalDynamoError> {
+        let db =
+            dynoxide::Database::memory().map_err(|e| LocalDynamoError::Engine(e.to_string()))?;
+        Self::serve(db, "127.0.0.1:0", Some(Meter::default())).await
+    }
+
+    /// The requests served since the last take, in the order they were answered; empty
+    /// when this engine does not meter.
+    pub fn take_calls(&self) -> Vec<MeteredCall> {
+        self.meter.as_ref().map_or_else(Vec::new, |meter| {
+            std::mem::take(&mut *meter.lock().unwrap_or_else(|e| e.into_inner()))
+        })
     }
 
     /// In memory, served directly by dynoxide without the IAM gate: for the bench, which
@@ -64,6 +116,7 @@ impl LocalDynamo {
             endpoint,
             stop: Some(stop),
             stopped: Some(stopped),
+            meter: None,
         })
     }
 
@@ -71,12 +124,17 @@ impl LocalDynamo {
     pub async fn on_disk(path: &Path, address: &str) -> Result<Self, LocalDynamoError> {
         let db = dynoxide::Database::new(&path.to_string_lossy())
             .map_err(|e| LocalDynamoError::Engine(e.to_string()))?;
-        Self::serve(db, address).await
+        Self::serve(db, address, None).await
     }
 
     /// dynoxide on a private loopback port, behind [`crate::iam`]'s check of each call
-    /// against the role that signed it (dynoxide itself ignores IAM), on `address`.
-    async fn serve(db: dynoxide::Database, address: &str) -> Result<Self, LocalDynamoError> {
+    /// against the role that signed it (dynoxide itself ignores IAM), on `address`; with
+    /// `meter`, the front also records every request into it.
+    async fn serve(
+        db: dynoxide::Database,
+        address: &str,
+        meter: Option<Meter>,
+    ) -> Result<Self, LocalDynamoError> {
         let engine_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let engine = format!("http://{}", engine_listener.local_addr()?);
         let listener = tokio::net::TcpListener::bind(address).await?;
@@ -91,6 +149,8 @@ impl LocalDynamo {
                     .no_proxy()
                     .build()
                     .map_err(|e| LocalDynamoError::Engine(e.to_string()))?,
+                meter: meter.clone(),
+                key_names: Arc::default(),
             })
             .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024));
         let front_served = tokio::spawn(async move {
@@ -123,6 +183,7 @@ impl LocalDynamo {
             endpoint,
             stop: Some(stop),
             stopped: Some(stopped),
+            meter,
         })
     }
 
@@ -163,12 +224,44 @@ impl Drop for LocalDynamo {
 }
 
 /// The front of the local engine: what IAM would decide for the role that signed the
-/// call, then dynoxide.
+/// call, then dynoxide; when it meters, what the call cost.
 #[derive(Clone)]
 struct IamGate {
     engine: String,
     http: reqwest::Client,
+    meter: Option<Meter>,
+    /// Table name -> its key attributes' names (read once, to find a put's key).
+    key_names: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
+
+/// DynamoDB's JSON protocol target prefix (streams have their own).
+const DYNAMODB_TARGET: &str = "DynamoDB_20120810.";
+
+/// Operations that accept `ReturnConsumedCapacity`.
+const CAPACITY_OPERATIONS: [&str; 13] = [
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "Query",
+    "Scan",
+    "BatchGetItem",
+    "BatchWriteItem",
+    "TransactGetItems",
+    "TransactWriteItems",
+    "ExecuteStatement",
+    "BatchExecuteStatement",
+    "ExecuteTransaction",
+];
+
+/// Operations whose units are read units (the rest that report capacity write).
+const READ_OPERATIONS: [&str; 5] = [
+    "GetItem",
+    "Query",
+    "Scan",
+    "BatchGetItem",
+    "TransactGetItems",
+];
 
 async fn iam_gate(
     axum::extract::State(gate): axum::extract::State<IamGate>,
@@ -184,11 +277,22 @@ async fn iam_gate(
             .unwrap_or_default()
     };
     let target = header("x-amz-target");
+    let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+    let function = crate::iam::role_of(header("authorization")).unwrap_or_default();
+    let mut request = serde_json::Value::Null;
     if !target.is_empty() {
-        let request: serde_json::Value =
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        request = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         let needs = crate::iam::dynamodb_needs(target, &request);
         if let Err(denied) = crate::iam::authorize(header("authorization"), &needs) {
+            // Refused before DynamoDB reads anything: nothing billed.
+            gate.record(MeteredCall {
+                function,
+                operation,
+                read_units: 0.0,
+                write_units: 0.0,
+                units_from: UnitsFrom::Rules,
+                status: 400,
+            });
             return (
                 axum::http::StatusCode::BAD_REQUEST,
                 [("content-type", "application/x-amz-json-1.0")],
@@ -196,6 +300,27 @@ async fn iam_gate(
             )
                 .into_response();
         }
+    }
+    // The meter asks the engine what each call consumed; a caller that did not ask
+    // gets the answer without it, as DynamoDB would give it.
+    let metered = gate.meter.is_some()
+        && target.starts_with(DYNAMODB_TARGET)
+        && CAPACITY_OPERATIONS.contains(&operation.as_str())
+        && request.is_object();
+    let mut strip_capacity = false;
+    let mut body = body;
+    if metered
+        && matches!(
+            request["ReturnConsumedCapacity"].as_str(),
+            None | Some("NONE")
+        )
+    {
+        let mut asking = request.clone();
+        asking["ReturnConsumedCapacity"] = "TOTAL".into();
+        body = serde_json::to_vec(&asking)
+            .map(axum::body::Bytes::from)
+            .unwrap_or(body);
+        strip_capacity = true;
     }
     let mut forward = gate.http.request(method, &gate.engine).body(body);
     for (name, value) in &headers {
@@ -214,14 +339,251 @@ async fn iam_gate(
                     response_headers.insert(name.clone(), value.clone());
                 }
             }
-            match answer.bytes().await {
-                Ok(bytes) => (status, response_headers, bytes).into_response(),
-                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            let Ok(mut bytes) = answer.bytes().await else {
+                return axum::http::StatusCode::BAD_GATEWAY.into_response();
+            };
+            if metered {
+                let mut answered: serde_json::Value =
+                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                let (read_units, write_units, units_from) = match answered.get("ConsumedCapacity") {
+                    Some(consumed) => {
+                        let (read, write) = engine_units(&operation, consumed);
+                        (read, write, UnitsFrom::Engine)
+                    }
+                    None => {
+                        let (read, write) = gate
+                            .rule_units(&operation, &request, &answered, &headers)
+                            .await;
+                        (read, write, UnitsFrom::Rules)
+                    }
+                };
+                if strip_capacity
+                    && let Some(object) = answered.as_object_mut()
+                    && object.remove("ConsumedCapacity").is_some()
+                    && let Ok(stripped) = serde_json::to_vec(&answered)
+                {
+                    // The SDK checks the body against the engine's checksum.
+                    if let Ok(value) = crc32(&stripped).to_string().parse() {
+                        response_headers.insert("x-amz-crc32", value);
+                    }
+                    bytes = stripped.into();
+                }
+                gate.record(MeteredCall {
+                    function,
+                    operation,
+                    read_units,
+                    write_units,
+                    units_from,
+                    status: status.as_u16(),
+                });
+            } else if gate.meter.is_some() && !target.is_empty() {
+                // An operation that consumes no capacity (DescribeTable, CreateTable...).
+                gate.record(MeteredCall {
+                    function,
+                    operation,
+                    read_units: 0.0,
+                    write_units: 0.0,
+                    units_from: UnitsFrom::Rules,
+                    status: status.as_u16(),
+                });
             }
+            (status, response_headers, bytes).into_response()
         }
         // The engine is stopping (an outage in a test): as if the connection broke.
         Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
+}
+
+/// Read and write units from an answer's `ConsumedCapacity` (one object, or one per
+/// table for batches and transactions).
+fn engine_units(operation: &str, consumed: &serde_json::Value) -> (f64, f64) {
+    let entries: Vec<&serde_json::Value> = match consumed {
+        serde_json::Value::Array(entries) => entries.iter().collect(),
+        entry => vec![entry],
+    };
+    let reads = READ_OPERATIONS.contains(&operation);
+    entries.iter().fold((0.0, 0.0), |(read, write), entry| {
+        let total = entry["CapacityUnits"].as_f64().unwrap_or(0.0);
+        match (
+            entry["ReadCapacityUnits"].as_f64(),
+            entry["WriteCapacityUnits"].as_f64(),
+        ) {
+            (None, None) if reads => (read + total, write),
+            (None, None) => (read, write + total),
+            (r, w) => (read + r.unwrap_or(0.0), write + w.unwrap_or(0.0)),
+        }
+    })
+}
+
+/// Write units for `size` bytes: one per KB started, at least one.
+fn write_units_of(size: usize) -> f64 {
+    size.div_ceil(1024).max(1) as f64
+}
+
+/// The size DynamoDB bills an item at (names plus values), from its JSON form.
+fn item_size(item: &serde_json::Value) -> usize {
+    serde_json::from_value::<dynoxide::types::Item>(item.clone())
+        .map(|item| dynoxide::types::item_size(&item))
+        .unwrap_or(0)
+}
+
+impl IamGate {
+    fn record(&self, call: MeteredCall) {
+        if let Some(meter) = &self.meter {
+            meter.lock().unwrap_or_else(|e| e.into_inner()).push(call);
+        }
+    }
+
+    /// Units for an answer without `ConsumedCapacity`, by DynamoDB's documented rules: a
+    /// conditional write that fails still consumes write units for the item's size (the
+    /// larger of the stored item and a put's new one, one per KB started, at least one),
+    /// and a cancelled transaction is charged so for each of its items, twice
+    /// (transactional). Anything else that failed (validation, a refusal) is not billed.
+    /// The stored items are read again after the failure: nothing was written by it.
+    async fn rule_units(
+        &self,
+        operation: &str,
+        request: &serde_json::Value,
+        answered: &serde_json::Value,
+        headers: &axum::http::HeaderMap,
+    ) -> (f64, f64) {
+        let error = answered["__type"].as_str().unwrap_or_default();
+        let (members, factor): (Vec<&serde_json::Value>, f64) = if error
+            .ends_with("#TransactionCanceledException")
+            && operation == "TransactWriteItems"
+        {
+            let members = request["TransactItems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| {
+                    ["Put", "Update", "Delete", "ConditionCheck"]
+                        .iter()
+                        .find_map(|member| item.get(*member))
+                })
+                .collect();
+            (members, 2.0)
+        } else if error.ends_with("#ConditionalCheckFailedException")
+            && matches!(operation, "PutItem" | "UpdateItem" | "DeleteItem")
+        {
+            (vec![request], 1.0)
+        } else {
+            return (0.0, 0.0);
+        };
+        let mut write = 0.0;
+        for member in members {
+            let table = member["TableName"].as_str().unwrap_or_default();
+            let new_size = member.get("Item").map_or(0, item_size);
+            let key = match member.get("Key") {
+                Some(key) => Some(key.clone()),
+                None => self.key_of(table, &member["Item"], headers).await,
+            };
+            let stored_size = match key {
+                Some(key) => self.stored_size(table, &key, headers).await,
+                None => 0,
+            };
+            write += factor * write_units_of(stored_size.max(new_size));
+        }
+        (0.0, write)
+    }
+
+    /// A side request to the engine (not metered), with the caller's auth material,
+    /// which dynoxide checks for presence only.
+    async fn ask_engine(
+        &self,
+        operation: &str,
+        body: serde_json::Value,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<serde_json::Value> {
+        let mut request = self
+            .http
+            .post(&self.engine)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", format!("{DYNAMODB_TARGET}{operation}"))
+            .body(body.to_string());
+        for name in ["authorization", "x-amz-date", "x-amz-security-token"] {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        let answer = request.send().await.ok()?;
+        if !answer.status().is_success() {
+            return None;
+        }
+        serde_json::from_slice(&answer.bytes().await.ok()?).ok()
+    }
+
+    /// The size of the item stored under `key` (0 when there is none).
+    async fn stored_size(
+        &self,
+        table: &str,
+        key: &serde_json::Value,
+        headers: &axum::http::HeaderMap,
+    ) -> usize {
+        let body = serde_json::json!({"TableName": table, "Key": key, "ConsistentRead": true});
+        self.ask_engine("GetItem", body, headers)
+            .await
+            .and_then(|answer| answer.get("Item").map(item_size))
+            .unwrap_or(0)
+    }
+
+    /// The key attributes of `item` in `table`.
+    async fn key_of(
+        &self,
+        table: &str,
+        item: &serde_json::Value,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<serde_json::Value> {
+        let known = self
+            .key_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table)
+            .cloned();
+        let names = match known {
+            Some(names) => names,
+            None => {
+                let described = self
+                    .ask_engine(
+                        "DescribeTable",
+                        serde_json::json!({"TableName": table}),
+                        headers,
+                    )
+                    .await?;
+                let names: Vec<String> = described["Table"]["KeySchema"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|element| element["AttributeName"].as_str().map(str::to_owned))
+                    .collect();
+                self.key_names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(table.to_owned(), names.clone());
+                names
+            }
+        };
+        let key: serde_json::Map<String, serde_json::Value> = names
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), item.get(&name)?.clone())))
+            .collect();
+        Some(key.into())
+    }
+}
+
+/// CRC-32 (IEEE), the checksum DynamoDB sends in `x-amz-crc32`.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 /// An SDK client that signs as the function `binary`'s role (see [`crate::iam`]).
@@ -449,4 +811,23 @@ async fn create_table(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{crc32, write_units_of};
+
+    #[test]
+    fn the_checksum_is_crc32_ieee() {
+        // The standard check value of CRC-32/ISO-HDLC.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn a_write_costs_one_unit_per_kilobyte_started() {
+        assert_eq!(write_units_of(0), 1.0);
+        assert_eq!(write_units_of(1024), 1.0);
+        assert_eq!(write_units_of(1025), 2.0);
+    }
 }

@@ -306,12 +306,16 @@ async fn a_usage_call_from_an_older_period_never_puts_the_counter_back() {
         period,
         allowed: 10,
     };
-    let newer = store.consume_usage(&call("k1", "free:2000"), now).await;
+    let newer = store
+        .consume_usage(&call("k1", "free:2000"), None, now)
+        .await;
     assert!(newer.is_ok_and(|answer| answer.allowed && answer.remaining == 7));
-    let stale = store.consume_usage(&call("k2", "free:1000"), now).await;
+    let stale = store
+        .consume_usage(&call("k2", "free:1000"), None, now)
+        .await;
     assert!(stale.is_err(), "a stale period is refused for a retry");
     let again = store
-        .consume_usage(&call("k3", "free:2000"), now)
+        .consume_usage(&call("k3", "free:2000"), None, now)
         .await
         .expect("counted");
     assert_eq!(

@@ -210,7 +210,10 @@ impl ServerHandler {
             period,
             allowed: standing.limit(&self.catalog, feature),
         };
-        let answer = match self.store.consume_usage(&usage, now).await {
+        // The account query read the counter too (strongly consistent): the usage
+        // transaction decides on it, without reading it again.
+        let seen = account.usage.get(feature).cloned();
+        let answer = match self.store.consume_usage(&usage, seen, now).await {
             Ok(answer) => answer,
             Err(UsageError::KeyReused(first)) => {
                 return Err(ApiError::new(

@@ -4,10 +4,18 @@
 //!
 //! A call consumes with one transaction: the key's answer is written only if the key was
 //! never used, and the counter moves only if it still holds what was read. So concurrent
-//! calls never take more than the limit (a loser reads again and decides again), and a
+//! calls never take more than the limit (a loser decides again on what it lost to), and a
 //! repeated key consumes nothing more.
+//!
+//! Two round trips per call: the account query (strongly consistent) already holds the
+//! counter, and the transaction itself tells what a repeated key was answered: each of
+//! its writes asks for the stored item back when its condition fails
+//! (`ReturnValuesOnConditionCheckFailure = ALL_OLD`), so a cancellation carries the
+//! key's first answer (replayed) or the counter as it now is (decided again, one more
+//! round trip), without another read.
 
 use super::*;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 /// Sort-key prefix of a user's usage counters (sorts after `PROFILE`: read with the
 /// account, so entitlements cost one query).
@@ -109,35 +117,34 @@ fn fingerprint(request: &UsageRequest) -> String {
 
 impl Store {
     /// Checks and consumes `request.amount` of a limit, atomically and idempotently.
+    /// `seen` is the counter as a strongly consistent read just found it (the account
+    /// query's; `None` when there was none): the first attempt decides on it, and a
+    /// counter that has moved since only costs one more attempt.
     pub async fn consume_usage(
         &self,
         request: &UsageRequest<'_>,
+        seen: Option<UsageCounter>,
         now: Timestamp,
     ) -> Result<UsageAnswer, UsageError> {
         let answer_key = idempotency_key(request.user, request.idempotency_key);
         let counter = counter_key(request.user, request.limit);
+        let mut stored = seen;
         for attempt in 0..MAX_USAGE_ATTEMPTS {
-            if let Some(answered) = self.get(answer_key.clone()).await? {
-                return replay(&answered, request);
-            }
-            let stored = self.get(counter.clone()).await?;
-            let stored = stored
-                .as_ref()
-                .map(usage_from_item)
-                .transpose()?
-                .flatten()
-                .map(|(_, counter)| counter);
             // A request that computed its period before a boundary (a period that has ended
             // by now) must not put the counter back to it (which would reset it again for
             // the next caller, and again: L6). It answers 503; its retry computes the
             // period anew. A period that still runs (another pass that now speaks) is
-            // simply counted.
+            // simply counted. A repeated key is still answered as it was first (a rare
+            // path: one more read).
             if stored
                 .as_ref()
                 .is_some_and(|c| is_later_period(&c.period, request.period))
                 && period_end(request.period).is_some_and(|end| end <= now.unix_seconds())
             {
-                return Err(StoreError::Contention.into());
+                return match self.get(answer_key).await? {
+                    Some(answered) => replay(&answered, request),
+                    None => Err(StoreError::Contention.into()),
+                };
             }
             let used = stored
                 .as_ref()
@@ -155,19 +162,40 @@ impl Store {
                 },
                 replayed: false,
             };
+            // The answer first: its cancellation reason is the first one.
             let mut transaction = self
                 .client
                 .transact_write_items()
                 .transact_items(self.answer_put(answer_key.clone(), request, &answer, now)?);
             if fits {
-                transaction = transaction
-                    .transact_items(self.counter_update(&counter, request, stored, used)?);
+                transaction = transaction.transact_items(self.counter_update(
+                    &counter,
+                    request,
+                    stored.clone(),
+                    used,
+                )?);
             }
-            match conflict_of(transaction.send().await) {
-                Ok(()) => return Ok(answer),
-                // The key was answered meanwhile, or the counter moved: read again.
-                Err(WriteConflict::Cancelled) => tokio::time::sleep(jitter(attempt)).await,
-                Err(WriteConflict::Failed(err)) => return Err(err.into()),
+            match outcome_of(transaction.send().await)? {
+                Outcome::Written => return Ok(answer),
+                Outcome::KeyAnswered(Some(answered)) => return replay(&answered, request),
+                // An engine that did not give the answer back: read it.
+                Outcome::KeyAnswered(None) => {
+                    if let Some(answered) = self.get(answer_key.clone()).await? {
+                        return replay(&answered, request);
+                    }
+                    // Expired meanwhile: the key is free again.
+                }
+                Outcome::CounterMoved(now_stored) => {
+                    stored = now_stored
+                        .as_ref()
+                        .map(usage_from_item)
+                        .transpose()?
+                        .flatten()
+                        .map(|(_, counter)| counter);
+                    tokio::time::sleep(jitter(attempt)).await;
+                }
+                // Another transaction held an item: the same decision may still hold.
+                Outcome::Busy => tokio::time::sleep(jitter(attempt)).await,
             }
         }
         Err(StoreError::Contention.into())
@@ -194,6 +222,8 @@ impl Store {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
+            // A repeated key: the cancellation carries its first answer.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())
@@ -214,7 +244,9 @@ impl Store {
             .expression_attribute_names("#period", "period")
             .expression_attribute_values(":period", s(request.period))
             .expression_attribute_values(":used", n((used + request.amount) as i64))
-            .expression_attribute_values(":user", s(request.user.as_str()));
+            .expression_attribute_values(":user", s(request.user.as_str()))
+            // A counter that moved: the cancellation carries it as it now is.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         update = match stored {
             Some(stored) => update
                 .condition_expression("#period = :read_period AND used = :read_used")
@@ -227,6 +259,52 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
+}
+
+/// How a usage transaction ended.
+enum Outcome {
+    Written,
+    /// The key was answered before (the stored answer, when the engine gave it back).
+    KeyAnswered(Option<Item>),
+    /// The counter no longer holds what was read (as it now is; `None`: there is none).
+    CounterMoved(Option<Item>),
+    /// Cancelled for another reason (a concurrent transaction on the same items).
+    Busy,
+}
+
+fn outcome_of<T, R>(
+    result: Result<T, SdkError<TransactWriteItemsError, R>>,
+) -> Result<Outcome, StoreError>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let err = match result {
+        Ok(_) => return Ok(Outcome::Written),
+        Err(err) => err,
+    };
+    let cancelled = match &err {
+        SdkError::ServiceError(service) => match service.err() {
+            TransactWriteItemsError::TransactionCanceledException(cancelled) => Some(cancelled),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(cancelled) = cancelled else {
+        return Err(err.into());
+    };
+    let failed = |index: usize| {
+        cancelled
+            .cancellation_reasons()
+            .get(index)
+            .filter(|reason| reason.code() == Some("ConditionalCheckFailed"))
+    };
+    Ok(if let Some(reason) = failed(0) {
+        Outcome::KeyAnswered(reason.item.clone())
+    } else if let Some(reason) = failed(1) {
+        Outcome::CounterMoved(reason.item.clone())
+    } else {
+        Outcome::Busy
+    })
 }
 
 /// 1 to 8 ms: enough to let the round's winner through, short because every round has
