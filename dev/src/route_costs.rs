@@ -294,7 +294,7 @@ impl Stack {
         secrets.put("dodo-paywall/webhook-secret", SECRET);
         let secrets_url = secrets.start().await.map_err(|e| e.to_string())?;
         // A pass, a subscription and a pass with a card-less trial: every route has a
-        // plan to act on. No display price: the plans route shows Dodo's, as shipped.
+        // plan to act on.
         let plans = json!({
             "free": {"features": ["basic"], "limits": {"api_calls": 100}},
             "monthly": {"product_id": PASS, "kind": "pass", "days": 30,
