@@ -18,8 +18,9 @@
 //! unless `--rate` caps all users together at R requests a second), over a mix:
 //! entitlement reads most often (`GET /payment/entitlements`, `GET /payment/status`);
 //! metered calls (`POST /server/usage`) with a new idempotency key, a key used before
-//! (sent again), or a new key sent twice at once, on users shared between virtual users
-//! so that counters are contended; and purchases: a checkout, the payment on the
+//! (sent again), or a new key sent twice at once, on N/8 metered users (at least 2)
+//! shared by all virtual users, so that counters are contended and reach the free
+//! plan's allowance (100) within a run; and purchases: a checkout, the payment on the
 //! simulator's hosted page (one card in ten declined), its webhooks, and the frontend's
 //! `/payment/success` confirmation (sometimes twice at once, a double click).
 //!
@@ -974,7 +975,8 @@ pub async fn run(options: Options) -> Result<Report, String> {
             .map_err(|e| e.to_string())?,
         keys: Mutex::new(BTreeMap::new()),
         purchases: Mutex::new(BTreeMap::new()),
-        metered_users: (options.users as u64 / 2).max(2),
+        // Few enough that counters are contended and reach their allowance within a run.
+        metered_users: (options.users as u64 / 8).max(2),
     });
 
     // The stream, read every 100 ms while the users run (Lambda's batching window is
