@@ -949,7 +949,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         .fallback(function_url)
         .with_state((Arc::clone(&pools.webhook), Arc::clone(&recorder)));
     let (stop_url, url_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let url_served = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = url_stopped.await;
@@ -1023,6 +1023,11 @@ pub async fn run(options: Options) -> Result<Report, String> {
         }
         deliveries = now;
     }
+    // Then the Function URL closes (its requests in flight answered first): a retry
+    // Dodo would make later reaches nothing, so no change is written while the store is
+    // being checked, and what it leaves ungranted is the hourly reconcile's.
+    let _ = stop_url.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), url_served).await;
     // Keys never answered (503 three times): the backend's later retry learns their
     // answer (stored if the call had been counted, decided now otherwise).
     let unanswered: Vec<(String, KeyAnswers)> = lock(&load.keys)
@@ -1068,7 +1073,6 @@ pub async fn run(options: Options) -> Result<Report, String> {
             break;
         }
     }
-    let _ = stop_url.send(());
 
     // The figures.
     let mut routes = Vec::new();
