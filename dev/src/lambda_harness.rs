@@ -25,6 +25,40 @@ pub fn binary_dir(profile: &str) -> PathBuf {
     }
 }
 
+/// The command that starts `binary` as Lambda does: Lambda's reserved variables (and
+/// nothing else from this process), polling the Runtime API at `runtime_api`, dummy AWS
+/// credentials of the function's role (so no request can leave loopback, and each call
+/// is held to the role's policy), and `config`. Standard streams are the caller's choice.
+pub fn lambda_command(binary: &Path, runtime_api: &str, config: &[(&str, String)]) -> Command {
+    let name = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", &name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
+        .env("AWS_REGION", "us-east-1")
+        // The function's role, as the local engines know it (see crate::iam): its
+        // calls are held to its policy in template.yaml.
+        .env("AWS_ACCESS_KEY_ID", crate::iam::access_key_for(&name))
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_SESSION_TOKEN", "local")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (key, value) in config {
+        command.env(key, value);
+    }
+    command
+}
+
 pub struct RunningFunction {
     pub runtime: RuntimeApi,
     child: Child,
@@ -65,29 +99,8 @@ impl RunningFunction {
         keep_log: bool,
     ) -> std::io::Result<Self> {
         let runtime = RuntimeApi::start().await?;
-        let name = binary
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut command = Command::new(binary);
+        let mut command = lambda_command(binary, runtime.address(), config);
         command
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
-            .env("AWS_LAMBDA_FUNCTION_NAME", &name)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-            .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
-            .env("AWS_REGION", "us-east-1")
-            // The function's role, as the local engines know it (see crate::iam): its
-            // calls are held to its policy in template.yaml.
-            .env("AWS_ACCESS_KEY_ID", crate::iam::access_key_for(&name))
-            .env("AWS_SECRET_ACCESS_KEY", "local")
-            .env("AWS_SESSION_TOKEN", "local")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(if keep_log {
                 Stdio::piped()
@@ -96,9 +109,6 @@ impl RunningFunction {
             })
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (key, value) in config {
-            command.env(key, value);
-        }
         let spawned_at = Instant::now();
         let mut child = command.spawn()?;
         let log = child.stdout.take();

@@ -1,6 +1,8 @@
 //! `cargo run -p dev -- [serve]`: the local server (`make dev`).
 //! `cargo run -p dev -- trigger <event type> …`: a signed test event to any webhook URL.
 //! `cargo run -p dev -- api-reference [--check]`: the book's API reference, from openapi.yaml.
+//! `cargo run -p dev -- load --users N --seconds S …`: the Lambda binaries under load, then
+//! the invariants checked (dev::load).
 
 use dev::local_server::{self, Started};
 use dev::simulate;
@@ -224,6 +226,19 @@ async fn main() {
             }
         }
         Some("api-reference") => api_reference(args.get(1).map(String::as_str)),
+        Some("load") => match dev::load::Options::parse(&args[1..]) {
+            Err(message) => Err(format!("{message}\n\n{}", dev::load::USAGE)),
+            Ok(options) => match dev::load::run(options).await {
+                Err(message) => Err(message),
+                Ok(report) => {
+                    print!("{report}");
+                    if report.violations() > 0 {
+                        std::process::exit(1);
+                    }
+                    Ok(())
+                }
+            },
+        },
         Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),
     };
     if let Err(message) = outcome {
