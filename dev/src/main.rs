@@ -1,6 +1,7 @@
 //! `cargo run -p dev -- [serve]`: the local server (`make dev`).
 //! `cargo run -p dev -- trigger <event type> …`: a signed test event to any webhook URL.
 //! `cargo run -p dev -- api-reference [--check]`: the book's API reference, from openapi.yaml.
+//! `cargo run -p dev -- cost --mau N …`: the monthly AWS bill per service (docs/src/cost.md).
 
 use dev::local_server::{self, Started};
 use dev::simulate;
@@ -224,6 +225,7 @@ async fn main() {
             }
         }
         Some("api-reference") => api_reference(args.get(1).map(String::as_str)),
+        Some("cost") => dev::cost::run(&args[1..]).map(|report| print!("{report}")),
         Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),
     };
     if let Err(message) = outcome {
