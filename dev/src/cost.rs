@@ -974,8 +974,9 @@ pub struct Inputs<'a> {
 
 /// A path as the founder typed it, or relative to the workspace for the defaults.
 fn shown(path: &std::path::Path) -> String {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    path.strip_prefix(&workspace)
+    let dev = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = dev.parent().unwrap_or(dev);
+    path.strip_prefix(workspace)
         .unwrap_or(path)
         .display()
         .to_string()
@@ -1010,12 +1011,13 @@ pub fn report(options: &Options, inputs: &Inputs) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Monthly AWS cost at {} MAU ({}, {}), prices of {} ({}), figures measured {} ({})",
+        "Monthly AWS cost at {} MAU, {}, {}\nprices {} (as of {}); figures {} ({}, {})",
         count(scenario.mau),
         inputs.prices.region,
         scenario.arch.name(),
-        inputs.prices.as_of,
         shown(&options.prices),
+        inputs.prices.as_of,
+        shown(&options.measured),
         inputs.measured.measured_on,
         inputs.measured.machine,
     );
@@ -1117,6 +1119,18 @@ pub fn assumptions(options: &Options, inputs: &Inputs) -> String {
 pub fn table(options: &Options, inputs: &Inputs) -> Result<String, String> {
     let peers = &inputs.prices.peers;
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Monthly AWS cost, {}, {}, {} % of MAU paying once a month; prices {} (as of {}); figures {} ({}, {})\n",
+        inputs.prices.region,
+        options.scenario.arch.name(),
+        options.paying_share * 100.0,
+        shown(&options.prices),
+        inputs.prices.as_of,
+        shown(&options.measured),
+        inputs.measured.measured_on,
+        inputs.measured.machine,
+    );
     let _ = writeln!(
         out,
         "| MAU | requests/month | AWS total | per MAU | Lambda | API Gateway | DynamoDB | CloudWatch | other | revenue | RevenueCat | Stripe Billing | Polar | Autumn |"
@@ -1650,6 +1664,25 @@ Resources:
             ))
             .is_err()
         );
+    }
+
+    /// The book's table is the command's output from the committed files: when the prices
+    /// or the measured figures change, the page is re-pasted.
+    #[test]
+    fn the_book_shows_the_table_of_the_committed_files() {
+        let command = "--mau 10000 --checks-per-user-day 50 --usage-per-user-day 20 --table";
+        let args: Vec<String> = command.split(' ').map(String::from).collect();
+        let output = run(&args).unwrap();
+        let page = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/src/cost.md"),
+        )
+        .unwrap();
+        for row in output.lines().filter(|line| line.starts_with('|')) {
+            assert!(
+                page.contains(row),
+                "docs/src/cost.md lacks the row\n{row}\nre-paste the output of `cargo run -p dev -- cost {command}`"
+            );
+        }
     }
 
     #[test]
