@@ -1,5 +1,6 @@
 pub mod api_reference;
 pub mod book;
+pub mod cost;
 pub mod dev_jwt;
 pub mod dodo_simulator;
 pub mod fixtures;

@@ -3,6 +3,7 @@
 //! `cargo run -p dev -- api-reference [--check]`: the book's API reference, from openapi.yaml.
 //! `cargo run -p dev -- load --users N --seconds S …`: the Lambda binaries under load, then
 //! the invariants checked (dev::load).
+//! `cargo run -p dev -- cost --mau N …`: the monthly AWS bill per service (docs/src/cost.md).
 
 use dev::local_server::{self, Started};
 use dev::simulate;
@@ -239,6 +240,7 @@ async fn main() {
                 }
             },
         },
+        Some("cost") => dev::cost::run(&args[1..]).map(|report| print!("{report}")),
         Some(other) => Err(format!("unknown command {other}\n\n{USAGE}")),
     };
     if let Err(message) = outcome {
