@@ -1,7 +1,7 @@
 //! `cargo run -p dev -- cost`: what the stack costs a month in the founder's AWS account,
 //! per service, from three inputs kept in the repository:
 //! - `dev/cost/measured.toml`: per route, the AWS calls, DynamoDB units, billed duration
-//!   and log bytes one request spends (written by the bench, `make bench`);
+//!   and log bytes one request spends (written by the bench: `lambda-bench --costs-only --write-measured`);
 //! - `dev/cost/prices.toml`: AWS's public on-demand prices and the peers' published
 //!   pricing, dated, with their sources;
 //! - `template.yaml`: what the stack deploys (alarms, secrets, the access-log format,
@@ -316,7 +316,7 @@ impl Measured {
     pub fn route(&self, name: &str) -> Result<&RouteFigures, String> {
         self.routes
             .get(name)
-            .ok_or_else(|| format!("measured.toml has no [routes.{name}]: run `make bench`"))
+            .ok_or_else(|| format!("measured.toml has no [routes.{name}]: run `cargo run -p dev --bin lambda-bench -- --costs-only --write-measured dev/cost/measured.toml`"))
     }
 }
 

@@ -147,11 +147,15 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         // The SDK's message (endpoints, table names, ARNs) goes to the log only.
         match err {
-            StoreError::Unavailable(_) | StoreError::Contention => Self::new(
+            StoreError::Unavailable(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 "the payment store is unavailable; please retry",
             ),
+            // Too many requests at once on one record (the shared Dodo budget, a usage
+            // counter): the store is up and nothing was written, so the caller is told
+            // to come back in a second, as for a spent budget (the load test's finding).
+            StoreError::Contention => Self::busy(1),
             StoreError::Corrupt(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",

@@ -568,7 +568,7 @@ export interface components {
                 };
             };
         };
-        /** @description The store is unavailable (`store_unavailable`), or every user's calls together have spent the Dodo call budget for now, or Dodo said it is rate-limiting (`busy`, with `Retry-After`). Nothing changed; retry. */
+        /** @description The store is unavailable (`store_unavailable`), or every user's calls together have spent the Dodo call budget for now, or Dodo said it is rate-limiting, or too many requests at once wanted the same record (`busy`, with `Retry-After`). Nothing changed; retry. */
         Unavailable: {
             headers: {
                 /** @description With `busy`, seconds to wait before retrying. */
