@@ -297,7 +297,7 @@ async fn an_outage_is_an_error_not_an_answer() {
 async fn a_usage_call_from_an_older_period_never_puts_the_counter_back() {
     let (_dynamo, store) = fresh_store().await;
     let user = paywall::ids::UserId::parse("meter").expect("valid");
-    let now = paywall::time::Clock::system().now();
+    let clock = paywall::time::Clock::system();
     let call = |key: &'static str, period: &'static str| paywall::store::UsageRequest {
         user: &user,
         limit: "api_calls",
@@ -307,19 +307,60 @@ async fn a_usage_call_from_an_older_period_never_puts_the_counter_back() {
         allowed: 10,
     };
     let newer = store
-        .consume_usage(&call("k1", "free:2000"), None, now)
+        .consume_usage(&call("k1", "free:2000"), None, &clock)
         .await;
     assert!(newer.is_ok_and(|answer| answer.allowed && answer.remaining == 7));
     let stale = store
-        .consume_usage(&call("k2", "free:1000"), None, now)
+        .consume_usage(&call("k2", "free:1000"), None, &clock)
         .await;
     assert!(stale.is_err(), "a stale period is refused for a retry");
     let again = store
-        .consume_usage(&call("k3", "free:2000"), None, now)
+        .consume_usage(&call("k3", "free:2000"), None, &clock)
         .await
         .expect("counted");
     assert_eq!(
         again.remaining, 4,
         "the counter kept the newer period's use"
     );
+}
+
+/// The same boundary, in flight: a call decided a millisecond before its period ends
+/// (on a counter it read then), loses its race to a call of the next period, and
+/// decides again after the end. It must see that its period has ended (the clock is
+/// read again for every attempt), not put the counter back to the old period.
+#[tokio::test]
+async fn a_usage_call_that_crosses_its_period_end_in_flight_never_puts_the_counter_back() {
+    let (_dynamo, store) = fresh_store().await;
+    let user = paywall::ids::UserId::parse("boundary").expect("valid");
+    let call = |key: &'static str, period: &'static str| paywall::store::UsageRequest {
+        user: &user,
+        limit: "api_calls",
+        amount: 3,
+        idempotency_key: key,
+        period,
+        allowed: 10,
+    };
+    // The next period's call got there first.
+    let later = paywall::time::Clock::test(1_000_500, false);
+    store
+        .consume_usage(&call("next", "free:2000"), None, &later)
+        .await
+        .expect("counted in the next period");
+    // This call read the counter before that (none yet), decides on it a millisecond
+    // before the end of its period `free:1000` (the clock flows at the wall's pace from
+    // there, and nothing awaits before the first decision), and loses; its next attempt
+    // comes at least a millisecond later (the back-off), after the end.
+    let clock = paywall::time::Clock::test(999_999, true);
+    let stale = store
+        .consume_usage(&call("late", "free:1000"), None, &clock)
+        .await;
+    assert!(
+        stale.is_err(),
+        "a call whose period ended while it was in flight is refused for a retry: {stale:?}"
+    );
+    let again = store
+        .consume_usage(&call("after", "free:2000"), None, &later)
+        .await
+        .expect("counted");
+    assert_eq!(again.remaining, 4, "the next period's use was kept");
 }

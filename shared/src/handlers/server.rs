@@ -213,7 +213,7 @@ impl ServerHandler {
         // The account query read the counter too (strongly consistent): the usage
         // transaction decides on it, without reading it again.
         let seen = account.usage.get(feature).cloned();
-        let answer = match self.store.consume_usage(&usage, seen, now).await {
+        let answer = match self.store.consume_usage(&usage, seen, &self.clock).await {
             Ok(answer) => answer,
             Err(UsageError::KeyReused(first)) => {
                 return Err(ApiError::new(

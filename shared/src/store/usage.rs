@@ -15,6 +15,7 @@
 //! round trip), without another read.
 
 use super::*;
+use crate::time::Clock;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 /// Sort-key prefix of a user's usage counters (sorts after `PROFILE`: read with the
@@ -119,17 +120,20 @@ impl Store {
     /// Checks and consumes `request.amount` of a limit, atomically and idempotently.
     /// `seen` is the counter as a strongly consistent read just found it (the account
     /// query's; `None` when there was none): the first attempt decides on it, and a
-    /// counter that has moved since only costs one more attempt.
+    /// counter that has moved since only costs one more attempt. `clock` is read again
+    /// for every attempt: a request decided just before a period's end and retried just
+    /// after it must see that its period has ended (L6, below).
     pub async fn consume_usage(
         &self,
         request: &UsageRequest<'_>,
         seen: Option<UsageCounter>,
-        now: Timestamp,
+        clock: &Clock,
     ) -> Result<UsageAnswer, UsageError> {
         let answer_key = idempotency_key(request.user, request.idempotency_key);
         let counter = counter_key(request.user, request.limit);
         let mut stored = seen;
         for attempt in 0..MAX_USAGE_ATTEMPTS {
+            let now = clock.now();
             // A request that computed its period before a boundary (a period that has ended
             // by now) must not put the counter back to it (which would reset it again for
             // the next caller, and again: L6). It answers 503; its retry computes the
@@ -186,6 +190,13 @@ impl Store {
                     // Expired meanwhile: the key is free again.
                 }
                 Outcome::CounterMoved(now_stored) => {
+                    // An engine that did not give the counter back, though there is one
+                    // (the decision assumed none): read it, or the same decision would
+                    // fail again every round.
+                    let now_stored = match now_stored {
+                        None if stored.is_none() => self.get(counter.clone()).await?,
+                        given => given,
+                    };
                     stored = now_stored
                         .as_ref()
                         .map(usage_from_item)
