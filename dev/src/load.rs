@@ -329,11 +329,7 @@ impl Load {
             Ok(response) => {
                 let (status, body) = http_answer(&response);
                 let code = body["error"]["code"].as_str().unwrap_or_default();
-                let outcome = if code.is_empty() {
-                    status.to_string()
-                } else {
-                    format!("{status} {code}")
-                };
+                let outcome = outcome_label(status, code);
                 self.recorder
                     .record(route, outcome, kind_of(status, code), took);
                 Some((status, body))
@@ -576,11 +572,7 @@ async fn function_url(
         Ok(response) => {
             let (status, body) = http_answer(&response);
             let code = body["error"]["code"].as_str().unwrap_or_default();
-            let outcome = if code.is_empty() {
-                status.to_string()
-            } else {
-                format!("{status} {code}")
-            };
+            let outcome = outcome_label(status, code);
             recorder.record(WEBHOOK, outcome, kind_of(status, code), took);
             let status = axum::http::StatusCode::from_u16(status)
                 .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
@@ -850,20 +842,22 @@ impl fmt::Display for Report {
     }
 }
 
-/// What the numbers were measured on.
+/// What the numbers were measured on, and how busy it was before the run.
 pub fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
-        "{model}, {cores} cores, {}; load average before the run {}",
-        std::env::consts::ARCH,
+        "{}; load average before the run {}",
+        crate::route_costs::machine(),
         load_average()
     )
+}
+
+/// How an answer is counted in the report: its status, and the API's error code if any.
+fn outcome_label(status: u16, code: &str) -> String {
+    if code.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status} {code}")
+    }
 }
 
 /// The 1, 5 and 15 minute load averages.

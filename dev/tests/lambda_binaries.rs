@@ -4,25 +4,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use dev::dodo_simulator::DodoSimulator;
 use dev::fixtures::{api_gateway_event, function_url_event};
-use dev::lambda_harness::{RunningFunction, binary_dir};
+use dev::lambda_harness::RunningFunction;
 use dev::local_dynamodb::LocalDynamo;
 use serde_json::{Value, json};
-
-fn binary(name: &str) -> PathBuf {
-    let path = binary_dir("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (`cargo build --bins`, which `make test` runs)",
-        path.display()
-    );
-    path
-}
 
 fn config(dynamo: &LocalDynamo, dodo_url: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -56,16 +45,16 @@ async fn a_purchase_end_to_end_through_the_binaries() {
         .expect("sim");
     let env = config(&dynamo, &dodo.url);
 
-    let status = RunningFunction::spawn(&binary("status"), &env)
+    let status = RunningFunction::spawn(&common::lambda_binary("status"), &env)
         .await
         .expect("status");
-    let checkout = RunningFunction::spawn(&binary("create-checkout"), &env)
+    let checkout = RunningFunction::spawn(&common::lambda_binary("create-checkout"), &env)
         .await
         .expect("checkout");
-    let success = RunningFunction::spawn(&binary("success"), &env)
+    let success = RunningFunction::spawn(&common::lambda_binary("success"), &env)
         .await
         .expect("success");
-    let webhook = RunningFunction::spawn(&binary("webhook"), &env)
+    let webhook = RunningFunction::spawn(&common::lambda_binary("webhook"), &env)
         .await
         .expect("webhook");
 
@@ -253,7 +242,7 @@ async fn a_missing_or_malformed_variable_stops_the_start_and_names_it() {
             .cloned()
             .chain(value.map(|v| (variable, v.to_owned())))
             .collect();
-        let function = RunningFunction::spawn(&binary(name), &env)
+        let function = RunningFunction::spawn(&common::lambda_binary(name), &env)
             .await
             .expect("spawned");
         let (code, stderr) = function
@@ -274,7 +263,7 @@ async fn the_portal_and_the_scheduled_reconcile_run_as_lambda_runs_them() {
         .expect("sim");
     let env = config(&dynamo, &dodo.url);
 
-    let portal = RunningFunction::spawn(&binary("portal"), &env)
+    let portal = RunningFunction::spawn(&common::lambda_binary("portal"), &env)
         .await
         .expect("portal");
     let (code, body) = answer(
@@ -294,7 +283,7 @@ async fn the_portal_and_the_scheduled_reconcile_run_as_lambda_runs_them() {
         "{body}"
     );
 
-    let reconcile = RunningFunction::spawn(&binary("reconcile"), &env)
+    let reconcile = RunningFunction::spawn(&common::lambda_binary("reconcile"), &env)
         .await
         .expect("reconcile");
     let scheduled = json!({
@@ -332,7 +321,7 @@ async fn the_server_api_and_the_access_event_publisher_run_as_lambda_runs_them()
         bus.start().await.expect("bus"),
     ));
 
-    let server = RunningFunction::spawn(&binary("server"), &env)
+    let server = RunningFunction::spawn(&common::lambda_binary("server"), &env)
         .await
         .expect("server");
     let arn = Some("arn:aws:iam::123456789012:user/backend");
@@ -381,7 +370,7 @@ async fn the_server_api_and_the_access_event_publisher_run_as_lambda_runs_them()
         .await
         .expect("stream");
     let batch = stream.next_batch().await.expect("records");
-    let publisher = RunningFunction::spawn(&binary("access-events"), &env)
+    let publisher = RunningFunction::spawn(&common::lambda_binary("access-events"), &env)
         .await
         .expect("access-events");
     let answer = publisher.invoke(batch).await.expect("invoked");
@@ -428,7 +417,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
         "dodo-paywall/webhook-secret".into(),
     ));
 
-    let checkout = RunningFunction::spawn(&binary("create-checkout"), &env)
+    let checkout = RunningFunction::spawn(&common::lambda_binary("create-checkout"), &env)
         .await
         .expect("checkout");
     let bob = Some(("user-bob", Some("bob@example.com")));
@@ -448,7 +437,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
         "Dodo took the key read from Secrets Manager: {body}"
     );
 
-    let webhook = RunningFunction::spawn(&binary("webhook"), &env)
+    let webhook = RunningFunction::spawn(&common::lambda_binary("webhook"), &env)
         .await
         .expect("webhook");
     let event = json!({"business_id": "bus_1", "type": "payment.failed",
@@ -481,7 +470,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
     // GetSecretValue is then proven used, see dev::iam) and works with it: Dodo answers
     // the success call's look-up (a 404 for an id it does not know, not a 401 for a bad
     // key), the portal answers, and a reconcile run fails nothing.
-    let success = RunningFunction::spawn(&binary("success"), &env)
+    let success = RunningFunction::spawn(&common::lambda_binary("success"), &env)
         .await
         .expect("success");
     let (code, body) = answer(
@@ -499,7 +488,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
         code, 404,
         "Dodo took the key and knows no such payment: {body}"
     );
-    let portal = RunningFunction::spawn(&binary("portal"), &env)
+    let portal = RunningFunction::spawn(&common::lambda_binary("portal"), &env)
         .await
         .expect("portal");
     let (code, body) = answer(
@@ -509,7 +498,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
             .expect("invoked"),
     );
     assert!(code == 200 || code == 404, "{code}: {body}");
-    let reconcile = RunningFunction::spawn(&binary("reconcile"), &env)
+    let reconcile = RunningFunction::spawn(&common::lambda_binary("reconcile"), &env)
         .await
         .expect("reconcile");
     let summary = reconcile
@@ -556,7 +545,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
 /// Starts `function` with `env`, waits for the start to fail with exit status 1, and
 /// returns what it printed.
 async fn failed_start(function: &str, env: &[(&str, String)]) -> String {
-    let failed = RunningFunction::spawn(&binary(function), env)
+    let failed = RunningFunction::spawn(&common::lambda_binary(function), env)
         .await
         .expect(function);
     let (code, stderr) = failed

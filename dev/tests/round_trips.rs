@@ -10,7 +10,7 @@ mod common;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnConsumedCapacity, TransactWriteItem};
 use common::*;
 use dev::fixtures::{api_gateway_event, server_event};
-use dev::lambda_harness::{RunningFunction, binary_dir};
+use dev::lambda_harness::RunningFunction;
 use dev::local_dynamodb::{LocalDynamo, MeteredCall, UnitsFrom};
 use paywall::store::{Grant, GrantSource};
 use serde_json::{Value, json};
@@ -123,16 +123,6 @@ async fn the_meter_counts_every_call_with_the_units_dynamodb_bills() {
     assert!(plain.take_calls().is_empty());
 }
 
-fn binary(name: &str) -> std::path::PathBuf {
-    let path = binary_dir("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (`cargo build --bins`, which `make test` runs)",
-        path.display()
-    );
-    path
-}
-
 /// One invocation of `function` and the DynamoDB calls it made: `(status, body,
 /// headers, calls)`.
 async fn metered(
@@ -196,10 +186,10 @@ async fn the_hot_routes_make_one_or_two_dynamodb_round_trips() {
             .to_string(),
         ),
     ];
-    let status = RunningFunction::spawn(&binary("status"), &env)
+    let status = RunningFunction::spawn(&common::lambda_binary("status"), &env)
         .await
         .expect("status");
-    let server = RunningFunction::spawn(&binary("server"), &env)
+    let server = RunningFunction::spawn(&common::lambda_binary("server"), &env)
         .await
         .expect("server");
     // A paying user: a pass bought with a payment (granted as the webhook grants it).

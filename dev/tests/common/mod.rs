@@ -286,3 +286,14 @@ pub async fn returning_buyer(world: &World, user: &str) {
         .await
         .expect("recorded");
 }
+
+/// A function's debug binary, as `cargo build --bins` left it (or `PAYWALL_BIN_DIR`).
+pub fn lambda_binary(name: &str) -> std::path::PathBuf {
+    let path = dev::lambda_harness::binary_dir("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`, which `make test` runs)",
+        path.display()
+    );
+    path
+}
