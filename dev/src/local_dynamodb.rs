@@ -42,7 +42,13 @@ pub struct LocalDynamo {
     stopped: Option<tokio::task::JoinHandle<Result<(), String>>>,
     /// Every request the front served, when it meters ([`LocalDynamo::in_memory_metered`]).
     meter: Option<Meter>,
+    /// Operations the front answers with DynamoDB's `InternalServerError` until healed.
+    failing: Failing,
 }
+
+/// Operations (`TransactWriteItems`, ...) that fail, as the front was told (see
+/// [`LocalDynamo::fail`]).
+type Failing = Arc<Mutex<std::collections::HashSet<String>>>;
 
 /// Where a metered call's capacity units were read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +123,7 @@ impl LocalDynamo {
             stop: Some(stop),
             stopped: Some(stopped),
             meter: None,
+            failing: Failing::default(),
         })
     }
 
@@ -141,6 +148,7 @@ impl LocalDynamo {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let (stop, stop_signal) = oneshot::channel::<()>();
         let (stop_front, stop_front_signal) = oneshot::channel::<()>();
+        let failing = Failing::default();
         let front = axum::Router::new()
             .fallback(iam_gate)
             .with_state(IamGate {
@@ -151,6 +159,7 @@ impl LocalDynamo {
                     .map_err(|e| LocalDynamoError::Engine(e.to_string()))?,
                 meter: meter.clone(),
                 key_names: Arc::default(),
+                failing: failing.clone(),
             })
             .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024));
         let front_served = tokio::spawn(async move {
@@ -184,6 +193,7 @@ impl LocalDynamo {
             stop: Some(stop),
             stopped: Some(stopped),
             meter,
+            failing,
         })
     }
 
@@ -202,6 +212,26 @@ impl LocalDynamo {
     /// are held to that role's policy in `template.yaml`.
     pub fn client_as(&self, binary: &str) -> Client {
         client_as(&self.endpoint, binary)
+    }
+
+    /// From now on, every `operation` call (`TransactWriteItems`, ...) is answered with
+    /// DynamoDB's `InternalServerError` (a 500, which the SDK retries, then gives up on),
+    /// reaching nothing: a failure of one kind of call at a chosen step of a handler, for
+    /// tests of what a failure after an effect elsewhere leaves. Until [`Self::heal`].
+    /// (Only behind the front: not [`Self::in_memory_without_iam`].)
+    pub fn fail(&self, operation: &str) {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(operation.to_owned());
+    }
+
+    /// Every call reaches the engine again.
+    pub fn heal(&self) {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Stops serving (an outage, for tests); requests then fail to connect.
@@ -232,6 +262,7 @@ struct IamGate {
     meter: Option<Meter>,
     /// Table name -> its key attributes' names (read once, to find a put's key).
     key_names: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    failing: Failing,
 }
 
 /// DynamoDB's JSON protocol target prefix (streams have their own).
@@ -300,6 +331,23 @@ async fn iam_gate(
             )
                 .into_response();
         }
+    }
+    let fails = gate
+        .failing
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&operation);
+    if fails {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "application/x-amz-json-1.0")],
+            serde_json::json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                "message": "Internal server error (injected by the test)",
+            })
+            .to_string(),
+        )
+            .into_response();
     }
     // The meter asks the engine what each call consumed; a caller that did not ask
     // gets the answer without it, as DynamoDB would give it.

@@ -557,6 +557,18 @@ impl LocalStack {
         Ok(())
     }
 
+    /// Every `operation` call to the engine (`TransactWriteItems`, ...) fails with
+    /// DynamoDB's `InternalServerError` until [`Self::heal_database`]: one step of a
+    /// handler failing, where [`Self::stop_database`] fails them all.
+    pub async fn fail_database_calls(&self, operation: &str) {
+        self.dynamo.lock().await.fail(operation);
+    }
+
+    /// Every call reaches the engine again.
+    pub async fn heal_database(&self) {
+        self.dynamo.lock().await.heal();
+    }
+
     /// Stops the DynamoDB engine (an outage): every read and write fails until
     /// [`Self::start_database`].
     pub async fn stop_database(&self) {

@@ -776,3 +776,107 @@ async fn status_and_entitlements_revalidate_with_etags() {
         assert_ne!(changed.headers()["etag"].to_str().expect("text"), etag);
     }
 }
+
+/// The `user.*` entries of `user`'s audit trail: each one's event type and effect.
+async fn user_actions(s: &Stack, user: &str) -> Vec<(String, String)> {
+    let user = paywall::ids::UserId::parse(user).expect("user id");
+    s.stack
+        .store
+        .audit_trail(&user)
+        .await
+        .expect("the trail")
+        .into_iter()
+        .filter(|e| e.event_type.starts_with("user."))
+        .map(|e| (e.event_type, e.effect))
+        .collect()
+}
+
+/// A change Dodo made whose storing then failed: the answer says Dodo changed it (never
+/// the 503 that means "nothing changed"), nothing is stored half, and the retry stores it
+/// with its one audit entry, without asking Dodo to change (or charge) again (issue 20
+/// review: it answered `store_unavailable`, and the retry wrote no entry).
+#[tokio::test]
+async fn a_change_made_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_once() {
+    let s = stack("change-not-stored").await;
+    s.buy("liv", "pro", "outcome=succeeded").await;
+    s.advance("10d").await;
+    // Its webhooks are lost: only the request and its retry can store the change.
+    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    let changes = || {
+        s.sim()
+            .api_calls()
+            .iter()
+            .filter(|c| c.contains("/change-plan"))
+            .count()
+    };
+    s.stack.fail_database_calls("TransactWriteItems").await;
+    let (status, failed) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "liv",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(
+        (status, failed["error"]["code"].clone()),
+        (503, json!("changed_not_stored")),
+        "{failed}"
+    );
+    assert_eq!(changes(), 1, "Dodo made it");
+    assert_eq!(
+        subscription_of(&s, "liv")["product_id"],
+        "pdt_local_team",
+        "on the new plan at Dodo"
+    );
+    s.stack.heal_database().await;
+    assert_eq!(s.status("liv").await["plan"], "pro", "nothing stored yet");
+    assert_eq!(user_actions(&s, "liv").await, Vec::new(), "no entry yet");
+
+    let (status, retried) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "liv",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["applied"], true);
+    assert_eq!(retried["status"]["plan"], "team");
+    assert_eq!(changes(), 1, "Dodo was not asked to change again");
+    assert_eq!(
+        user_actions(&s, "liv").await,
+        vec![("user.change_plan".to_owned(), "immediately".to_owned())]
+    );
+}
+
+/// Cancel and resume the same way: set at Dodo, not stored, said so; the retry stores
+/// it with one entry.
+#[tokio::test]
+async fn a_cancel_set_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_once() {
+    let s = stack("cancel-not-stored").await;
+    s.buy("max", "pro", "outcome=succeeded").await;
+    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    s.stack.fail_database_calls("TransactWriteItems").await;
+    let (status, failed) = s.call(Method::POST, "/payment/cancel", "max", None).await;
+    assert_eq!(
+        (status, failed["error"]["code"].clone()),
+        (503, json!("changed_not_stored")),
+        "{failed}"
+    );
+    assert_eq!(
+        s.sim().subscriptions()[0]["cancel_at_next_billing_date"],
+        true
+    );
+    s.stack.heal_database().await;
+    assert_eq!(s.status("max").await["cancel_at_period_end"], false);
+
+    let (status, body) = s.call(Method::POST, "/payment/cancel", "max", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cancel_at_period_end"], true);
+    assert_eq!(
+        user_actions(&s, "max").await,
+        vec![("user.cancel".to_owned(), "cancel_at_period_end".to_owned())]
+    );
+}

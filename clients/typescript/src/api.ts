@@ -579,6 +579,17 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
+        /** @description As for any route, `store_unavailable` or `busy` (with `Retry-After`): nothing changed; retry. Or `changed_not_stored` (with `Retry-After`): Dodo made the change (and may have charged for it), but the paywall could not read it back or store it yet, so the status does not show it. It is not "nothing changed": retry, and the retry stores what Dodo has, with its audit entry, without asking Dodo to change anything again (Dodo's webhook stores it too). */
+        ChangeUnavailable: {
+            headers: {
+                /** @description Seconds to wait before retrying (`busy`, `changed_not_stored`). */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
         /** @description Dodo refused the request (`dodo_error`, with Dodo's own code in `dodo_code`), failed (`dodo_unavailable`) or answered unexpectedly (`dodo_bad_response`). Nothing was granted. */
         DodoFailed: {
             headers: {
@@ -1034,7 +1045,7 @@ export interface operations {
             };
             429: components["responses"]["RateLimited"];
             502: components["responses"]["DodoFailed"];
-            503: components["responses"]["Unavailable"];
+            503: components["responses"]["ChangeUnavailable"];
             504: components["responses"]["DodoTimeout"];
         };
     };
@@ -1068,7 +1079,7 @@ export interface operations {
             };
             429: components["responses"]["RateLimited"];
             502: components["responses"]["DodoFailed"];
-            503: components["responses"]["Unavailable"];
+            503: components["responses"]["ChangeUnavailable"];
             504: components["responses"]["DodoTimeout"];
         };
     };
@@ -1102,7 +1113,7 @@ export interface operations {
             };
             429: components["responses"]["RateLimited"];
             502: components["responses"]["DodoFailed"];
-            503: components["responses"]["Unavailable"];
+            503: components["responses"]["ChangeUnavailable"];
             504: components["responses"]["DodoTimeout"];
         };
     };
@@ -1136,7 +1147,7 @@ export interface operations {
             };
             429: components["responses"]["RateLimited"];
             502: components["responses"]["DodoFailed"];
-            503: components["responses"]["Unavailable"];
+            503: components["responses"]["ChangeUnavailable"];
             504: components["responses"]["DodoTimeout"];
         };
     };

@@ -49,6 +49,8 @@ export type PaywallErrorCode =
   | "same_plan"
   | "change_refused"
   | "subscription_ended"
+  // Dodo made the change but it is not stored yet: not "nothing changed"; retry to store it
+  | "changed_not_stored"
   // /server routes
   | "idempotency_key_reused"
   | "no_grant"
@@ -116,7 +118,7 @@ export interface Attempt {
   retryNetwork: boolean;
   /**
    * Whether this answer may be retried (the loop passes 429/503 to it; others too for the
-   * server client). It may read the body of a clone (see {@link unchanged}).
+   * server client). It may read the body of a clone (see {@link safeToResend}).
    */
   retryStatus: (response: Response) => boolean | Promise<boolean>;
   retries: number;
@@ -173,25 +175,29 @@ export async function send(attempt: Attempt): Promise<Response> {
   }
 }
 
-/** The `{"error": {"code"}}` codes with which the API answers a 503 that changed nothing. */
-const UNCHANGED_503 = new Set(["busy", "store_unavailable"]);
+/**
+ * The `{"error": {"code"}}` codes of the API's 503s after which any request may be sent
+ * again: `busy` and `store_unavailable` changed nothing; after `changed_not_stored` Dodo
+ * made the change, and sending it again stores it without asking Dodo again (openapi.yaml).
+ */
+const RESENDABLE_503 = new Set(["busy", "store_unavailable", "changed_not_stored"]);
 
 /**
- * Whether `response` is an answer that changed nothing, so that even a request that is not
- * idempotent may be sent again: a `429` (the API's rate limit and API Gateway's throttling
- * both refuse before anything is done), or a `503` whose body carries one of the API's own
- * codes (`busy`, `store_unavailable`: "nothing changed; retry", openapi.yaml). API
- * Gateway's own `503` (no code: e.g. its integration timed out) may come after the
- * function did its work. The body is read from a clone: the response itself stays
- * readable, to become the error.
+ * Whether even a request that is not idempotent may be sent again after `response`: a
+ * `429` (the API's rate limit and API Gateway's throttling both refuse before anything is
+ * done), or a `503` whose body carries one of the API's own codes (`busy`,
+ * `store_unavailable`: "nothing changed; retry"; `changed_not_stored`: "done at Dodo;
+ * retry to store it", openapi.yaml). API Gateway's own `503` (no code: e.g. its
+ * integration timed out) may come after the function did its work. The body is read from
+ * a clone: the response itself stays readable, to become the error.
  */
-export async function unchanged(response: Response): Promise<boolean> {
+export async function safeToResend(response: Response): Promise<boolean> {
   if (response.status === 429) return true;
   if (response.status !== 503) return false;
   try {
     const body = (await response.clone().json()) as { error?: { code?: unknown } } | null;
     const code = body?.error?.code;
-    return typeof code === "string" && UNCHANGED_503.has(code);
+    return typeof code === "string" && RESENDABLE_503.has(code);
   } catch {
     return false;
   }

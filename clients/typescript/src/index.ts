@@ -1,7 +1,7 @@
 // dodo-paywall: the browser (or any fetch runtime) client for the paywall's /payment API.
 // Its only runtime need is `fetch`. Types come from src/api.ts, generated from openapi.yaml.
 import type { components } from "./api.js";
-import { describe, errorFrom, jsonFrom, join, PaywallError, send, unchanged, type Fetch } from "./core.js";
+import { describe, errorFrom, jsonFrom, join, PaywallError, send, safeToResend, type Fetch } from "./core.js";
 
 export { PaywallError, isPaywallError, type PaywallErrorCode, type Fetch } from "./core.js";
 export type { paths, components, operations } from "./api.js";
@@ -37,7 +37,8 @@ export interface PaywallOptions {
   /** The fetch to use (default: the global one). */
   fetch?: Fetch;
   /**
-   * How many times a `429`, the API's own `503` (`busy`, `store_unavailable`), or, for a
+   * How many times a `429`, the API's own `503` (`busy`, `store_unavailable`,
+   * `changed_not_stored`), or, for a
    * safe request, any `503` or no answer at all, is retried; default 3.
    */
   retries?: number;
@@ -174,9 +175,9 @@ export function createPaywall(options: PaywallOptions): Paywall {
         });
       },
       retryNetwork: r.idempotent,
-      // A 429, or the API's own 503 (`busy`, `store_unavailable`), changed nothing: any
-      // route may ask again. Another 503 (API Gateway's own, no code) only a safe one.
-      retryStatus: (res) => (r.idempotent && res.status === 503) || unchanged(res),
+      // A 429, or the API's own 503 (`busy`, `store_unavailable`: nothing changed;
+      // `changed_not_stored`: the retry completes it), may be sent again on any route. Another 503 (API Gateway's own, no code) only a safe one.
+      retryStatus: (res) => (r.idempotent && res.status === 503) || safeToResend(res),
       retries,
       fetch: fetchImpl,
     });

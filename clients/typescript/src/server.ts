@@ -4,7 +4,7 @@
 // aws4fetch: this entry's one runtime dependency (tiny, none of its own).
 import { AwsV4Signer } from "aws4fetch";
 import type { components } from "./api.js";
-import { describe, errorFrom, jsonFrom, join, PaywallError, send, unchanged, type Fetch } from "./core.js";
+import { describe, errorFrom, jsonFrom, join, PaywallError, send, safeToResend, type Fetch } from "./core.js";
 
 export { PaywallError, isPaywallError, type PaywallErrorCode, type Fetch } from "./core.js";
 
@@ -187,13 +187,14 @@ export function createServerClient(options: ServerClientOptions): ServerClient {
       // Signed anew for each attempt: a signature carries its time.
       request: () => sign(r, body),
       retryNetwork: r.idempotent,
-      // A 429, or the API's own 503 (`busy`, `store_unavailable`), changed nothing
-      // (openapi.yaml: retry): any route may ask again. A read or a keyed write also
+      // A 429, or the API's own 503 (`busy`, `store_unavailable`: nothing changed;
+      // `changed_not_stored`: the retry completes it; openapi.yaml): any route may ask
+      // again. A read or a keyed write also
       // after any 503 (API Gateway's own carries no code), a 504, or another 5xx that says
       // when to come back; a grant or revoke never, since it may have been done.
       retryStatus: (res) =>
         (r.idempotent && (res.status === 503 || res.status === 504 || (res.status >= 500 && res.headers.has("retry-after")))) ||
-        unchanged(res),
+        safeToResend(res),
       retries,
       fetch: fetchImpl,
     });

@@ -282,6 +282,12 @@ test("a 503 without the API's code is not retried for checkout, portal and plan 
   let s = scripted(busy(), storeDown(), json(200, { checkout_url: "https://pay.example.test/c", plan: "pro", price: "$49", session_id: "c" }));
   assert.equal(await client(s.fetch).checkout("pro"), "https://pay.example.test/c");
   assert.equal(s.requests.length, 3);
+  // Dodo made the change but it was not stored: sent again, which stores it.
+  const notStored = () => json(503, { error: { code: "changed_not_stored", message: "retry" } }, { "retry-after": "1" });
+  const applied = { from: "pro", plan: "team", direction: "upgrade", effective_at: "immediately", payment_id: null, applied: true, status: noStatus };
+  s = scripted(notStored(), json(200, applied));
+  assert.equal((await client(s.fetch).changePlan("team")).applied, true);
+  assert.equal(s.requests.length, 2);
   // Retried up to `retries`, then the last answer's error, its body intact.
   s = scripted(busy(), busy());
   await assert.rejects(client(s.fetch, { retries: 1 }).changePlan("team"), (e) => isPaywallError(e, "busy") && e.status === 503);

@@ -55,7 +55,6 @@ impl PortalHandler {
                 .dodo
                 .set_cancel_at_period_end(&current.subscription_id, cancel)
                 .await?;
-            self.store_from_dodo(&caller.user_id, &subscription).await?;
             let (event_type, effect) = if cancel {
                 ("user.cancel", "cancel_at_period_end")
             } else {
@@ -68,7 +67,10 @@ impl PortalHandler {
                 effect,
                 &current.subscription_id,
             );
-            self.store.record_event(&caller.user_id, &audit).await?;
+            // Set at Dodo: a failure to store it answers `changed_not_stored`; the retry
+            // sets it again (the same setting, nothing charged) and stores it.
+            self.store_from_dodo(&caller.user_id, &subscription, &audit)
+                .await?;
             tracing::info!(user_id = %caller.user_id, subscription_id = %current.subscription_id, cancel, "cancellation set");
         }
         let status = self.status_of(&caller.user_id).await?;

@@ -14,7 +14,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use super::portal::PortalHandler;
+use super::portal::{PortalHandler, changed_not_stored};
 use super::{dodo_budget, user_limit};
 use crate::access::AccessView;
 use crate::api::{ApiError, Caller, json_body, json_response};
@@ -145,7 +145,17 @@ impl PortalHandler {
         // is never asked (and never charges) twice.
         let live = self.dodo.get_subscription(&current.subscription_id).await?;
         if applied_at_dodo(&live, target, change.effective_at) {
-            self.store_from_dodo(&caller.user_id, &live).await?;
+            // Made at Dodo but not stored here: this request's earlier attempt (whose
+            // store failed, so its entry was not written either), or the portal. The
+            // entry is written with the state, once.
+            let audit = self.audit(
+                request,
+                caller,
+                "user.change_plan",
+                change.effective_at,
+                &current.subscription_id,
+            );
+            self.store_from_dodo(&caller.user_id, &live, &audit).await?;
             let status = self.status_of(&caller.user_id).await?;
             return Ok(json_response(
                 StatusCode::OK,
@@ -170,9 +180,14 @@ impl PortalHandler {
             .change_plan(&current.subscription_id, &body)
             .await
             .map_err(refused_change)?;
-        let subscription = self.dodo.get_subscription(&current.subscription_id).await?;
+        // From here Dodo has acted (and may have charged): a failure answers
+        // `changed_not_stored`, and the retry takes the branch above.
+        let subscription = self
+            .dodo
+            .get_subscription(&current.subscription_id)
+            .await
+            .map_err(|err| changed_not_stored(err.into()))?;
         let applied = applied_at_dodo(&subscription, target, change.effective_at);
-        self.store_from_dodo(&caller.user_id, &subscription).await?;
         let audit = self.audit(
             request,
             caller,
@@ -184,7 +199,8 @@ impl PortalHandler {
             },
             &current.subscription_id,
         );
-        self.store.record_event(&caller.user_id, &audit).await?;
+        self.store_from_dodo(&caller.user_id, &subscription, &audit)
+            .await?;
         tracing::info!(user_id = %caller.user_id, subscription_id = %current.subscription_id, from = %change.from, to = %change.plan, effective_at = change.effective_at, applied, "plan change");
         let status = self.status_of(&caller.user_id).await?;
         Ok(json_response(
@@ -220,8 +236,13 @@ impl PortalHandler {
                 Ok(()) | Err(DodoError::Api { status: 404, .. }) => {}
                 Err(err) => return Err(err.into()),
             }
-            let subscription = self.dodo.get_subscription(&current.subscription_id).await?;
-            self.store_from_dodo(&caller.user_id, &subscription).await?;
+            // Dropped at Dodo: a failure from here is `changed_not_stored`; the retry
+            // finds the change still stored, Dodo answers 404, and it is stored then.
+            let subscription = self
+                .dodo
+                .get_subscription(&current.subscription_id)
+                .await
+                .map_err(|err| changed_not_stored(err.into()))?;
             let audit = self.audit(
                 request,
                 caller,
@@ -229,7 +250,8 @@ impl PortalHandler {
                 "scheduled_change_cancelled",
                 &current.subscription_id,
             );
-            self.store.record_event(&caller.user_id, &audit).await?;
+            self.store_from_dodo(&caller.user_id, &subscription, &audit)
+                .await?;
         }
         let status = self.status_of(&caller.user_id).await?;
         Ok(json_response(StatusCode::OK, &status))

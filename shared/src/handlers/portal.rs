@@ -151,22 +151,29 @@ impl PortalHandler {
             })
     }
 
-    /// Stores the subscription as Dodo has it now (the only source of access): from
-    /// Dodo's answer to a change, or read again.
+    /// Stores the subscription as Dodo has it after Dodo acted on the caller's request
+    /// (the only source of access), with `audit`, the entry of that action, in the same
+    /// transaction. Dodo has changed the subscription by now, so a failure here must not
+    /// answer "nothing changed": it answers [`changed_not_stored`], and the retry it asks
+    /// for finds the change at Dodo, stores it and writes the entry, without asking Dodo
+    /// to change anything again.
     pub(super) async fn store_from_dodo(
         &self,
         user: &UserId,
         subscription: &Subscription,
+        audit: &AuditEntry,
     ) -> Result<(), ApiError> {
         let plan = crate::purchase::subscription_plan_for(&self.catalog, subscription);
         self.store
-            .apply_subscription(
+            .apply_subscription_audited(
                 user,
                 subscription,
                 plan.map(|p| p.name.as_str()),
                 self.clock.now_millis(),
+                Some(audit),
             )
-            .await?;
+            .await
+            .map_err(|err| changed_not_stored(err.into()))?;
         Ok(())
     }
 
@@ -210,4 +217,24 @@ impl Handler for PortalHandler {
         )
         .await
     }
+}
+
+/// What a request answers when Dodo has acted on it (changed a plan, set or dropped a
+/// cancellation) but what Dodo did could not be read back or stored: `503
+/// changed_not_stored`, never the `503` that says nothing changed (`busy`,
+/// `store_unavailable`), which a client may take for "not done". Retrying is safe and
+/// completes it; the webhook Dodo sends stores it too.
+pub(super) fn changed_not_stored(cause: ApiError) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "changed_not_stored",
+        "Dodo Payments made the change, but the paywall could not store it yet; retry: the retry stores what Dodo has, without asking Dodo to change it again",
+    );
+    error.retry_after = Some(1);
+    // The cause (its code and what the SDK said) goes to the log line only.
+    error.with_detail(format!(
+        "{}: {}",
+        cause.code,
+        cause.detail.as_deref().unwrap_or("")
+    ))
 }

@@ -435,6 +435,23 @@ impl Store {
         plan: Option<&str>,
         event_at: i64,
     ) -> Result<SubscriptionOutcome, StoreError> {
+        self.apply_subscription_audited(user, subscription, plan, event_at, None)
+            .await
+    }
+
+    /// [`Self::apply_subscription`], with `audit` written in the same transaction: the
+    /// user's action that made Dodo change the subscription is in the trail exactly when
+    /// its result is stored, so that a retry after a failure neither loses the entry nor
+    /// writes it twice. When a newer state was stored first (`Stale`), the action still
+    /// happened: the entry is written by itself.
+    pub async fn apply_subscription_audited(
+        &self,
+        user: &UserId,
+        subscription: &Subscription,
+        plan: Option<&str>,
+        event_at: i64,
+        audit: Option<&AuditEntry>,
+    ) -> Result<SubscriptionOutcome, StoreError> {
         let build_error =
             |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
         let state_key = subscription_key(user, &subscription.subscription_id);
@@ -448,6 +465,9 @@ impl Store {
                 .find(|s| s.subscription_id == subscription.subscription_id)
                 .cloned();
             if stored.as_ref().is_some_and(|s| s.event_at > event_at) {
+                if let Some(audit) = audit {
+                    self.record_event(user, audit).await?;
+                }
                 return Ok(SubscriptionOutcome::Stale);
             }
             let rev = stored.as_ref().map_or(0, |s| s.rev);
@@ -614,7 +634,14 @@ impl Store {
                         .build(),
                 )
                 .with_items(trial_claims)
-                .with_items(event);
+                .with_items(event)
+                .with_items(
+                    audit
+                        .map(|entry| self.audit_put(user, entry))
+                        .transpose()?
+                        .into_iter()
+                        .collect(),
+                );
             match conflict_of(request.send().await) {
                 Ok(()) => return Ok(SubscriptionOutcome::Applied),
                 Err(WriteConflict::Cancelled) => tokio::time::sleep(backoff(attempt)).await,
