@@ -125,19 +125,31 @@ impl RunningFunction {
     /// line-buffered and tracing writes synchronously), so after an invocation has been
     /// answered its lines are all in the pipe: this reads until the pipe is empty.
     pub async fn take_log(&mut self) -> LogVolume {
-        let mut volume = LogVolume::default();
+        let log = self.take_log_bytes().await;
+        LogVolume {
+            bytes: log.len() as u64,
+            lines: log.iter().filter(|&&b| b == b'\n').count() as u64,
+        }
+    }
+
+    /// As [`RunningFunction::take_log`], the text itself: for tests of what a line says.
+    pub async fn take_log_text(&mut self) -> String {
+        String::from_utf8_lossy(&self.take_log_bytes().await).into_owned()
+    }
+
+    async fn take_log_bytes(&mut self) -> Vec<u8> {
+        let mut taken = Vec::new();
         let Some(log) = self.log.as_mut() else {
-            return volume;
+            return taken;
         };
         let mut buffer = [0u8; 8192];
         // An empty pipe answers nothing: a read that waits 5 ms finds it empty.
         while let Ok(Ok(read @ 1..)) =
             tokio::time::timeout(Duration::from_millis(5), log.read(&mut buffer)).await
         {
-            volume.bytes += read as u64;
-            volume.lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+            taken.extend_from_slice(&buffer[..read]);
         }
-        volume
+        taken
     }
 
     /// CPU time the process (all its threads) has used so far: the sum of each thread's

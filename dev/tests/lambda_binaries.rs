@@ -555,3 +555,63 @@ async fn failed_start(function: &str, env: &[(&str, String)]) -> String {
     assert_eq!(code, 1, "{function}: {stderr}");
     stderr
 }
+
+/// A delivery that fails after it was verified (the store refuses the grant's write) is
+/// answered 503, for Dodo to send it again, and the one line logged names the delivery
+/// (its `webhook-id` and event type) so that support can match it to Dodo's delivery
+/// log; it carries neither the payload nor the secret (issue 20 review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_fails_after_verification_names_its_delivery_in_the_log() {
+    let world = World::new().await;
+    let mut env = config(&world.dynamo, &world.dodo.url);
+    env.push(("AWS_LAMBDA_LOG_LEVEL", "INFO".to_owned()));
+    let mut webhook = RunningFunction::spawn_keeping_log(&common::lambda_binary("webhook"), &env)
+        .await
+        .expect("webhook");
+    let payment = world.dodo_payment("pay_logged", "succeeded", Some("user-lee"), None);
+    let event = payment_event("payment.succeeded", &payment);
+    let now = paywall::time::Clock::system().now().unix_seconds();
+    let headers = [
+        ("webhook-id", "msg_fails_after_verify".to_owned()),
+        ("webhook-timestamp", now.to_string()),
+        (
+            "webhook-signature",
+            secret().sign("msg_fails_after_verify", now, event.as_bytes()),
+        ),
+    ];
+    world.dynamo.fail("TransactWriteItems");
+    let (code, body) = answer(
+        webhook
+            .invoke(function_url_event(event.as_bytes(), &headers, false))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(code, 503, "{body}");
+    let log = webhook.take_log_text().await;
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("request failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(
+        failed[0].contains("webhook_id msg_fails_after_verify, payment.succeeded"),
+        "{log}"
+    );
+    for private in ["buyer@example.com", WEBHOOK_SECRET, "product_cart"] {
+        assert!(!log.contains(private), "{private} in the log: {log}");
+    }
+
+    // Dodo sends it again once the store is back: granted, once.
+    world.dynamo.heal();
+    let (code, body) = answer(
+        webhook
+            .invoke(function_url_event(event.as_bytes(), &headers, false))
+            .await
+            .expect("invoked"),
+    );
+    assert_eq!(
+        (code, body["outcome"].clone()),
+        (200, json!("granted")),
+        "{body}"
+    );
+}

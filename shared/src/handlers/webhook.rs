@@ -92,6 +92,27 @@ impl WebhookHandler {
         })?;
 
         let event_type = event.event_type().to_owned();
+        // A failure after the delivery was verified names it in its log line (the one
+        // `request failed` line), so that support can match it to Dodo's delivery log.
+        self.apply(event, &delivery_id, &event_type, now)
+            .await
+            .map_err(|err| {
+                let detail = format!(
+                    "webhook_id {delivery_id}, {event_type}: {}",
+                    err.detail.as_deref().unwrap_or(err.code)
+                );
+                err.with_detail(detail)
+            })
+    }
+
+    /// What a verified delivery does: its effect, its audit entry, its one log line.
+    async fn apply(
+        &self,
+        event: Event,
+        delivery_id: &str,
+        event_type: &str,
+        now: Timestamp,
+    ) -> Result<Response<Body>, ApiError> {
         let (done, object_id) = match event {
             Event::PaymentSucceeded(payment) => {
                 let done = self.on_payment_succeeded(&payment, now).await?;
@@ -142,8 +163,8 @@ impl WebhookHandler {
         // nothing (every effect is idempotent) and writes the entry then.
         if let Some(user) = &user {
             let entry = AuditEntry {
-                webhook_id: delivery_id.clone(),
-                event_type: event_type.clone(),
+                webhook_id: delivery_id.to_owned(),
+                event_type: event_type.to_owned(),
                 effect: outcome.to_owned(),
                 object_id: object_id.clone(),
                 at: now,
