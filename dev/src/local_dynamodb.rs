@@ -42,8 +42,9 @@ pub struct LocalDynamo {
     stopped: Option<tokio::task::JoinHandle<Result<(), String>>>,
     /// Every request the front served, when it meters ([`LocalDynamo::in_memory_metered`]).
     meter: Option<Meter>,
-    /// Operations the front answers with DynamoDB's `InternalServerError` until healed.
-    failing: Failing,
+    /// Operations the front answers with DynamoDB's `InternalServerError` until healed;
+    /// `None` without a front ([`LocalDynamo::in_memory_without_iam`]).
+    failing: Option<Failing>,
 }
 
 /// Operations (`TransactWriteItems`, ...) that fail, as the front was told (see
@@ -123,7 +124,7 @@ impl LocalDynamo {
             stop: Some(stop),
             stopped: Some(stopped),
             meter: None,
-            failing: Failing::default(),
+            failing: None,
         })
     }
 
@@ -193,7 +194,7 @@ impl LocalDynamo {
             stop: Some(stop),
             stopped: Some(stopped),
             meter,
-            failing,
+            failing: Some(failing),
         })
     }
 
@@ -218,9 +219,12 @@ impl LocalDynamo {
     /// DynamoDB's `InternalServerError` (a 500, which the SDK retries, then gives up on),
     /// reaching nothing: a failure of one kind of call at a chosen step of a handler, for
     /// tests of what a failure after an effect elsewhere leaves. Until [`Self::heal`].
-    /// (Only behind the front: not [`Self::in_memory_without_iam`].)
+    /// Only behind the front: [`Self::in_memory_without_iam`] panics, as a test relying on
+    /// it would prove nothing.
     pub fn fail(&self, operation: &str) {
         self.failing
+            .as_ref()
+            .expect("faults need the front: not in_memory_without_iam")
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(operation.to_owned());
@@ -228,10 +232,9 @@ impl LocalDynamo {
 
     /// Every call reaches the engine again.
     pub fn heal(&self) {
-        self.failing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        if let Some(failing) = &self.failing {
+            failing.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     /// Stops serving (an outage, for tests); requests then fail to connect.

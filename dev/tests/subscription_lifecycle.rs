@@ -880,3 +880,88 @@ async fn a_cancel_set_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_onc
         vec![("user.cancel".to_owned(), "cancel_at_period_end".to_owned())]
     );
 }
+
+/// A change Dodo refused to make (the card declined under `prevent_change`) changed
+/// nothing: when storing Dodo's answer then fails, it still answers `200 applied: false`,
+/// never a 503 asking for a retry that would try the charge again (issue 20 review).
+#[tokio::test]
+async fn a_declined_change_whose_answer_is_not_stored_still_says_nothing_changed() {
+    let s = stack("declined-not-stored").await;
+    s.buy("ned", "pro", "outcome=succeeded&renewal=fails").await;
+    s.advance("10d").await;
+    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    s.stack.fail_database_calls("TransactWriteItems").await;
+    let (status, answer) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "ned",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    s.stack.heal_database().await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"], false, "{answer}");
+    assert_eq!(answer["status"]["plan"], "pro");
+    assert_eq!(subscription_of(&s, "ned")["product_id"], "pdt_local_pro");
+    let changes = s
+        .sim()
+        .api_calls()
+        .iter()
+        .filter(|c| c.contains("/change-plan"))
+        .count();
+    assert_eq!(changes, 1);
+}
+
+/// A scheduled change dropped at Dodo whose storing failed: the retry finds it dropped at
+/// Dodo and stores it, without asking Dodo to drop it again (issue 20 review).
+#[tokio::test]
+async fn a_drop_made_at_dodo_but_not_stored_is_stored_by_the_retry_without_a_second_drop() {
+    let s = stack("drop-not-stored").await;
+    s.buy("ora", "team", "outcome=succeeded").await;
+    s.advance("10d").await;
+    let (status, scheduled) = s
+        .call(
+            Method::POST,
+            "/payment/change-plan",
+            "ora",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{scheduled}");
+    assert_eq!(scheduled["status"]["scheduled_change"]["plan"], "pro");
+    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    let drops = || {
+        s.sim()
+            .api_calls()
+            .iter()
+            .filter(|c| c.starts_with("DELETE ") && c.contains("/change-plan"))
+            .count()
+    };
+    s.stack.fail_database_calls("TransactWriteItems").await;
+    let (status, failed) = s
+        .call(Method::DELETE, "/payment/change-plan", "ora", None)
+        .await;
+    s.stack.heal_database().await;
+    assert_eq!(
+        (status, failed["error"]["code"].clone()),
+        (503, json!("changed_not_stored")),
+        "{failed}"
+    );
+    assert_eq!(drops(), 1);
+    assert_eq!(subscription_of(&s, "ora")["scheduled_change"], Value::Null);
+    assert_eq!(s.status("ora").await["scheduled_change"]["plan"], "pro");
+
+    let (status, kept) = s
+        .call(Method::DELETE, "/payment/change-plan", "ora", None)
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["scheduled_change"], Value::Null);
+    assert_eq!(drops(), 1, "Dodo was not asked to drop it again");
+    let dropped: Vec<_> = user_actions(&s, "ora")
+        .await
+        .into_iter()
+        .filter(|(_, effect)| effect == "scheduled_change_cancelled")
+        .collect();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+}

@@ -150,8 +150,15 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * `retryNetwork`. Answers the last response, whatever its status; throws `network_error`.
  * A `Retry-After` beyond {@link MAX_RETRY_DELAY_MS} is not waited for: that response is
  * answered at once, for the caller to turn into an error carrying `retryAfter`.
+ *
+ * Once an attempt was answered `changed_not_stored` (Dodo made the change), a later
+ * failure is never what the caller sees: `busy` or `store_unavailable` would say that
+ * nothing changed. The `changed_not_stored` answer is, so the app knows Dodo acted.
  */
 export async function send(attempt: Attempt): Promise<Response> {
+  let changedNotStored: Response | undefined;
+  const settle = (response: Response) =>
+    changedNotStored !== undefined && !response.ok && response.status !== 304 ? changedNotStored : response;
   for (let n = 0; ; n++) {
     // Outside the try: a request that cannot be made (no credentials) is no network failure.
     const request = await attempt.request();
@@ -163,12 +170,18 @@ export async function send(attempt: Attempt): Promise<Response> {
         await sleep(backoffMs(n));
         continue;
       }
+      if (changedNotStored !== undefined) return changedNotStored;
       throw new PaywallError("network_error", `the paywall's API could not be reached: ${describe(cause)}`, { cause });
     }
-    if (n >= attempt.retries || !(await attempt.retryStatus(response))) return response;
+    if (n >= attempt.retries || !(await attempt.retryStatus(response))) return settle(response);
     const after = retryAfterSeconds(response);
     const wait = after === undefined ? backoffMs(n) : after * 1000 * (1 + Math.random() * 0.1);
-    if (wait > MAX_RETRY_DELAY_MS) return response;
+    if (wait > MAX_RETRY_DELAY_MS) return settle(response);
+    if (changedNotStored === undefined && (await errorCode(response)) === "changed_not_stored") {
+      // Kept whole (its body read now), since this one's body is let go below.
+      const { status, statusText, headers } = response;
+      changedNotStored = new Response(await response.clone().text(), { status, statusText, headers });
+    }
     // The body is not needed: free the connection before waiting.
     await response.body?.cancel().catch(() => {});
     await sleep(wait);
@@ -194,12 +207,19 @@ const RESENDABLE_503 = new Set(["busy", "store_unavailable", "changed_not_stored
 export async function safeToResend(response: Response): Promise<boolean> {
   if (response.status === 429) return true;
   if (response.status !== 503) return false;
+  const code = await errorCode(response);
+  return code !== undefined && RESENDABLE_503.has(code);
+}
+
+/** The API's `{"error": {"code"}}` of an answer, read from a clone; none when it has none. */
+async function errorCode(response: Response): Promise<string | undefined> {
+  if (response.ok) return undefined;
   try {
     const body = (await response.clone().json()) as { error?: { code?: unknown } } | null;
     const code = body?.error?.code;
-    return typeof code === "string" && RESENDABLE_503.has(code);
+    return typeof code === "string" ? code : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 

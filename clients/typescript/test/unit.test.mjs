@@ -288,6 +288,10 @@ test("a 503 without the API's code is not retried for checkout, portal and plan 
   s = scripted(notStored(), json(200, applied));
   assert.equal((await client(s.fetch).changePlan("team")).applied, true);
   assert.equal(s.requests.length, 2);
+  // A resend that then fails with a code meaning "nothing changed" never hides that Dodo acted.
+  s = scripted(notStored(), busy(), storeDown(), busy());
+  await assert.rejects(client(s.fetch, { retries: 3 }).changePlan("team"), (e) => isPaywallError(e, "changed_not_stored") && e.status === 503);
+  assert.equal(s.requests.length, 4);
   // Retried up to `retries`, then the last answer's error, its body intact.
   s = scripted(busy(), busy());
   await assert.rejects(client(s.fetch, { retries: 1 }).changePlan("team"), (e) => isPaywallError(e, "busy") && e.status === 503);

@@ -25,8 +25,9 @@ use crate::subscription::Subscription;
 /// Dodo calls of a change: reading the subscription (what Dodo has decides), the change,
 /// then reading it back.
 const APPLY_CALLS: i64 = 3;
-/// Dropping a scheduled change: the drop, then reading the subscription back.
-const DROP_CALLS: i64 = 2;
+/// Dropping a scheduled change: reading the subscription (is it still scheduled at
+/// Dodo?), the drop, then reading it back.
+const DROP_CALLS: i64 = 3;
 /// A preview is one call.
 const PREVIEW_CALLS: i64 = 1;
 
@@ -199,10 +200,24 @@ impl PortalHandler {
             },
             &current.subscription_id,
         );
-        self.store_from_dodo(&caller.user_id, &subscription, &audit)
-            .await?;
+        let stored = self
+            .store_from_dodo(&caller.user_id, &subscription, &audit)
+            .await;
+        if applied {
+            stored?;
+        } else if let Err(err) = stored {
+            // Dodo kept the current plan (its charge failed under `prevent_change`):
+            // nothing changed, and the answer says so. Asking for a retry would try the
+            // charge again. Dodo's webhook brings its state later.
+            tracing::warn!(user_id = %caller.user_id, subscription_id = %current.subscription_id, code = err.code, detail = err.detail.as_deref().unwrap_or(""), "a plan change Dodo refused could not be recorded");
+        }
         tracing::info!(user_id = %caller.user_id, subscription_id = %current.subscription_id, from = %change.from, to = %change.plan, effective_at = change.effective_at, applied, "plan change");
-        let status = self.status_of(&caller.user_id).await?;
+        let status = match self.status_of(&caller.user_id).await {
+            Ok(status) => status,
+            // Nothing changed: the status read before the request is the status.
+            Err(_) if !applied => AccessView::of(&account, &self.catalog, now),
+            Err(err) => return Err(err),
+        };
         Ok(json_response(
             StatusCode::OK,
             &AppliedAnswer {
@@ -227,17 +242,23 @@ impl PortalHandler {
         let current = self.running_subscription(&account.subscriptions, now)?;
         if current.scheduled_product_id.is_some() {
             dodo_budget(&self.store, &self.clock, DROP_CALLS).await?;
-            match self
-                .dodo
-                .cancel_scheduled_change(&current.subscription_id)
-                .await
-            {
-                // Dropped already (at Dodo, or by the portal): what we store is late.
-                Ok(()) | Err(DodoError::Api { status: 404, .. }) => {}
-                Err(err) => return Err(err.into()),
+            // What Dodo has decides: dropped already (this request's earlier attempt,
+            // whose store failed, or the portal), it is only stored, and Dodo is not
+            // asked again.
+            let live = self.dodo.get_subscription(&current.subscription_id).await?;
+            if live.scheduled_change.is_some() {
+                match self
+                    .dodo
+                    .cancel_scheduled_change(&current.subscription_id)
+                    .await
+                {
+                    // Dropped meanwhile (the portal): what we store is late.
+                    Ok(()) | Err(DodoError::Api { status: 404, .. }) => {}
+                    Err(err) => return Err(err.into()),
+                }
             }
             // Dropped at Dodo: a failure from here is `changed_not_stored`; the retry
-            // finds the change still stored, Dodo answers 404, and it is stored then.
+            // finds it dropped and stores it.
             let subscription = self
                 .dodo
                 .get_subscription(&current.subscription_id)

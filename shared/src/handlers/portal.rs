@@ -155,8 +155,8 @@ impl PortalHandler {
     /// (the only source of access), with `audit`, the entry of that action, in the same
     /// transaction. Dodo has changed the subscription by now, so a failure here must not
     /// answer "nothing changed": it answers [`changed_not_stored`], and the retry it asks
-    /// for finds the change at Dodo, stores it and writes the entry, without asking Dodo
-    /// to change anything again.
+    /// for reads the subscription from Dodo and stores it with the entry, asking Dodo
+    /// again only for what Dodo has not done.
     pub(super) async fn store_from_dodo(
         &self,
         user: &UserId,
@@ -228,7 +228,7 @@ pub(super) fn changed_not_stored(cause: ApiError) -> ApiError {
     let mut error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "changed_not_stored",
-        "Dodo Payments made the change, but the paywall could not store it yet; retry: the retry stores what Dodo has, without asking Dodo to change it again",
+        "Dodo Payments has made the change (and may have charged for it), but the paywall could not read it back or store it yet; retry: the retry stores what Dodo has, and asks Dodo again only for what Dodo did not do",
     );
     error.retry_after = Some(1);
     // The cause (its code and what the SDK said) goes to the log line only.
