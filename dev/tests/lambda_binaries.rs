@@ -26,6 +26,16 @@ fn config(dynamo: &LocalDynamo, dodo_url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Standard Webhooks headers signing `body` as delivery `id`, now, with the test secret.
+fn signed_headers(id: &str, body: &str) -> [(&'static str, String); 3] {
+    let now = paywall::time::Clock::system().now().unix_seconds();
+    [
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", now.to_string()),
+        ("webhook-signature", secret().sign(id, now, body.as_bytes())),
+    ]
+}
+
 /// `(statusCode, parsed body)` of an API Gateway v2 / Function URL response.
 fn answer(response: Value) -> (u64, Value) {
     let status = response["statusCode"].as_u64().unwrap_or_default();
@@ -140,15 +150,7 @@ async fn a_purchase_end_to_end_through_the_binaries() {
 
     // Dodo's webhook reaches the Function URL.
     let event = payment_event("payment.succeeded", &payment);
-    let now = paywall::time::Clock::system().now().unix_seconds();
-    let headers = [
-        ("webhook-id", "msg_e2e".to_owned()),
-        ("webhook-timestamp", now.to_string()),
-        (
-            "webhook-signature",
-            secret().sign("msg_e2e", now, event.as_bytes()),
-        ),
-    ];
+    let headers = signed_headers("msg_e2e", &event);
     let (code, body) = answer(
         webhook
             .invoke(function_url_event(event.as_bytes(), &headers, false))
@@ -445,15 +447,7 @@ async fn in_secrets_manager_mode_the_binaries_read_their_secrets_at_cold_start()
         "data": {"payload_type": "Payment", "payment_id": "pay_sm", "status": "failed",
                  "metadata": {"user_id": "user-bob"}}})
     .to_string();
-    let now = paywall::time::Clock::system().now().unix_seconds();
-    let headers = [
-        ("webhook-id", "msg_sm".to_owned()),
-        ("webhook-timestamp", now.to_string()),
-        (
-            "webhook-signature",
-            secret().sign("msg_sm", now, event.as_bytes()),
-        ),
-    ];
+    let headers = signed_headers("msg_sm", &event);
     let (code, body) = answer(
         webhook
             .invoke(function_url_event(event.as_bytes(), &headers, false))
@@ -570,15 +564,7 @@ async fn a_webhook_that_fails_after_verification_names_its_delivery_in_the_log()
         .expect("webhook");
     let payment = world.dodo_payment("pay_logged", "succeeded", Some("user-lee"), None);
     let event = payment_event("payment.succeeded", &payment);
-    let now = paywall::time::Clock::system().now().unix_seconds();
-    let headers = [
-        ("webhook-id", "msg_fails_after_verify".to_owned()),
-        ("webhook-timestamp", now.to_string()),
-        (
-            "webhook-signature",
-            secret().sign("msg_fails_after_verify", now, event.as_bytes()),
-        ),
-    ];
+    let headers = signed_headers("msg_fails_after_verify", &event);
     world.dynamo.fail("TransactWriteItems");
     let (code, body) = answer(
         webhook

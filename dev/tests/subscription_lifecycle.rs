@@ -777,6 +777,26 @@ async fn status_and_entitlements_revalidate_with_etags() {
     }
 }
 
+/// How many calls the simulator received whose `METHOD /path` contains `part`.
+fn dodo_calls(s: &Stack, part: &str) -> usize {
+    s.sim()
+        .api_calls()
+        .iter()
+        .filter(|c| c.contains(part))
+        .count()
+}
+
+/// `POST /payment/change-plan {"plan": plan}` as `user`.
+async fn change_plan(s: &Stack, user: &str, plan: &str) -> (u16, Value) {
+    s.call(
+        Method::POST,
+        "/payment/change-plan",
+        user,
+        Some(json!({"plan": plan})),
+    )
+    .await
+}
+
 /// The `user.*` entries of `user`'s audit trail: each one's event type and effect.
 async fn user_actions(s: &Stack, user: &str) -> Vec<(String, String)> {
     let user = paywall::ids::UserId::parse(user).expect("user id");
@@ -802,22 +822,9 @@ async fn a_change_made_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_on
     s.advance("10d").await;
     // Its webhooks are lost: only the request and its retry can store the change.
     s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
-    let changes = || {
-        s.sim()
-            .api_calls()
-            .iter()
-            .filter(|c| c.contains("/change-plan"))
-            .count()
-    };
+    let changes = || dodo_calls(&s, "/change-plan");
     s.stack.fail_database_calls("TransactWriteItems").await;
-    let (status, failed) = s
-        .call(
-            Method::POST,
-            "/payment/change-plan",
-            "liv",
-            Some(json!({"plan": "team"})),
-        )
-        .await;
+    let (status, failed) = change_plan(&s, "liv", "team").await;
     assert_eq!(
         (status, failed["error"]["code"].clone()),
         (503, json!("changed_not_stored")),
@@ -833,14 +840,7 @@ async fn a_change_made_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_on
     assert_eq!(s.status("liv").await["plan"], "pro", "nothing stored yet");
     assert_eq!(user_actions(&s, "liv").await, Vec::new(), "no entry yet");
 
-    let (status, retried) = s
-        .call(
-            Method::POST,
-            "/payment/change-plan",
-            "liv",
-            Some(json!({"plan": "team"})),
-        )
-        .await;
+    let (status, retried) = change_plan(&s, "liv", "team").await;
     assert_eq!(status, 200, "{retried}");
     assert_eq!(retried["applied"], true);
     assert_eq!(retried["status"]["plan"], "team");
@@ -891,26 +891,13 @@ async fn a_declined_change_whose_answer_is_not_stored_still_says_nothing_changed
     s.advance("10d").await;
     s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
     s.stack.fail_database_calls("TransactWriteItems").await;
-    let (status, answer) = s
-        .call(
-            Method::POST,
-            "/payment/change-plan",
-            "ned",
-            Some(json!({"plan": "team"})),
-        )
-        .await;
+    let (status, answer) = change_plan(&s, "ned", "team").await;
     s.stack.heal_database().await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["applied"], false, "{answer}");
     assert_eq!(answer["status"]["plan"], "pro");
     assert_eq!(subscription_of(&s, "ned")["product_id"], "pdt_local_pro");
-    let changes = s
-        .sim()
-        .api_calls()
-        .iter()
-        .filter(|c| c.contains("/change-plan"))
-        .count();
-    assert_eq!(changes, 1);
+    assert_eq!(dodo_calls(&s, "/change-plan"), 1);
 }
 
 /// A scheduled change dropped at Dodo whose storing failed: the retry finds it dropped at
@@ -920,24 +907,11 @@ async fn a_drop_made_at_dodo_but_not_stored_is_stored_by_the_retry_without_a_sec
     let s = stack("drop-not-stored").await;
     s.buy("ora", "team", "outcome=succeeded").await;
     s.advance("10d").await;
-    let (status, scheduled) = s
-        .call(
-            Method::POST,
-            "/payment/change-plan",
-            "ora",
-            Some(json!({"plan": "pro"})),
-        )
-        .await;
+    let (status, scheduled) = change_plan(&s, "ora", "pro").await;
     assert_eq!(status, 200, "{scheduled}");
     assert_eq!(scheduled["status"]["scheduled_change"]["plan"], "pro");
     s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
-    let drops = || {
-        s.sim()
-            .api_calls()
-            .iter()
-            .filter(|c| c.starts_with("DELETE ") && c.contains("/change-plan"))
-            .count()
-    };
+    let drops = || dodo_calls(&s, "DELETE /subscriptions/");
     s.stack.fail_database_calls("TransactWriteItems").await;
     let (status, failed) = s
         .call(Method::DELETE, "/payment/change-plan", "ora", None)
