@@ -44,12 +44,50 @@ pub struct LocalDynamo {
     meter: Option<Meter>,
     /// Operations the front answers with DynamoDB's `InternalServerError` until healed;
     /// `None` without a front ([`LocalDynamo::in_memory_without_iam`]).
-    failing: Option<Failing>,
+    faults: Option<DatabaseFaults>,
 }
 
-/// Operations (`TransactWriteItems`, ...) that fail, as the front was told (see
-/// [`LocalDynamo::fail`]).
-type Failing = Arc<Mutex<std::collections::HashSet<String>>>;
+/// The operations (`TransactWriteItems`, ...) the front answers with DynamoDB's
+/// `InternalServerError` (a 500, which the SDK retries, then gives up on), reaching
+/// nothing, until healed: one kind of call failing at a chosen step of a handler, for
+/// tests of what a failure after an effect elsewhere leaves (and the local server's
+/// `/dev/database`). A handle: clones share the set, and an engine restarted with it
+/// keeps failing.
+#[derive(Clone, Debug, Default)]
+pub struct DatabaseFaults(Arc<Mutex<std::collections::BTreeSet<String>>>);
+
+impl DatabaseFaults {
+    /// Every `operation` call fails from now on; an operation DynamoDB does not have (of
+    /// those that read or write items) is refused.
+    pub fn fail(&self, operation: &str) -> Result<(), String> {
+        if !CAPACITY_OPERATIONS.contains(&operation) {
+            return Err(format!(
+                "`{operation}` is not one of DynamoDB's item operations: {}",
+                CAPACITY_OPERATIONS.join(", ")
+            ));
+        }
+        self.set().insert(operation.to_owned());
+        Ok(())
+    }
+
+    /// Every call reaches the engine again.
+    pub fn heal(&self) {
+        self.set().clear();
+    }
+
+    /// The operations failing now, sorted.
+    pub fn failing(&self) -> Vec<String> {
+        self.set().iter().cloned().collect()
+    }
+
+    fn fails(&self, operation: &str) -> bool {
+        self.set().contains(operation)
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Where a metered call's capacity units were read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,15 +162,24 @@ impl LocalDynamo {
             stop: Some(stop),
             stopped: Some(stopped),
             meter: None,
-            failing: None,
+            faults: None,
         })
     }
 
     /// Backed by a SQLite file, so state survives a restart.
     pub async fn on_disk(path: &Path, address: &str) -> Result<Self, LocalDynamoError> {
+        Self::on_disk_with_faults(path, address, DatabaseFaults::default()).await
+    }
+
+    /// As [`Self::on_disk`], failing the operations `faults` names (a restart keeps them).
+    pub async fn on_disk_with_faults(
+        path: &Path,
+        address: &str,
+        faults: DatabaseFaults,
+    ) -> Result<Self, LocalDynamoError> {
         let db = dynoxide::Database::new(&path.to_string_lossy())
             .map_err(|e| LocalDynamoError::Engine(e.to_string()))?;
-        Self::serve(db, address, None).await
+        Self::serve_with_faults(db, address, None, faults).await
     }
 
     /// dynoxide on a private loopback port, behind [`crate::iam`]'s check of each call
@@ -143,13 +190,21 @@ impl LocalDynamo {
         address: &str,
         meter: Option<Meter>,
     ) -> Result<Self, LocalDynamoError> {
+        Self::serve_with_faults(db, address, meter, DatabaseFaults::default()).await
+    }
+
+    async fn serve_with_faults(
+        db: dynoxide::Database,
+        address: &str,
+        meter: Option<Meter>,
+        faults: DatabaseFaults,
+    ) -> Result<Self, LocalDynamoError> {
         let engine_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let engine = format!("http://{}", engine_listener.local_addr()?);
         let listener = tokio::net::TcpListener::bind(address).await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let (stop, stop_signal) = oneshot::channel::<()>();
         let (stop_front, stop_front_signal) = oneshot::channel::<()>();
-        let failing = Failing::default();
         let front = axum::Router::new()
             .fallback(iam_gate)
             .with_state(IamGate {
@@ -160,7 +215,7 @@ impl LocalDynamo {
                     .map_err(|e| LocalDynamoError::Engine(e.to_string()))?,
                 meter: meter.clone(),
                 key_names: Arc::default(),
-                failing: failing.clone(),
+                faults: faults.clone(),
             })
             .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024));
         let front_served = tokio::spawn(async move {
@@ -194,7 +249,7 @@ impl LocalDynamo {
             stop: Some(stop),
             stopped: Some(stopped),
             meter,
-            failing: Some(failing),
+            faults: Some(faults),
         })
     }
 
@@ -215,25 +270,27 @@ impl LocalDynamo {
         client_as(&self.endpoint, binary)
     }
 
-    /// From now on, every `operation` call (`TransactWriteItems`, ...) is answered with
-    /// DynamoDB's `InternalServerError` (a 500, which the SDK retries, then gives up on),
-    /// reaching nothing: a failure of one kind of call at a chosen step of a handler, for
-    /// tests of what a failure after an effect elsewhere leaves. Until [`Self::heal`].
-    /// Only behind the front: [`Self::in_memory_without_iam`] panics, as a test relying on
-    /// it would prove nothing.
-    pub fn fail(&self, operation: &str) {
-        self.failing
-            .as_ref()
+    /// The handle on the operations this engine fails ([`DatabaseFaults`]). Only behind
+    /// the front: [`Self::in_memory_without_iam`] panics, as a test relying on it would
+    /// prove nothing.
+    pub fn faults(&self) -> DatabaseFaults {
+        self.faults
+            .clone()
             .expect("faults need the front: not in_memory_without_iam")
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(operation.to_owned());
+    }
+
+    /// From now on, every `operation` call fails (see [`DatabaseFaults`]), until
+    /// [`Self::heal`]. Panics on a name DynamoDB does not have.
+    pub fn fail(&self, operation: &str) {
+        if let Err(unknown) = self.faults().fail(operation) {
+            panic!("{unknown}");
+        }
     }
 
     /// Every call reaches the engine again.
     pub fn heal(&self) {
-        if let Some(failing) = &self.failing {
-            failing.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if let Some(faults) = &self.faults {
+            faults.heal();
         }
     }
 
@@ -265,7 +322,7 @@ struct IamGate {
     meter: Option<Meter>,
     /// Table name -> its key attributes' names (read once, to find a put's key).
     key_names: Arc<Mutex<HashMap<String, Vec<String>>>>,
-    failing: Failing,
+    faults: DatabaseFaults,
 }
 
 /// DynamoDB's JSON protocol target prefix (streams have their own).
@@ -335,12 +392,7 @@ async fn iam_gate(
                 .into_response();
         }
     }
-    let fails = gate
-        .failing
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(&operation);
-    if fails {
+    if gate.faults.fails(&operation) {
         return (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             [("content-type", "application/x-amz-json-1.0")],

@@ -51,7 +51,8 @@ use serde_json::{Value, json};
 use crate::dodo_simulator::faults::Faults;
 use crate::dodo_simulator::{DodoSimulator, WebhookTarget};
 use crate::local_dynamodb::{
-    LocalDynamo, client_as, client_for, create_table_from_template_without_stream, template_path,
+    DatabaseFaults, LocalDynamo, client_as, client_for, create_table_from_template_without_stream,
+    template_path,
 };
 use crate::time_machine::TimeMachine;
 
@@ -99,6 +100,8 @@ struct App {
     simulator: Option<DodoSimulator>,
     /// The EventBridge stand-in delivering to `ACCESS_EVENTS_WEBHOOK_URL`, if set.
     webhook_bus: Option<crate::local_stream::LocalEventBus>,
+    /// The DynamoDB operations failing on purpose (`/dev/database`).
+    database_faults: DatabaseFaults,
 }
 
 /// What the server tells the person who started it.
@@ -249,6 +252,8 @@ pub struct LocalStack {
     dynamo: tokio::sync::Mutex<LocalDynamo>,
     /// Where the engine listens (a restart binds the same address).
     dynamo_address: String,
+    /// What the engine fails on purpose; a restarted engine keeps it.
+    database_faults: DatabaseFaults,
     listener: Mutex<Option<tokio::net::TcpListener>>,
     router: Mutex<Option<Router>>,
 }
@@ -279,6 +284,7 @@ impl LocalStack {
         let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
 
         let dynamo = LocalDynamo::on_disk(&state_dir.join("paywall.db"), "127.0.0.1:0").await?;
+        let database_faults = dynamo.faults();
         let dynamo_address = dynamo.endpoint().trim_start_matches("http://").to_owned();
         let client = client_for(dynamo.endpoint());
         create_table_from_template_without_stream(&client, &template_path(), TABLE).await?;
@@ -447,6 +453,7 @@ impl LocalStack {
             machine: Arc::clone(&machine),
             simulator: simulator.clone(),
             webhook_bus: access_events.as_ref().map(|pump| pump.bus.clone()),
+            database_faults: database_faults.clone(),
         });
 
         let mut router = Router::new()
@@ -458,6 +465,10 @@ impl LocalStack {
             .route("/dev/token", get(mint_token))
             .route("/dev/clock", get(read_clock).post(move_clock))
             .route("/dev/faults", get(read_faults).post(set_faults))
+            .route(
+                "/dev/database",
+                get(read_database_faults).post(set_database_faults),
+            )
             .route("/dev/events", get(list_access_events))
             .route("/dev/events/webhook", get(webhook_deliveries))
             .route("/payment/status", get(status))
@@ -500,6 +511,7 @@ impl LocalStack {
             access_events,
             dynamo: tokio::sync::Mutex::new(dynamo),
             dynamo_address,
+            database_faults,
             listener: Mutex::new(Some(listener)),
             router: Mutex::new(Some(router)),
         }))
@@ -557,16 +569,11 @@ impl LocalStack {
         Ok(())
     }
 
-    /// Every `operation` call to the engine (`TransactWriteItems`, ...) fails with
-    /// DynamoDB's `InternalServerError` until [`Self::heal_database`]: one step of a
-    /// handler failing, where [`Self::stop_database`] fails them all.
-    pub async fn fail_database_calls(&self, operation: &str) {
-        self.dynamo.lock().await.fail(operation);
-    }
-
-    /// Every call reaches the engine again.
-    pub async fn heal_database(&self) {
-        self.dynamo.lock().await.heal();
+    /// The DynamoDB operations that fail on purpose (`TransactWriteItems`, ...: see
+    /// [`DatabaseFaults`]): one step of a handler failing, where [`Self::stop_database`]
+    /// fails them all. `POST /dev/database` sets them over HTTP.
+    pub fn database_faults(&self) -> &DatabaseFaults {
+        &self.database_faults
     }
 
     /// Stops the DynamoDB engine (an outage): every read and write fails until
@@ -590,8 +597,12 @@ impl LocalStack {
         let mut last_error = None;
         // The address may take a moment to be free again.
         for _ in 0..50 {
-            match LocalDynamo::on_disk(&self.state_dir.join("paywall.db"), &self.dynamo_address)
-                .await
+            match LocalDynamo::on_disk_with_faults(
+                &self.state_dir.join("paywall.db"),
+                &self.dynamo_address,
+                self.database_faults.clone(),
+            )
+            .await
             {
                 Ok(restarted) => {
                     *dynamo = restarted;
@@ -762,6 +773,46 @@ async fn set_faults(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Res
     }
     simulator.set_faults(faults);
     axum::Json(simulator.faults()).into_response()
+}
+
+/// `GET /dev/database`: `{"failing": [...]}`, the DynamoDB operations failing on purpose.
+async fn read_database_faults(State(app): State<Arc<App>>) -> Response {
+    axum::Json(json!({"failing": app.database_faults.failing()})).into_response()
+}
+
+/// `POST /dev/database {"failing": ["TransactWriteItems"]}`: from now on those DynamoDB
+/// operations fail (DynamoDB's `InternalServerError`, which the functions' SDK retries,
+/// then gives up on), until `{"failing": []}` (or `{}`): to see what an app shows when a
+/// write fails after Dodo acted (`503 changed_not_stored`), say.
+async fn set_database_faults(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Asked {
+        #[serde(default)]
+        failing: Vec<String>,
+    }
+    let asked = match serde_json::from_slice::<Asked>(&body) {
+        Ok(asked) => asked,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("send {{\"failing\": [\"TransactWriteItems\", ...]}}, [] for none: {err}"),
+            );
+        }
+    };
+    // Checked whole before any is set: a bad name changes nothing.
+    let check = DatabaseFaults::default();
+    for operation in &asked.failing {
+        if let Err(message) = check.fail(operation) {
+            return error(StatusCode::BAD_REQUEST, "invalid_request", &message);
+        }
+    }
+    app.database_faults.heal();
+    for operation in &asked.failing {
+        let _ = app.database_faults.fail(operation);
+    }
+    read_database_faults(State(app)).await
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

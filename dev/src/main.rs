@@ -83,6 +83,9 @@ fn announce(started: &Started) {
         println!("  test clock       {base}/dev/clock  (GET; POST {{\"advance\": \"30d\"}})");
         println!("  faults           {base}/dev/faults");
     }
+    println!(
+        "  DynamoDB faults  {base}/dev/database  (POST {{\"failing\": [\"TransactWriteItems\"]}}; [] heals)"
+    );
     println!("  access events    {base}/dev/events  (?user_id=)");
     if started.access_events_webhook {
         println!(

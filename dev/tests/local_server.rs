@@ -333,6 +333,7 @@ async fn the_banner_lists_every_route_and_the_log_has_each_request() {
         "/dev/token",
         "/dev/clock",
         "/dev/faults",
+        "/dev/database",
         "/dev/events",
         "/dodo",
     ] {
@@ -371,6 +372,51 @@ async fn the_banner_lists_every_route_and_the_log_has_each_request() {
         "{log}"
     );
     assert!(!log.contains(&buyer), "a token was logged");
+
+    // DynamoDB faults on demand: a name DynamoDB does not have changes nothing; a failing
+    // read is a 503 the caller may retry; healed, the read answers again.
+    let database = format!("{}/dev/database", server.base);
+    let set = |body: Value| {
+        let database = database.clone();
+        async move {
+            let answer = http()
+                .post(&database)
+                .json(&body)
+                .send()
+                .await
+                .expect("answered");
+            (
+                answer.status().as_u16(),
+                answer.json::<Value>().await.expect("json"),
+            )
+        }
+    };
+    let (code, refused) = set(serde_json::json!({"failing": ["Query", "Scanner"]})).await;
+    assert_eq!(code, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Scanner")
+    );
+    let (code, now) = set(serde_json::json!({"failing": ["Query"]})).await;
+    assert_eq!(
+        (code, now["failing"].clone()),
+        (200, serde_json::json!(["Query"]))
+    );
+    let failed = http()
+        .get(format!("{}/payment/status", server.base))
+        .bearer_auth(&buyer)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(failed.status(), 503);
+    let (code, healed) = set(serde_json::json!({})).await;
+    assert_eq!(
+        (code, healed["failing"].clone()),
+        (200, serde_json::json!([]))
+    );
+    assert_eq!(status(&server, &buyer).await["status"], "none");
     assert_eq!(server.interrupt().await, 0);
     let _ = std::fs::remove_dir_all(&state);
 }

@@ -823,7 +823,10 @@ async fn a_change_made_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_on
     // Its webhooks are lost: only the request and its retry can store the change.
     s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
     let changes = || dodo_calls(&s, "/change-plan");
-    s.stack.fail_database_calls("TransactWriteItems").await;
+    s.stack
+        .database_faults()
+        .fail("TransactWriteItems")
+        .expect("an operation");
     let (status, failed) = change_plan(&s, "liv", "team").await;
     assert_eq!(
         (status, failed["error"]["code"].clone()),
@@ -836,7 +839,7 @@ async fn a_change_made_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_on
         "pdt_local_team",
         "on the new plan at Dodo"
     );
-    s.stack.heal_database().await;
+    s.stack.database_faults().heal();
     assert_eq!(s.status("liv").await["plan"], "pro", "nothing stored yet");
     assert_eq!(user_actions(&s, "liv").await, Vec::new(), "no entry yet");
 
@@ -858,7 +861,10 @@ async fn a_cancel_set_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_onc
     let s = stack("cancel-not-stored").await;
     s.buy("max", "pro", "outcome=succeeded").await;
     s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
-    s.stack.fail_database_calls("TransactWriteItems").await;
+    s.stack
+        .database_faults()
+        .fail("TransactWriteItems")
+        .expect("an operation");
     let (status, failed) = s.call(Method::POST, "/payment/cancel", "max", None).await;
     assert_eq!(
         (status, failed["error"]["code"].clone()),
@@ -869,7 +875,7 @@ async fn a_cancel_set_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_onc
         s.sim().subscriptions()[0]["cancel_at_next_billing_date"],
         true
     );
-    s.stack.heal_database().await;
+    s.stack.database_faults().heal();
     assert_eq!(s.status("max").await["cancel_at_period_end"], false);
 
     let (status, body) = s.call(Method::POST, "/payment/cancel", "max", None).await;
@@ -890,9 +896,12 @@ async fn a_declined_change_whose_answer_is_not_stored_still_says_nothing_changed
     s.buy("ned", "pro", "outcome=succeeded&renewal=fails").await;
     s.advance("10d").await;
     s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
-    s.stack.fail_database_calls("TransactWriteItems").await;
+    s.stack
+        .database_faults()
+        .fail("TransactWriteItems")
+        .expect("an operation");
     let (status, answer) = change_plan(&s, "ned", "team").await;
-    s.stack.heal_database().await;
+    s.stack.database_faults().heal();
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["applied"], false, "{answer}");
     assert_eq!(answer["status"]["plan"], "pro");
@@ -912,11 +921,14 @@ async fn a_drop_made_at_dodo_but_not_stored_is_stored_by_the_retry_without_a_sec
     assert_eq!(scheduled["status"]["scheduled_change"]["plan"], "pro");
     s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
     let drops = || dodo_calls(&s, "DELETE /subscriptions/");
-    s.stack.fail_database_calls("TransactWriteItems").await;
+    s.stack
+        .database_faults()
+        .fail("TransactWriteItems")
+        .expect("an operation");
     let (status, failed) = s
         .call(Method::DELETE, "/payment/change-plan", "ora", None)
         .await;
-    s.stack.heal_database().await;
+    s.stack.database_faults().heal();
     assert_eq!(
         (status, failed["error"]["code"].clone()),
         (503, json!("changed_not_stored")),

@@ -211,3 +211,32 @@ test("a subscription: preview, upgrade, downgrade scheduled then dropped, cancel
   const resumed = await paywall.resume();
   assert.equal(resumed.cancel_at_period_end, false);
 });
+
+test("a plan change Dodo made but the API could not store (503 changed_not_stored) is sent again and stored", async () => {
+  const token = await stack.token("interrupted");
+  const statuses = [];
+  // The store fails until the first 503 is back: the resend finds it healed.
+  const fetchHealing = async (input, init) => {
+    const response = await fetch(input, init);
+    statuses.push(response.status);
+    if (response.status === 503) await stack.failDatabase([]);
+    return response;
+  };
+  const paywall = createPaywall({ baseUrl: stack.baseUrl, getToken: async () => token, fetch: fetchHealing });
+  await buy(paywall, "pro");
+  await stack.moveClock("61s");
+  // Its webhooks lost: only the resend can store the change.
+  await stack.faults({ drop_webhooks: 1 });
+  try {
+    statuses.length = 0;
+    await stack.failDatabase(["TransactWriteItems"]);
+    const upgrade = await paywall.changePlan("team");
+    assert.deepEqual(statuses, [503, 200]);
+    assert.equal(upgrade.applied, true);
+    assert.equal(upgrade.status.plan, "team");
+    assert.equal((await paywall.entitlements()).plan, "team");
+  } finally {
+    await stack.failDatabase([]);
+    await stack.faults({});
+  }
+});

@@ -25,7 +25,8 @@ function freePort() {
 }
 
 /**
- * Starts the stack; answers `{ baseUrl, token(sub, email?), pay(checkoutUrl), moveClock(advance), stop() }`.
+ * Starts the stack; answers `{ baseUrl, token(sub, email?), pay(checkoutUrl), moveClock(advance), faults(faults),
+ * failDatabase(operations), stop() }`.
  * The server verifies /server/* signatures with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
  * `local`/`local` in us-east-1, as make dev and CI set them.
  */
@@ -100,6 +101,22 @@ export async function startStack() {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ advance }),
+      });
+    },
+    /** Sets the Dodo simulator's faults (`{ drop_webhooks: 1 }`; `{}` resets them). */
+    async faults(faults) {
+      return json("/dev/faults", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(faults),
+      });
+    },
+    /** Makes these DynamoDB operations fail (`["TransactWriteItems"]`; `[]` heals). */
+    async failDatabase(operations) {
+      return json("/dev/database", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ failing: operations }),
       });
     },
     async stop() {
