@@ -399,6 +399,19 @@ async fn the_banner_lists_every_route_and_the_log_has_each_request() {
             .unwrap_or_default()
             .contains("Scanner")
     );
+    let unchanged: Value = http()
+        .get(&database)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        unchanged["failing"],
+        serde_json::json!([]),
+        "a refused set changes nothing"
+    );
     let (code, now) = set(serde_json::json!({"failing": ["Query"]})).await;
     assert_eq!(
         (code, now["failing"].clone()),

@@ -951,3 +951,38 @@ async fn a_drop_made_at_dodo_but_not_stored_is_stored_by_the_retry_without_a_sec
         .collect();
     assert_eq!(dropped.len(), 1, "{dropped:?}");
 }
+
+/// A downgrade scheduled at Dodo whose storing failed, then taken back: the drop reads
+/// Dodo, not the store (which shows nothing scheduled), so the change Dodo would make at
+/// the renewal is dropped there (issue 20 review).
+#[tokio::test]
+async fn a_change_scheduled_at_dodo_but_not_stored_is_dropped_at_dodo_when_taken_back() {
+    let s = stack("drop-unstored").await;
+    s.buy("pia", "team", "outcome=succeeded").await;
+    s.advance("10d").await;
+    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    s.stack
+        .database_faults()
+        .fail("TransactWriteItems")
+        .expect("an operation");
+    let (status, failed) = change_plan(&s, "pia", "pro").await;
+    s.stack.database_faults().heal();
+    assert_eq!(
+        (status, failed["error"]["code"].clone()),
+        (503, json!("changed_not_stored")),
+        "{failed}"
+    );
+    assert_eq!(
+        subscription_of(&s, "pia")["scheduled_change"]["product_id"],
+        "pdt_local_pro"
+    );
+    assert_eq!(s.status("pia").await["scheduled_change"], Value::Null);
+
+    let (status, kept) = s
+        .call(Method::DELETE, "/payment/change-plan", "pia", None)
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["scheduled_change"], Value::Null);
+    assert_eq!(subscription_of(&s, "pia")["scheduled_change"], Value::Null);
+    assert_eq!(dodo_calls(&s, "DELETE /subscriptions/"), 1);
+}

@@ -579,7 +579,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description As for any route, `store_unavailable` or `busy` (with `Retry-After`): nothing changed; retry. Or `changed_not_stored` (with `Retry-After`): Dodo has made the change (and may have charged for it), but the paywall could not read it back or store it yet, so the status may not show it. It is not "nothing changed": retry. The retry reads the subscription from Dodo and stores it, with the action's audit entry, asking Dodo again only for what Dodo has not done (a plan change Dodo made is never asked for twice; a cancel or resume is set again, to the same value). Dodo's webhook stores the change too, and if it comes first, a retried upgrade answers `409 same_plan`: the subscription is on that plan. */
+        /** @description As for any route, `store_unavailable` or `busy` (with `Retry-After`): nothing changed; retry. Or `changed_not_stored` (with `Retry-After`): Dodo has made the change (and may have charged for it), as read back from Dodo, but the paywall could not store it yet, so the status may not show it. It is not "nothing changed": retry. The retry reads the subscription from Dodo and stores it, with the action's audit entry, asking Dodo again only for what Dodo has not done (a plan change Dodo made is never asked for twice; a cancel or resume is set again, to the same value). Dodo's webhook stores the change too, and if it comes first, a retried upgrade answers `409 same_plan`: the subscription is on that plan. */
         ChangeUnavailable: {
             headers: {
                 /** @description Seconds to wait before retrying (`busy`, `changed_not_stored`). */

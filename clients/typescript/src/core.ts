@@ -152,13 +152,18 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * answered at once, for the caller to turn into an error carrying `retryAfter`.
  *
  * Once an attempt was answered `changed_not_stored` (Dodo made the change), a later
- * failure is never what the caller sees: `busy` or `store_unavailable` would say that
- * nothing changed. The `changed_not_stored` answer is, so the app knows Dodo acted.
+ * transient failure (a `429` or `5xx`: `busy`, `store_unavailable`, Dodo unreachable,
+ * which say or suggest that nothing changed) is not what the caller sees: the
+ * `changed_not_stored` answer is, so the app knows Dodo acted. A later `4xx` is an answer
+ * about the state as it now is (`409 same_plan`: the change is in place) and stands.
  */
 export async function send(attempt: Attempt): Promise<Response> {
   let changedNotStored: Response | undefined;
-  const settle = (response: Response) =>
-    changedNotStored !== undefined && !response.ok && response.status !== 304 ? changedNotStored : response;
+  const settle = async (response: Response) => {
+    if (changedNotStored === undefined || (response.status !== 429 && response.status < 500)) return response;
+    await response.body?.cancel().catch(() => {});
+    return changedNotStored;
+  };
   for (let n = 0; ; n++) {
     // Outside the try: a request that cannot be made (no credentials) is no network failure.
     const request = await attempt.request();

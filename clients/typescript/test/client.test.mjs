@@ -219,7 +219,11 @@ test("a plan change Dodo made but the API could not store (503 changed_not_store
   const fetchHealing = async (input, init) => {
     const response = await fetch(input, init);
     statuses.push(response.status);
-    if (response.status === 503) await stack.failDatabase([]);
+    if (response.status === 503) {
+      const { error } = await response.clone().json();
+      statuses.push(error.code);
+      await stack.failDatabase([]);
+    }
     return response;
   };
   const paywall = createPaywall({ baseUrl: stack.baseUrl, getToken: async () => token, fetch: fetchHealing });
@@ -231,7 +235,7 @@ test("a plan change Dodo made but the API could not store (503 changed_not_store
     statuses.length = 0;
     await stack.failDatabase(["TransactWriteItems"]);
     const upgrade = await paywall.changePlan("team");
-    assert.deepEqual(statuses, [503, 200]);
+    assert.deepEqual(statuses, [503, "changed_not_stored", 200]);
     assert.equal(upgrade.applied, true);
     assert.equal(upgrade.status.plan, "team");
     assert.equal((await paywall.entitlements()).plan, "team");

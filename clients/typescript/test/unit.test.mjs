@@ -292,6 +292,9 @@ test("a 503 without the API's code is not retried for checkout, portal and plan 
   s = scripted(notStored(), busy(), storeDown(), busy());
   await assert.rejects(client(s.fetch, { retries: 3 }).changePlan("team"), (e) => isPaywallError(e, "changed_not_stored") && e.status === 503);
   assert.equal(s.requests.length, 4);
+  // A later 4xx is about the state as it is now (the change in place): it stands.
+  s = scripted(notStored(), json(409, { error: { code: "same_plan", message: "already on team" } }));
+  await assert.rejects(client(s.fetch).changePlan("team"), (e) => isPaywallError(e, "same_plan") && e.status === 409);
   // Retried up to `retries`, then the last answer's error, its body intact.
   s = scripted(busy(), busy());
   await assert.rejects(client(s.fetch, { retries: 1 }).changePlan("team"), (e) => isPaywallError(e, "busy") && e.status === 503);

@@ -145,7 +145,13 @@ impl PortalHandler {
         // Dodo already made, the state is stored and the answer is the same, and Dodo
         // is never asked (and never charges) twice.
         let live = self.dodo.get_subscription(&current.subscription_id).await?;
-        if applied_at_dodo(&live, target, change.effective_at) {
+        // On the target at Dodo, or moving to it there, whatever timing the stored plan
+        // would give (Dodo's plan may not be the stored one).
+        if let Some(effective_at) = target_at_dodo(&live, target) {
+            let change = ChangeSummary {
+                effective_at,
+                ..change
+            };
             // Made at Dodo but not stored here: this request's earlier attempt (whose
             // store failed, so its entry was not written either), or the portal. The
             // entry is written with the state, once.
@@ -181,13 +187,11 @@ impl PortalHandler {
             .change_plan(&current.subscription_id, &body)
             .await
             .map_err(refused_change)?;
-        // From here Dodo has acted (and may have charged): a failure answers
-        // `changed_not_stored`, and the retry takes the branch above.
-        let subscription = self
-            .dodo
-            .get_subscription(&current.subscription_id)
-            .await
-            .map_err(|err| changed_not_stored(err.into()))?;
+        // Dodo has acted. Whether it made the change is not known until it is read back
+        // (a declined charge keeps the plan): a failure to read it is Dodo's error, which
+        // no client resends by itself (a resend could try a declined charge again). The
+        // change reaches the store by its webhook, or by a retry, which reads Dodo first.
+        let subscription = self.dodo.get_subscription(&current.subscription_id).await?;
         let applied = applied_at_dodo(&subscription, target, change.effective_at);
         let audit = self.audit(
             request,
@@ -230,7 +234,8 @@ impl PortalHandler {
     }
 
     /// `DELETE /payment/change-plan`: Dodo drops the scheduled change; the subscription
-    /// is read back and stored. Idempotent: with nothing scheduled, the status as it is.
+    /// is read back and stored. Idempotent: with nothing scheduled (at Dodo or here), the
+    /// status as it is.
     pub(super) async fn cancel_scheduled_change(
         &self,
         request: &Request,
@@ -240,13 +245,14 @@ impl PortalHandler {
         let now = self.clock.now();
         let account = self.store.get_account(&caller.user_id).await?;
         let current = self.running_subscription(&account.subscriptions, now)?;
-        if current.scheduled_product_id.is_some() {
-            dodo_budget(&self.store, &self.clock, DROP_CALLS).await?;
-            // What Dodo has decides: dropped already (this request's earlier attempt,
-            // whose store failed, or the portal), it is only stored, and Dodo is not
-            // asked again.
-            let live = self.dodo.get_subscription(&current.subscription_id).await?;
-            if live.scheduled_change.is_some() {
+        // What Dodo has decides, not what is stored: a change scheduled at Dodo whose
+        // storing failed is dropped too, and one dropped already (this request's earlier
+        // attempt, or the portal) is only stored, without asking Dodo again.
+        dodo_budget(&self.store, &self.clock, DROP_CALLS).await?;
+        let live = self.dodo.get_subscription(&current.subscription_id).await?;
+        let scheduled_at_dodo = live.scheduled_change.is_some();
+        if scheduled_at_dodo || current.scheduled_product_id.is_some() {
+            let subscription = if scheduled_at_dodo {
                 match self
                     .dodo
                     .cancel_scheduled_change(&current.subscription_id)
@@ -256,14 +262,15 @@ impl PortalHandler {
                     Ok(()) | Err(DodoError::Api { status: 404, .. }) => {}
                     Err(err) => return Err(err.into()),
                 }
-            }
-            // Dropped at Dodo: a failure from here is `changed_not_stored`; the retry
-            // finds it dropped and stores it.
-            let subscription = self
-                .dodo
-                .get_subscription(&current.subscription_id)
-                .await
-                .map_err(|err| changed_not_stored(err.into()))?;
+                // Dropped at Dodo: a failure from here is `changed_not_stored`; the
+                // retry finds it dropped and stores it.
+                self.dodo
+                    .get_subscription(&current.subscription_id)
+                    .await
+                    .map_err(|err| changed_not_stored(err.into()))?
+            } else {
+                live
+            };
             let audit = self.audit(
                 request,
                 caller,
@@ -295,6 +302,23 @@ impl PortalHandler {
             proration_billing_mode: policy.proration,
             on_payment_failure: policy.on_payment_failure,
         }
+    }
+}
+
+/// When Dodo's subscription is on `target` (`immediately`) or has the move to it
+/// scheduled (`next_billing_date`): how the change it was asked for stands there.
+fn target_at_dodo(subscription: &Subscription, target: &Plan) -> Option<&'static str> {
+    let product = target.product_id.as_str();
+    if subscription.product_id.as_deref() == Some(product) {
+        Some(ChangeTiming::Immediately.as_str())
+    } else if subscription
+        .scheduled_change
+        .as_ref()
+        .is_some_and(|c| c.product_id == product)
+    {
+        Some(ChangeTiming::NextBillingDate.as_str())
+    } else {
+        None
     }
 }
 

@@ -220,7 +220,7 @@ impl Handler for PortalHandler {
 }
 
 /// What a request answers when Dodo has acted on it (changed a plan, set or dropped a
-/// cancellation) but what Dodo did could not be read back or stored: `503
+/// cancellation) but what Dodo did could not be stored (or, after a drop, read back): `503
 /// changed_not_stored`, never the `503` that says nothing changed (`busy`,
 /// `store_unavailable`), which a client may take for "not done". Retrying is safe and
 /// completes it; the webhook Dodo sends stores it too.
@@ -228,7 +228,7 @@ pub(super) fn changed_not_stored(cause: ApiError) -> ApiError {
     let mut error = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "changed_not_stored",
-        "Dodo Payments has made the change (and may have charged for it), but the paywall could not read it back or store it yet; retry: the retry stores what Dodo has, and asks Dodo again only for what Dodo did not do",
+        "Dodo Payments has made the change (and may have charged for it), but the paywall could not store it yet; retry: the retry stores what Dodo has, and asks Dodo again only for what Dodo did not do",
     );
     error.retry_after = Some(1);
     // The cause (its code and what the SDK said) goes to the log line only.
