@@ -811,6 +811,23 @@ async fn user_actions(s: &Stack, user: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `request` sent with the store's transactions failing and Dodo's webhooks lost, so
+/// that only the request and its retry can store what Dodo did: its status and answer.
+/// The store is healed after it; webhooks stay lost.
+async fn with_writes_failing(
+    s: &Stack,
+    request: impl std::future::Future<Output = (u16, Value)>,
+) -> (u16, Value) {
+    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
+    s.stack
+        .database_faults()
+        .fail("TransactWriteItems")
+        .expect("an operation");
+    let answer = request.await;
+    s.stack.database_faults().heal();
+    answer
+}
+
 /// A change Dodo made whose storing then failed: the answer says Dodo changed it (never
 /// the 503 that means "nothing changed"), nothing is stored half, and the retry stores it
 /// with its one audit entry, without asking Dodo to change (or charge) again (issue 20
@@ -821,13 +838,8 @@ async fn a_change_made_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_on
     s.buy("liv", "pro", "outcome=succeeded").await;
     s.advance("10d").await;
     // Its webhooks are lost: only the request and its retry can store the change.
-    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
     let changes = || dodo_calls(&s, "/change-plan");
-    s.stack
-        .database_faults()
-        .fail("TransactWriteItems")
-        .expect("an operation");
-    let (status, failed) = change_plan(&s, "liv", "team").await;
+    let (status, failed) = with_writes_failing(&s, change_plan(&s, "liv", "team")).await;
     assert_eq!(
         (status, failed["error"]["code"].clone()),
         (503, json!("changed_not_stored")),
@@ -839,7 +851,6 @@ async fn a_change_made_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_on
         "pdt_local_team",
         "on the new plan at Dodo"
     );
-    s.stack.database_faults().heal();
     assert_eq!(s.status("liv").await["plan"], "pro", "nothing stored yet");
     assert_eq!(user_actions(&s, "liv").await, Vec::new(), "no entry yet");
 
@@ -860,12 +871,8 @@ async fn a_change_made_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_on
 async fn a_cancel_set_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_once() {
     let s = stack("cancel-not-stored").await;
     s.buy("max", "pro", "outcome=succeeded").await;
-    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
-    s.stack
-        .database_faults()
-        .fail("TransactWriteItems")
-        .expect("an operation");
-    let (status, failed) = s.call(Method::POST, "/payment/cancel", "max", None).await;
+    let (status, failed) =
+        with_writes_failing(&s, s.call(Method::POST, "/payment/cancel", "max", None)).await;
     assert_eq!(
         (status, failed["error"]["code"].clone()),
         (503, json!("changed_not_stored")),
@@ -875,7 +882,6 @@ async fn a_cancel_set_at_dodo_but_not_stored_says_so_and_the_retry_stores_it_onc
         s.sim().subscriptions()[0]["cancel_at_next_billing_date"],
         true
     );
-    s.stack.database_faults().heal();
     assert_eq!(s.status("max").await["cancel_at_period_end"], false);
 
     let (status, body) = s.call(Method::POST, "/payment/cancel", "max", None).await;
@@ -895,13 +901,7 @@ async fn a_declined_change_whose_answer_is_not_stored_still_says_nothing_changed
     let s = stack("declined-not-stored").await;
     s.buy("ned", "pro", "outcome=succeeded&renewal=fails").await;
     s.advance("10d").await;
-    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
-    s.stack
-        .database_faults()
-        .fail("TransactWriteItems")
-        .expect("an operation");
-    let (status, answer) = change_plan(&s, "ned", "team").await;
-    s.stack.database_faults().heal();
+    let (status, answer) = with_writes_failing(&s, change_plan(&s, "ned", "team")).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["applied"], false, "{answer}");
     assert_eq!(answer["status"]["plan"], "pro");
@@ -919,16 +919,12 @@ async fn a_drop_made_at_dodo_but_not_stored_is_stored_by_the_retry_without_a_sec
     let (status, scheduled) = change_plan(&s, "ora", "pro").await;
     assert_eq!(status, 200, "{scheduled}");
     assert_eq!(scheduled["status"]["scheduled_change"]["plan"], "pro");
-    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
     let drops = || dodo_calls(&s, "DELETE /subscriptions/");
-    s.stack
-        .database_faults()
-        .fail("TransactWriteItems")
-        .expect("an operation");
-    let (status, failed) = s
-        .call(Method::DELETE, "/payment/change-plan", "ora", None)
-        .await;
-    s.stack.database_faults().heal();
+    let (status, failed) = with_writes_failing(
+        &s,
+        s.call(Method::DELETE, "/payment/change-plan", "ora", None),
+    )
+    .await;
     assert_eq!(
         (status, failed["error"]["code"].clone()),
         (503, json!("changed_not_stored")),
@@ -960,13 +956,7 @@ async fn a_change_scheduled_at_dodo_but_not_stored_is_dropped_at_dodo_when_taken
     let s = stack("drop-unstored").await;
     s.buy("pia", "team", "outcome=succeeded").await;
     s.advance("10d").await;
-    s.post("/dev/faults", json!({"drop_webhooks": 1.0})).await;
-    s.stack
-        .database_faults()
-        .fail("TransactWriteItems")
-        .expect("an operation");
-    let (status, failed) = change_plan(&s, "pia", "pro").await;
-    s.stack.database_faults().heal();
+    let (status, failed) = with_writes_failing(&s, change_plan(&s, "pia", "pro")).await;
     assert_eq!(
         (status, failed["error"]["code"].clone()),
         (503, json!("changed_not_stored")),
